@@ -1,0 +1,52 @@
+//! Nodes: what an agent registers and what the control plane records of it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::{Bytes, MilliCpu};
+
+/// What an agent tells the control plane about its node when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Unique node name (defaults to the hostname).
+    pub name: String,
+    /// Where the agent's own API (logs) listens, `host:port`.
+    pub address: String,
+    /// Allocatable CPU.
+    pub cpu: MilliCpu,
+    /// Allocatable memory.
+    pub memory: Bytes,
+    /// Operator-assigned labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Whether a node takes work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Registered and heartbeating.
+    #[default]
+    Ready,
+    /// Missed its heartbeat deadline.
+    Down,
+}
+
+impl NodeStatus {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Down => "down",
+        }
+    }
+}
+
+/// A node record in the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// What the agent registered.
+    pub info: NodeInfo,
+    /// Ready or down.
+    pub status: NodeStatus,
+}

@@ -1,0 +1,141 @@
+//! Tasks: one running instance of an app, its placement and its observed state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::{Bytes, MilliCpu};
+
+/// The observed state of a task, as the CLI and API report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Not yet placed on a node, or placed but not yet started.
+    #[default]
+    Pending,
+    /// Its container is running.
+    Running,
+    /// Its container exited on its own (see the exit code).
+    Exited,
+    /// Its container could not be started (bad image, runtime error).
+    Failed,
+    /// Stopped on request.
+    Stopped,
+}
+
+impl TaskState {
+    /// The lowercase name used in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Exited => "exited",
+            TaskState::Failed => "failed",
+            TaskState::Stopped => "stopped",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "pending" => TaskState::Pending,
+            "running" => TaskState::Running,
+            "exited" => TaskState::Exited,
+            "failed" => TaskState::Failed,
+            "stopped" => TaskState::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+/// What the control plane wants a task to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    /// Keep it running (subject to its restart policy).
+    #[default]
+    Run,
+    /// Stop its container, keep its record and logs.
+    Stop,
+    /// Stop its container and delete everything of it.
+    Remove,
+}
+
+impl Desired {
+    /// The lowercase name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Run => "run",
+            Desired::Stop => "stop",
+            Desired::Remove => "remove",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Desired> {
+        Some(match s {
+            "run" => Desired::Run,
+            "stop" => Desired::Stop,
+            "remove" => Desired::Remove,
+            _ => return None,
+        })
+    }
+}
+
+/// The resources the scheduler set aside for a task on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Allocation {
+    /// Shared CPU, in millicores.
+    pub cpu: MilliCpu,
+    /// Memory limit.
+    pub memory: Bytes,
+    /// Host ports reserved for the task.
+    pub ports: Vec<u16>,
+}
+
+/// A task record in the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Unique id: `<app>-<version>-<instance>`.
+    pub id: String,
+    /// The app it belongs to.
+    pub app: String,
+    /// Instance number within the app, from 0.
+    pub instance: u32,
+    /// The app version (log index of the spec) the task runs.
+    pub version: u64,
+    /// The node it was placed on, once scheduled.
+    pub node: Option<String>,
+    /// What was allocated to it on that node.
+    pub allocation: Option<Allocation>,
+    /// What the control plane wants.
+    pub desired: Desired,
+    /// What the node last reported.
+    pub state: TaskState,
+    /// Exit code of the last exit, if any.
+    pub exit_code: Option<i32>,
+    /// How many times the node restarted it.
+    pub restarts: u32,
+    /// A human-readable note: why it is pending, why it failed.
+    pub message: String,
+}
+
+/// A status report from a node about one of its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The task id.
+    pub id: String,
+    /// Observed state.
+    pub state: TaskState,
+    /// Exit code of the last exit, if any.
+    pub exit_code: Option<i32>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Human-readable note.
+    pub message: String,
+    /// True once the node deleted every trace of a task whose desired state is `remove`.
+    pub gone: bool,
+}
+
+/// Builds the task id for an app version and instance.
+pub fn task_id(app: &str, version: u64, instance: u32) -> String {
+    format!("{app}-{version}-{instance}")
+}

@@ -1,0 +1,253 @@
+//! The placement pipeline: filter, score, allocate, explain.
+
+use std::collections::BTreeMap;
+
+use berth_model::task::Allocation;
+
+use crate::builtin::{BinPack, DefaultAllocator, HostPorts, NodeReady, ResourceFit};
+use crate::cluster::{Cluster, NodeState, TaskRequest};
+use crate::plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};
+
+/// What the pipeline found out about one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeExplain {
+    /// Node name.
+    pub node: String,
+    /// The plugin that filtered it out and why, if it was.
+    pub filtered: Option<(String, Rejection)>,
+    /// Each scorer's score, when it was feasible.
+    pub scores: Vec<(String, f64)>,
+    /// Weighted total.
+    pub total: f64,
+}
+
+/// A placement decision with its explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Task id.
+    pub task: String,
+    /// Chosen node and allocation, or `None` when nothing fits.
+    pub placement: Option<(String, Allocation)>,
+    /// One line: why the task went where it went, or why it is pending.
+    pub summary: String,
+    /// Per-node detail.
+    pub nodes: Vec<NodeExplain>,
+}
+
+/// An ordered chain of plugins.
+pub struct Pipeline {
+    filters: Vec<Box<dyn FilterPlugin>>,
+    scorers: Vec<(Box<dyn ScorePlugin>, f64)>,
+    allocator: Box<dyn AllocatePlugin>,
+}
+
+impl Default for Pipeline {
+    /// The built-in chain: node-ready, resource-fit, host-ports; binpack;
+    /// the default allocator.
+    fn default() -> Pipeline {
+        Pipeline::new(Box::new(DefaultAllocator))
+            .filter(Box::new(NodeReady))
+            .filter(Box::new(ResourceFit))
+            .filter(Box::new(HostPorts))
+            .score(Box::new(BinPack), 1.0)
+    }
+}
+
+impl Pipeline {
+    /// An empty chain with the given allocator.
+    pub fn new(allocator: Box<dyn AllocatePlugin>) -> Pipeline {
+        Pipeline {
+            filters: Vec::new(),
+            scorers: Vec::new(),
+            allocator,
+        }
+    }
+
+    /// Appends a filter.
+    pub fn filter(mut self, f: Box<dyn FilterPlugin>) -> Pipeline {
+        self.filters.push(f);
+        self
+    }
+
+    /// Appends a scorer with a weight.
+    pub fn score(mut self, s: Box<dyn ScorePlugin>, weight: f64) -> Pipeline {
+        self.scorers.push((s, weight));
+        self
+    }
+
+    /// Decides where `task` goes in `cluster`. Does not change the cluster:
+    /// the caller commits the placement (see [`Cluster::commit`]).
+    pub fn decide(&self, cluster: &Cluster, task: &TaskRequest) -> Decision {
+        let all = cluster.nodes();
+        let mut explain: Vec<NodeExplain> = all
+            .iter()
+            .map(|n| NodeExplain {
+                node: n.name.clone(),
+                filtered: None,
+                scores: Vec::new(),
+                total: 0.0,
+            })
+            .collect();
+        // Indexes of nodes still feasible.
+        let mut alive: Vec<usize> = (0..all.len()).collect();
+
+        // 1. Filters, each over the nodes the previous ones kept.
+        for f in &self.filters {
+            if alive.is_empty() {
+                break;
+            }
+            let view: Vec<&NodeState> = alive.iter().map(|&i| &all[i]).collect();
+            let mut out = vec![None; view.len()];
+            f.filter(task, &view, &mut out);
+            let mut keep = Vec::with_capacity(alive.len());
+            for (&i, verdict) in alive.iter().zip(out) {
+                match verdict {
+                    Some(r) => explain[i].filtered = Some((f.name().to_string(), r)),
+                    None => keep.push(i),
+                }
+            }
+            alive = keep;
+        }
+
+        // 2. Scores, weighted and summed.
+        if !alive.is_empty() {
+            let view: Vec<&NodeState> = alive.iter().map(|&i| &all[i]).collect();
+            for (s, weight) in &self.scorers {
+                let mut out = vec![0.0; view.len()];
+                s.score(task, &view, &mut out);
+                for (&i, v) in alive.iter().zip(out) {
+                    let v = if v.is_finite() { v.clamp(0.0, 100.0) } else { 0.0 };
+                    explain[i].scores.push((s.name().to_string(), v));
+                    explain[i].total += v * weight;
+                }
+            }
+        }
+
+        // 3. Best first; ties go to the node that sorts first by name.
+        alive.sort_by(|&a, &b| explain[b].total.total_cmp(&explain[a].total).then(a.cmp(&b)));
+
+        // 4. Allocate on the best node that can.
+        for &i in &alive {
+            match self.allocator.allocate(task, &all[i]) {
+                Ok(a) => {
+                    let summary = format!(
+                        "placed on {} (score {:.1}; {}/{} nodes feasible)",
+                        all[i].name,
+                        explain[i].total,
+                        alive.len(),
+                        all.len()
+                    );
+                    return Decision {
+                        task: task.id.clone(),
+                        placement: Some((all[i].name.clone(), a)),
+                        summary,
+                        nodes: explain,
+                    };
+                }
+                Err(r) => explain[i].filtered = Some((self.allocator.name().to_string(), r)),
+            }
+        }
+        let summary = pending_summary(all.len(), &explain);
+        Decision {
+            task: task.id.clone(),
+            placement: None,
+            summary,
+            nodes: explain,
+        }
+    }
+}
+
+/// `0/3 nodes: 2 insufficient memory, 1 port 8080 in use`.
+fn pending_summary(total: usize, explain: &[NodeExplain]) -> String {
+    if total == 0 {
+        return "0/0 nodes: no nodes registered".into();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in explain {
+        if let Some((_, r)) = &e.filtered {
+            *counts.entry(r.reason.as_str()).or_default() += 1;
+        }
+    }
+    let mut parts: Vec<(&str, usize)> = counts.into_iter().collect();
+    parts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let body: Vec<String> = parts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    format!("0/{total} nodes: {}", body.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cpu: u64, mem: u64) -> NodeState {
+        NodeState {
+            name: name.into(),
+            ready: true,
+            cpu_capacity: cpu,
+            mem_capacity: mem,
+            ..Default::default()
+        }
+    }
+
+    fn task(cpu: u64, mem: u64, ports: &[u16]) -> TaskRequest {
+        TaskRequest {
+            id: "t".into(),
+            cpu,
+            memory: mem,
+            ports: ports.to_vec(),
+        }
+    }
+
+    #[test]
+    fn binpack_prefers_the_fuller_node() {
+        let mut a = node("a", 4000, 4 << 30);
+        a.cpu_used = 2000;
+        a.mem_used = 2 << 30;
+        let c = Cluster::new(vec![node("b", 4000, 4 << 30), a]);
+        let d = Pipeline::default().decide(&c, &task(500, 1 << 20, &[]));
+        assert_eq!(d.placement.unwrap().0, "a");
+    }
+
+    #[test]
+    fn ties_go_to_the_first_name() {
+        let c = Cluster::new(vec![node("z", 1000, 1 << 30), node("m", 1000, 1 << 30)]);
+        let d = Pipeline::default().decide(&c, &task(100, 1, &[]));
+        assert_eq!(d.placement.unwrap().0, "m");
+    }
+
+    #[test]
+    fn pending_reason_counts_each_cause() {
+        let mut p = node("p", 8000, 8 << 30);
+        p.ports_used.insert(8080);
+        let mut down = node("d", 8000, 8 << 30);
+        down.ready = false;
+        let c = Cluster::new(vec![node("small1", 100, 1 << 30), node("small2", 100, 1 << 30), p, down]);
+        let d = Pipeline::default().decide(&c, &task(500, 1 << 20, &[8080]));
+        assert!(d.placement.is_none());
+        assert_eq!(
+            d.summary,
+            "0/4 nodes: 2 insufficient cpu, 1 node down, 1 port 8080 in use"
+        );
+        let small = d.nodes.iter().find(|n| n.node == "small1").unwrap();
+        let (plugin, r) = small.filtered.as_ref().unwrap();
+        assert_eq!(plugin, "resource-fit");
+        assert_eq!(r.detail, "need 500m, free 100m");
+    }
+
+    #[test]
+    fn committed_placements_are_accounted() {
+        let mut c = Cluster::new(vec![node("a", 1000, 1 << 30)]);
+        let p = Pipeline::default();
+        for _ in 0..4 {
+            let d = p.decide(&c, &task(250, 1 << 20, &[]));
+            let (n, a) = d.placement.unwrap();
+            assert!(c.commit(&n, &a));
+        }
+        assert!(p.decide(&c, &task(250, 1 << 20, &[])).placement.is_none());
+    }
+
+    #[test]
+    fn no_nodes_is_explained() {
+        let d = Pipeline::default().decide(&Cluster::new(vec![]), &task(1, 1, &[]));
+        assert_eq!(d.summary, "0/0 nodes: no nodes registered");
+    }
+}

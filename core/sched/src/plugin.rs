@@ -1,0 +1,52 @@
+//! The plugin traits. Native built-ins and (later) Wasm plugins implement
+//! the same traits; the pipeline cannot tell them apart. Calls are batched:
+//! one call sees the task and every candidate node.
+
+use berth_model::task::Allocation;
+
+use crate::cluster::{NodeState, TaskRequest};
+
+/// Why a filter turned a node down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// A short category shared by nodes failing the same way, used to
+    /// summarise (`insufficient memory`).
+    pub reason: String,
+    /// The node-specific detail (`need 64Mi, free 32Mi`).
+    pub detail: String,
+}
+
+impl Rejection {
+    /// Builds a rejection.
+    pub fn new(reason: impl Into<String>, detail: impl Into<String>) -> Rejection {
+        Rejection {
+            reason: reason.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Decides which nodes can host a task.
+pub trait FilterPlugin: Send + Sync {
+    /// Plugin name, shown in explanations.
+    fn name(&self) -> &str;
+    /// For each node, `out[i]` is set to a rejection if it cannot host the task.
+    /// `out` has the same length as `nodes` and starts all `None`.
+    fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]);
+}
+
+/// Ranks feasible nodes.
+pub trait ScorePlugin: Send + Sync {
+    /// Plugin name, shown in explanations.
+    fn name(&self) -> &str;
+    /// Writes a score in `0.0..=100.0` for each node into `out`.
+    fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]);
+}
+
+/// Chooses concrete resources on the chosen node.
+pub trait AllocatePlugin: Send + Sync {
+    /// Plugin name, shown in explanations.
+    fn name(&self) -> &str;
+    /// The allocation for `task` on `node`, or why it cannot be made.
+    fn allocate(&self, task: &TaskRequest, node: &NodeState) -> Result<Allocation, Rejection>;
+}

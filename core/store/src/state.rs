@@ -1,0 +1,381 @@
+//! The deterministic state machine replicated by raft.
+//!
+//! Every change to cluster state is a [`Command`] committed to the log and
+//! applied here in log order, on every server alike. Apply never looks at a
+//! clock, a random source or the network, so every replica ends in the same
+//! state.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use berth_model::node::{Node, NodeInfo, NodeStatus};
+use berth_model::spec::AppSpec;
+use berth_model::task::{Allocation, Desired, Task, TaskState, TaskStatus, task_id};
+use serde::{Deserialize, Serialize};
+
+/// How many client request ids the state machine remembers for deduplication.
+const REQUEST_MEMORY: usize = 10_000;
+
+/// A committed app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    /// The validated spec.
+    pub spec: AppSpec,
+    /// Log index at which this spec was committed; tasks carry it.
+    pub version: u64,
+    /// Whether `berth stop` was applied to this version.
+    pub stopped: bool,
+}
+
+/// One scheduling result: a task goes to a node with these resources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Task id.
+    pub task: String,
+    /// Chosen node.
+    pub node: String,
+    /// Resources set aside there.
+    pub allocation: Allocation,
+}
+
+/// A change to the cluster state. The only way state changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create or update an app (already validated by the proposer).
+    PutApp {
+        /// The spec.
+        spec: AppSpec,
+    },
+    /// Stop every task of an app.
+    StopApp {
+        /// App name.
+        name: String,
+    },
+    /// Delete an app and, once nodes clean up, its tasks.
+    RemoveApp {
+        /// App name.
+        name: String,
+    },
+    /// Register or update a node.
+    RegisterNode {
+        /// What the agent reported.
+        info: NodeInfo,
+    },
+    /// Mark a node ready or down.
+    SetNodeStatus {
+        /// Node name.
+        name: String,
+        /// New status.
+        status: NodeStatus,
+    },
+    /// Scheduler results: placements to commit and reasons for tasks left pending.
+    Schedule {
+        /// Tasks placed.
+        placements: Vec<Placement>,
+        /// Tasks that did not fit, with the one-line reason.
+        unplaced: Vec<(String, String)>,
+    },
+    /// Status reports from a node's agent.
+    ReportTasks {
+        /// Reporting node.
+        node: String,
+        /// Reports.
+        statuses: Vec<TaskStatus>,
+    },
+}
+
+/// A command with the client's request id, as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Client-generated id; a retried request with the same id is applied once.
+    pub request_id: Option<String>,
+    /// The command.
+    pub command: Command,
+}
+
+/// The result of applying a command, returned to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Applied.
+    Ok,
+    /// Applied: an app version was committed (or the same spec was already running).
+    App {
+        /// Version of the app now current.
+        version: u64,
+        /// False when the spec was identical and nothing changed.
+        changed: bool,
+    },
+    /// Rejected deterministically (for example, no such app).
+    Rejected(String),
+}
+
+/// What changed, for watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A task was created or changed.
+    TaskUpdated(Task),
+    /// A task was deleted.
+    TaskRemoved(String),
+    /// An app was created, changed or removed.
+    AppChanged(String),
+    /// A node was registered or changed.
+    NodeChanged(String),
+}
+
+/// The whole replicated cluster state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Apps by name.
+    pub apps: BTreeMap<String, App>,
+    /// Tasks by id.
+    pub tasks: BTreeMap<String, Task>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// Recent request ids and their outcomes, oldest first.
+    requests: VecDeque<(String, Outcome)>,
+    #[serde(skip)]
+    request_index: HashMap<String, Outcome>,
+}
+
+impl ClusterState {
+    /// Rebuilds derived indexes after deserializing a snapshot.
+    pub fn rebuild_indexes(&mut self) {
+        self.request_index = self.requests.iter().cloned().collect();
+    }
+
+    /// The outcome already recorded for a request id, if it was applied.
+    pub fn outcome_of(&self, request_id: &str) -> Option<&Outcome> {
+        self.request_index.get(request_id)
+    }
+
+    /// Tasks of an app, ordered by id.
+    pub fn tasks_of<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.values().filter(move |t| t.app == app)
+    }
+
+    /// Applies one committed envelope at log `index`. Deterministic.
+    pub fn apply(&mut self, index: u64, env: Envelope, events: &mut Vec<Event>) -> Outcome {
+        if let Some(id) = &env.request_id
+            && let Some(prev) = self.request_index.get(id)
+        {
+            return prev.clone();
+        }
+        let outcome = self.apply_command(index, env.command, events);
+        if let Some(id) = env.request_id {
+            self.requests.push_back((id.clone(), outcome.clone()));
+            self.request_index.insert(id, outcome.clone());
+            while self.requests.len() > REQUEST_MEMORY {
+                if let Some((old, _)) = self.requests.pop_front() {
+                    self.request_index.remove(&old);
+                }
+            }
+        }
+        outcome
+    }
+
+    fn apply_command(&mut self, index: u64, cmd: Command, events: &mut Vec<Event>) -> Outcome {
+        match cmd {
+            Command::PutApp { spec } => self.put_app(index, spec, events),
+            Command::StopApp { name } => self.stop_app(&name, events),
+            Command::RemoveApp { name } => self.remove_app(&name, events),
+            Command::RegisterNode { info } => {
+                let name = info.name.clone();
+                let node = Node {
+                    info,
+                    status: NodeStatus::Ready,
+                };
+                if self.nodes.get(&name) != Some(&node) {
+                    self.nodes.insert(name.clone(), node);
+                    events.push(Event::NodeChanged(name));
+                }
+                Outcome::Ok
+            }
+            Command::SetNodeStatus { name, status } => match self.nodes.get_mut(&name) {
+                Some(n) => {
+                    if n.status != status {
+                        n.status = status;
+                        events.push(Event::NodeChanged(name));
+                    }
+                    Outcome::Ok
+                }
+                None => Outcome::Rejected(format!("no node named {name}")),
+            },
+            Command::Schedule {
+                placements,
+                unplaced,
+            } => {
+                self.schedule(placements, unplaced, events);
+                Outcome::Ok
+            }
+            Command::ReportTasks { node, statuses } => {
+                self.report(&node, statuses, events);
+                Outcome::Ok
+            }
+        }
+    }
+
+    fn put_app(&mut self, index: u64, spec: AppSpec, events: &mut Vec<Event>) -> Outcome {
+        if let Some(app) = self.apps.get(&spec.name)
+            && app.spec == spec
+            && !app.stopped
+        {
+            return Outcome::App {
+                version: app.version,
+                changed: false,
+            };
+        }
+        // A new version replaces the old tasks: they are removed, new ones created.
+        let name = spec.name.clone();
+        self.retire_tasks(&name, Desired::Remove, events);
+        for instance in 0..spec.instances {
+            let task = Task {
+                id: task_id(&name, index, instance),
+                app: name.clone(),
+                instance,
+                version: index,
+                node: None,
+                allocation: None,
+                desired: Desired::Run,
+                state: TaskState::Pending,
+                exit_code: None,
+                restarts: 0,
+                message: "waiting for the scheduler".into(),
+            };
+            events.push(Event::TaskUpdated(task.clone()));
+            self.tasks.insert(task.id.clone(), task);
+        }
+        self.apps.insert(
+            name.clone(),
+            App {
+                spec,
+                version: index,
+                stopped: false,
+            },
+        );
+        events.push(Event::AppChanged(name));
+        Outcome::App {
+            version: index,
+            changed: true,
+        }
+    }
+
+    fn stop_app(&mut self, name: &str, events: &mut Vec<Event>) -> Outcome {
+        let Some(app) = self.apps.get_mut(name) else {
+            return Outcome::Rejected(format!("no app named {name}"));
+        };
+        app.stopped = true;
+        self.retire_tasks(name, Desired::Stop, events);
+        events.push(Event::AppChanged(name.to_string()));
+        Outcome::Ok
+    }
+
+    fn remove_app(&mut self, name: &str, events: &mut Vec<Event>) -> Outcome {
+        if self.apps.remove(name).is_none() {
+            return Outcome::Rejected(format!("no app named {name}"));
+        }
+        self.retire_tasks(name, Desired::Remove, events);
+        events.push(Event::AppChanged(name.to_string()));
+        Outcome::Ok
+    }
+
+    /// Moves every task of `app` towards `desired`. Tasks that never reached a
+    /// node need no node to act: they stop or vanish at once.
+    fn retire_tasks(&mut self, app: &str, desired: Desired, events: &mut Vec<Event>) {
+        let ids: Vec<String> = self.tasks_of(app).map(|t| t.id.clone()).collect();
+        for id in ids {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            if task.desired == Desired::Remove {
+                continue;
+            }
+            task.desired = desired;
+            if task.node.is_none() {
+                if desired == Desired::Remove {
+                    self.tasks.remove(&id);
+                    events.push(Event::TaskRemoved(id));
+                    continue;
+                }
+                task.state = TaskState::Stopped;
+                task.message = "stopped before it was placed".into();
+            }
+            events.push(Event::TaskUpdated(task.clone()));
+        }
+    }
+
+    fn schedule(
+        &mut self,
+        placements: Vec<Placement>,
+        unplaced: Vec<(String, String)>,
+        events: &mut Vec<Event>,
+    ) {
+        for p in placements {
+            let node_ok = self
+                .nodes
+                .get(&p.node)
+                .is_some_and(|n| n.status == NodeStatus::Ready);
+            let Some(task) = self.tasks.get_mut(&p.task) else {
+                continue;
+            };
+            // A placement made on an older snapshot is void if the task moved on.
+            if task.node.is_some() || task.desired != Desired::Run || !node_ok {
+                continue;
+            }
+            task.node = Some(p.node);
+            task.allocation = Some(p.allocation);
+            task.message = "placed; waiting for the node to start it".into();
+            events.push(Event::TaskUpdated(task.clone()));
+        }
+        for (id, reason) in unplaced {
+            if let Some(task) = self.tasks.get_mut(&id)
+                && task.node.is_none()
+                && task.message != reason
+            {
+                task.message = reason;
+                events.push(Event::TaskUpdated(task.clone()));
+            }
+        }
+    }
+
+    fn report(&mut self, node: &str, statuses: Vec<TaskStatus>, events: &mut Vec<Event>) {
+        for s in statuses {
+            let Some(task) = self.tasks.get_mut(&s.id) else {
+                continue;
+            };
+            if task.node.as_deref() != Some(node) {
+                continue;
+            }
+            if s.gone {
+                if task.desired == Desired::Remove {
+                    self.tasks.remove(&s.id);
+                    events.push(Event::TaskRemoved(s.id));
+                }
+                continue;
+            }
+            let changed = task.state != s.state
+                || task.exit_code != s.exit_code
+                || task.restarts != s.restarts
+                || task.message != s.message;
+            if changed {
+                task.state = s.state;
+                task.exit_code = s.exit_code;
+                task.restarts = s.restarts;
+                task.message = s.message;
+                events.push(Event::TaskUpdated(task.clone()));
+            }
+        }
+    }
+
+    /// Tasks assigned to `node` that it must act on (run, stop or clean up).
+    pub fn assignments_for<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks
+            .values()
+            .filter(move |t| t.node.as_deref() == Some(node))
+    }
+
+    /// Tasks waiting for a placement.
+    pub fn unplaced(&self) -> impl Iterator<Item = &Task> {
+        self.tasks
+            .values()
+            .filter(|t| t.node.is_none() && t.desired == Desired::Run)
+    }
+}

@@ -1,0 +1,420 @@
+//! The durable raft log: entries, hard state, conf state and the latest
+//! snapshot, kept in `redb` and mirrored in memory for raft's reads.
+//!
+//! Writes go to redb first (one transaction per `Ready`), then to the
+//! in-memory mirror, so what raft sees is always what is on disk.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use crate::StoreError;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+
+const HARD_STATE: &str = "hard_state";
+const CONF_STATE: &str = "conf_state";
+const SNAP_META: &str = "snapshot_meta";
+const SNAP_DATA: &str = "snapshot_data";
+
+/// Raft storage over redb.
+pub struct RedbStorage {
+    db: Database,
+    entries: Vec<Entry>,
+    hard_state: HardState,
+    conf_state: ConfState,
+    snap_meta: SnapshotMetadata,
+    snap_data: Vec<u8>,
+    snapshot_wanted: AtomicBool,
+    commit_dirty: bool,
+}
+
+fn decode<M: protobuf::Message>(bytes: &[u8], what: &str) -> Result<M, StoreError> {
+    M::parse_from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn encode<M: protobuf::Message>(m: &M) -> Vec<u8> {
+    // Encoding an in-memory protobuf message only fails on invalid UTF-8
+    // strings, which raft's messages do not contain.
+    m.write_to_bytes().unwrap_or_default()
+}
+
+impl RedbStorage {
+    /// Opens (or creates) the raft database at `path` and loads it.
+    /// Detects gaps and term regressions in the stored log.
+    pub fn open(path: &Path) -> Result<RedbStorage, StoreError> {
+        let db = Database::create(path)?;
+        {
+            let tx = db.begin_write()?;
+            tx.open_table(LOG)?;
+            tx.open_table(META)?;
+            tx.commit()?;
+        }
+        let tx = db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let get = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(meta.get(key)?.map(|v| v.value().to_vec()))
+        };
+        let hard_state = match get(HARD_STATE)? {
+            Some(b) => decode(&b, "hard state")?,
+            None => HardState::default(),
+        };
+        let conf_state = match get(CONF_STATE)? {
+            Some(b) => decode(&b, "conf state")?,
+            None => ConfState::default(),
+        };
+        let snap_meta: SnapshotMetadata = match get(SNAP_META)? {
+            Some(b) => decode(&b, "snapshot metadata")?,
+            None => SnapshotMetadata::default(),
+        };
+        let snap_data = get(SNAP_DATA)?.unwrap_or_default();
+        let log = tx.open_table(LOG)?;
+        let mut entries = Vec::new();
+        let mut expect = snap_meta.index + 1;
+        let mut last_term = snap_meta.term;
+        for row in log.range(snap_meta.index + 1..)? {
+            let (k, v) = row?;
+            let e: Entry = decode(v.value(), "log entry")?;
+            if k.value() != expect || e.index != expect || e.term < last_term {
+                return Err(StoreError::Corrupt(format!(
+                    "raft log is damaged at index {} (expected index {expect}, term >= {last_term}; found index {} term {})",
+                    k.value(),
+                    e.index,
+                    e.term
+                )));
+            }
+            expect += 1;
+            last_term = e.term;
+            entries.push(e);
+        }
+        drop(log);
+        drop(meta);
+        drop(tx);
+        Ok(RedbStorage {
+            db,
+            entries,
+            hard_state,
+            conf_state,
+            snap_meta,
+            snap_data,
+            snapshot_wanted: AtomicBool::new(false),
+            commit_dirty: false,
+        })
+    }
+
+    /// True once a configuration has been stored (bootstrapped or joined).
+    pub fn is_initialized(&self) -> bool {
+        !self.conf_state.voters.is_empty() || self.snap_meta.index > 0
+    }
+
+    /// Stores the first configuration of a brand-new cluster.
+    pub fn bootstrap(&mut self, voters: Vec<u64>) -> Result<(), StoreError> {
+        let mut cs = ConfState::default();
+        cs.voters = voters;
+        self.set_conf_state(cs)
+    }
+
+    /// Persists a new conf state.
+    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.insert(CONF_STATE, encode(&cs).as_slice())?;
+        tx.commit()?;
+        self.conf_state = cs;
+        Ok(())
+    }
+
+    /// Persists new entries (replacing any conflicting suffix) and, if given,
+    /// the hard state, in one durable transaction.
+    pub fn persist(&mut self, ents: &[Entry], hs: Option<&HardState>) -> Result<(), StoreError> {
+        if ents.is_empty() && hs.is_none() {
+            return Ok(());
+        }
+        let hs = match hs {
+            Some(h) => {
+                let mut h = h.clone();
+                h.commit = h.commit.max(self.hard_state.commit);
+                Some(h)
+            }
+            None if self.commit_dirty => Some(self.hard_state.clone()),
+            None => None,
+        };
+        let tx = self.db.begin_write()?;
+        {
+            let mut log = tx.open_table(LOG)?;
+            if let Some(first) = ents.first() {
+                let last = self.last_index_inner();
+                if first.index <= last {
+                    for idx in first.index..=last {
+                        log.remove(idx)?;
+                    }
+                }
+                for e in ents {
+                    log.insert(e.index, encode(e).as_slice())?;
+                }
+            }
+            if let Some(hs) = &hs {
+                tx.open_table(META)?
+                    .insert(HARD_STATE, encode(hs).as_slice())?;
+            }
+        }
+        tx.commit()?;
+        if let Some(first) = ents.first() {
+            let keep = first.index.saturating_sub(self.snap_meta.index + 1) as usize;
+            self.entries.truncate(keep);
+            self.entries.extend_from_slice(ents);
+        }
+        if let Some(hs) = hs {
+            self.hard_state = hs;
+            self.commit_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Records a new commit index. It reaches disk with the next write
+    /// (entries, hard state or snapshot): a commit index that is lost in a
+    /// crash is learned again from the log, and a snapshot always flushes it.
+    pub fn set_commit(&mut self, commit: u64) {
+        if commit > self.hard_state.commit {
+            self.hard_state.commit = commit;
+            self.commit_dirty = true;
+        }
+    }
+
+    /// Replaces the log with a snapshot received from the leader.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), StoreError> {
+        let meta = snap.get_metadata();
+        let tx = self.db.begin_write()?;
+        {
+            let mut log = tx.open_table(LOG)?;
+            log.retain(|_, _| false)?;
+            let mut m = tx.open_table(META)?;
+            m.insert(SNAP_META, encode(meta).as_slice())?;
+            m.insert(SNAP_DATA, snap.get_data())?;
+            m.insert(CONF_STATE, encode(meta.get_conf_state()).as_slice())?;
+            let mut hs = self.hard_state.clone();
+            hs.term = hs.term.max(meta.term);
+            hs.commit = meta.index;
+            m.insert(HARD_STATE, encode(&hs).as_slice())?;
+            self.hard_state = hs;
+        }
+        tx.commit()?;
+        self.entries.clear();
+        self.snap_meta = meta.clone();
+        self.snap_data = snap.get_data().to_vec();
+        self.conf_state = meta.get_conf_state().clone();
+        Ok(())
+    }
+
+    /// Saves a snapshot of the state machine at `index` (already applied)
+    /// and drops the log entries it covers. Followers that lag behind it
+    /// catch up from the snapshot.
+    pub fn create_snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<(), StoreError> {
+        if index <= self.snap_meta.index {
+            return Ok(());
+        }
+        let term = raft::Storage::term(self, index).map_err(|e| StoreError::Raft(e.to_string()))?;
+        let mut meta = SnapshotMetadata::default();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state.clone());
+        self.hard_state.commit = self.hard_state.commit.max(index);
+        let tx = self.db.begin_write()?;
+        {
+            let mut m = tx.open_table(META)?;
+            m.insert(SNAP_META, encode(&meta).as_slice())?;
+            m.insert(SNAP_DATA, data.as_slice())?;
+            m.insert(HARD_STATE, encode(&self.hard_state).as_slice())?;
+        }
+        self.commit_dirty = false;
+        tx.commit()?;
+        self.snap_meta = meta;
+        self.snap_data = data;
+        self.snapshot_wanted.store(false, Ordering::Relaxed);
+        self.compact(index)
+    }
+
+    /// Drops entries up to and including `to`, which the snapshot covers.
+    fn compact(&mut self, to: u64) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(LOG)?.retain_in(..=to, |_, _| false)?;
+        tx.commit()?;
+        self.entries.retain(|e| e.index > to);
+        Ok(())
+    }
+
+    /// Whether raft asked for a snapshot newer than the stored one.
+    pub fn snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.load(Ordering::Relaxed)
+    }
+
+    /// The stored snapshot's state-machine bytes and index.
+    pub fn snapshot_data(&self) -> (&[u8], u64) {
+        (&self.snap_data, self.snap_meta.index)
+    }
+
+    /// The current hard state.
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// The current membership.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Number of log entries held (after the snapshot).
+    pub fn log_len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn first_index_inner(&self) -> u64 {
+        self.snap_meta.index + 1
+    }
+
+    fn last_index_inner(&self) -> u64 {
+        self.entries
+            .last()
+            .map(|e| e.index)
+            .unwrap_or(self.snap_meta.index)
+    }
+}
+
+impl raft::Storage for RedbStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index_inner() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index_inner() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let off = self.first_index_inner();
+        let mut out = self.entries[(low - off) as usize..(high - off) as usize].to_vec();
+        if let Some(max) = max_size.into() {
+            let mut size = 0u64;
+            let mut n = 0;
+            for e in &out {
+                size += u64::from(e.compute_size());
+                if n > 0 && size > max {
+                    break;
+                }
+                n += 1;
+            }
+            out.truncate(n);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.snap_meta.index {
+            return Ok(self.snap_meta.term);
+        }
+        if idx < self.first_index_inner() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index_inner() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.entries[(idx - self.first_index_inner()) as usize].term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first_index_inner())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index_inner())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.snap_meta.index < request_index || self.snap_meta.index == 0 {
+            self.snapshot_wanted.store(true, Ordering::Relaxed);
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut s = Snapshot::default();
+        s.set_metadata(self.snap_meta.clone());
+        s.set_data(self.snap_data.clone().into());
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = format!("e{index}").into_bytes().into();
+        e
+    }
+
+    #[test]
+    fn persists_and_reloads_entries_and_hard_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        {
+            let mut s = RedbStorage::open(&path).unwrap();
+            s.bootstrap(vec![1]).unwrap();
+            let mut hs = HardState::default();
+            hs.term = 2;
+            hs.commit = 2;
+            s.persist(&[entry(1, 1), entry(2, 2), entry(3, 2)], Some(&hs))
+                .unwrap();
+            // A conflicting suffix replaces the old one.
+            s.persist(&[entry(3, 3)], None).unwrap();
+        }
+        let s = RedbStorage::open(&path).unwrap();
+        assert!(s.is_initialized());
+        assert_eq!(s.last_index().unwrap(), 3);
+        assert_eq!(s.term(3).unwrap(), 3);
+        assert_eq!(s.hard_state().commit, 2);
+        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1]);
+    }
+
+    #[test]
+    fn snapshot_compacts_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        {
+            let mut s = RedbStorage::open(&path).unwrap();
+            s.bootstrap(vec![1]).unwrap();
+            let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+            s.persist(&ents, None).unwrap();
+            s.create_snapshot(8, b"state".to_vec()).unwrap();
+            assert_eq!(s.first_index().unwrap(), 9);
+            assert_eq!(s.term(8).unwrap(), 1);
+            assert!(matches!(
+                s.entries(5, 6, None, GetEntriesContext::empty(false)),
+                Err(raft::Error::Store(StorageError::Compacted))
+            ));
+        }
+        let s = RedbStorage::open(&path).unwrap();
+        assert_eq!(s.snapshot_data(), (&b"state"[..], 8));
+        assert_eq!(s.last_index().unwrap(), 10);
+        assert_eq!(s.entries(9, 11, None, GetEntriesContext::empty(false)).unwrap().len(), 2);
+        let snap = s.snapshot(8, 2).unwrap();
+        assert_eq!(snap.get_metadata().index, 8);
+    }
+}
