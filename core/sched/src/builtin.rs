@@ -35,7 +35,11 @@ impl FilterPlugin for ResourceFit {
             if n.cpu_free() < task.cpu {
                 *o = Some(Rejection::new(
                     "insufficient cpu",
-                    format!("need {}, free {}", MilliCpu(task.cpu), MilliCpu(n.cpu_free())),
+                    format!(
+                        "need {}, free {}",
+                        MilliCpu(task.cpu),
+                        MilliCpu(n.cpu_free())
+                    ),
                 ));
             } else if n.mem_free() < task.memory {
                 *o = Some(Rejection::new(
@@ -120,7 +124,10 @@ impl AllocatePlugin for DefaultAllocator {
     }
     fn allocate(&self, task: &TaskRequest, node: &NodeState) -> Result<Allocation, Rejection> {
         if node.cpu_free() < task.cpu || node.mem_free() < task.memory {
-            return Err(Rejection::new("insufficient resources", "changed since filtering"));
+            return Err(Rejection::new(
+                "insufficient resources",
+                "changed since filtering",
+            ));
         }
         Ok(Allocation {
             cpu: MilliCpu(task.cpu),

@@ -116,7 +116,11 @@ impl Pipeline {
                 let mut out = vec![0.0; view.len()];
                 s.score(task, &view, &mut out);
                 for (&i, v) in alive.iter().zip(out) {
-                    let v = if v.is_finite() { v.clamp(0.0, 100.0) } else { 0.0 };
+                    let v = if v.is_finite() {
+                        v.clamp(0.0, 100.0)
+                    } else {
+                        0.0
+                    };
                     explain[i].scores.push((s.name().to_string(), v));
                     explain[i].total += v * weight;
                 }
@@ -124,7 +128,12 @@ impl Pipeline {
         }
 
         // 3. Best first; ties go to the node that sorts first by name.
-        alive.sort_by(|&a, &b| explain[b].total.total_cmp(&explain[a].total).then(a.cmp(&b)));
+        alive.sort_by(|&a, &b| {
+            explain[b]
+                .total
+                .total_cmp(&explain[a].total)
+                .then(a.cmp(&b))
+        });
 
         // 4. Allocate on the best node that can.
         for &i in &alive {
@@ -220,7 +229,12 @@ mod tests {
         p.ports_used.insert(8080);
         let mut down = node("d", 8000, 8 << 30);
         down.ready = false;
-        let c = Cluster::new(vec![node("small1", 100, 1 << 30), node("small2", 100, 1 << 30), p, down]);
+        let c = Cluster::new(vec![
+            node("small1", 100, 1 << 30),
+            node("small2", 100, 1 << 30),
+            p,
+            down,
+        ]);
         let d = Pipeline::default().decide(&c, &task(500, 1 << 20, &[8080]));
         assert!(d.placement.is_none());
         assert_eq!(

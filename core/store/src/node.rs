@@ -12,9 +12,9 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
 use raft::{Config, RawNode, StateRole};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::StoreError;
 use crate::state::{ClusterState, Envelope, Event, Outcome};
 use crate::storage::RedbStorage;
-use crate::StoreError;
 
 /// Sends raft messages to peers. A single-server cluster sends none.
 pub trait Transport: Send + Sync + 'static {
@@ -28,7 +28,10 @@ pub struct NoPeers;
 impl Transport for NoPeers {
     fn send(&self, msgs: Vec<Message>) {
         if !msgs.is_empty() {
-            tracing::warn!(count = msgs.len(), "dropping raft messages: no peers configured");
+            tracing::warn!(
+                count = msgs.len(),
+                "dropping raft messages: no peers configured"
+            );
         }
     }
 }
@@ -121,10 +124,11 @@ impl Store {
             .map_err(|e| StoreError::Raft(e.to_string()))?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let single = storage.conf_state().voters == vec![cfg.id];
-        let mut node =
-            RawNode::new(&raft_cfg, storage, &logger).map_err(|e| StoreError::Raft(e.to_string()))?;
+        let mut node = RawNode::new(&raft_cfg, storage, &logger)
+            .map_err(|e| StoreError::Raft(e.to_string()))?;
         if single {
-            node.campaign().map_err(|e| StoreError::Raft(e.to_string()))?;
+            node.campaign()
+                .map_err(|e| StoreError::Raft(e.to_string()))?;
         }
         let (events, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {

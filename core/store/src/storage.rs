@@ -75,9 +75,8 @@ impl RedbStorage {
         let snap_data = get(SNAP_DATA)?.unwrap_or_default();
         let log = tx.open_table(LOG)?;
         let mut entries = Vec::new();
-        let mut expect = snap_meta.index + 1;
         let mut last_term = snap_meta.term;
-        for row in log.range(snap_meta.index + 1..)? {
+        for (expect, row) in (snap_meta.index + 1..).zip(log.range(snap_meta.index + 1..)?) {
             let (k, v) = row?;
             let e: Entry = decode(v.value(), "log entry")?;
             if k.value() != expect || e.index != expect || e.term < last_term {
@@ -88,7 +87,6 @@ impl RedbStorage {
                     e.term
                 )));
             }
-            expect += 1;
             last_term = e.term;
             entries.push(e);
         }
@@ -114,15 +112,17 @@ impl RedbStorage {
 
     /// Stores the first configuration of a brand-new cluster.
     pub fn bootstrap(&mut self, voters: Vec<u64>) -> Result<(), StoreError> {
-        let mut cs = ConfState::default();
-        cs.voters = voters;
-        self.set_conf_state(cs)
+        self.set_conf_state(ConfState {
+            voters,
+            ..Default::default()
+        })
     }
 
     /// Persists a new conf state.
     pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(META)?.insert(CONF_STATE, encode(&cs).as_slice())?;
+        tx.open_table(META)?
+            .insert(CONF_STATE, encode(&cs).as_slice())?;
         tx.commit()?;
         self.conf_state = cs;
         Ok(())
@@ -218,10 +218,12 @@ impl RedbStorage {
             return Ok(());
         }
         let term = raft::Storage::term(self, index).map_err(|e| StoreError::Raft(e.to_string()))?;
-        let mut meta = SnapshotMetadata::default();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state.clone());
+        let meta = SnapshotMetadata {
+            index,
+            term,
+            conf_state: protobuf::SingularPtrField::some(self.conf_state.clone()),
+            ..Default::default()
+        };
         self.hard_state.commit = self.hard_state.commit.max(index);
         let tx = self.db.begin_write()?;
         {
@@ -358,6 +360,7 @@ impl raft::Storage for RedbStorage {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use raft::Storage;
@@ -413,7 +416,12 @@ mod tests {
         let s = RedbStorage::open(&path).unwrap();
         assert_eq!(s.snapshot_data(), (&b"state"[..], 8));
         assert_eq!(s.last_index().unwrap(), 10);
-        assert_eq!(s.entries(9, 11, None, GetEntriesContext::empty(false)).unwrap().len(), 2);
+        assert_eq!(
+            s.entries(9, 11, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            2
+        );
         let snap = s.snapshot(8, 2).unwrap();
         assert_eq!(snap.get_metadata().index, 8);
     }

@@ -30,7 +30,10 @@ async fn commits_survive_restart_and_snapshots() {
     {
         let store = Store::open(cfg.clone(), Arc::new(NoPeers)).unwrap();
         for i in 0..12 {
-            let (_, out) = store.propose(put(&format!("app{i}"), 2, None)).await.unwrap();
+            let (_, out) = store
+                .propose(put(&format!("app{i}"), 2, None))
+                .await
+                .unwrap();
             assert!(matches!(out, Outcome::App { changed: true, .. }));
         }
         assert_eq!(store.read().apps.len(), 12);
@@ -50,21 +53,39 @@ async fn commits_survive_restart_and_snapshots() {
     .expect("state restored");
     assert_eq!(store.read().tasks.len(), 24);
     let (_, out) = store.propose(put("app0", 2, None)).await.unwrap();
-    assert!(matches!(out, Outcome::App { changed: false, .. }), "same spec is a no-op");
+    assert!(
+        matches!(out, Outcome::App { changed: false, .. }),
+        "same spec is a no-op"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_request_applies_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig::single(dir.path().to_path_buf()), Arc::new(NoPeers)).unwrap();
+    let store = Store::open(
+        StoreConfig::single(dir.path().to_path_buf()),
+        Arc::new(NoPeers),
+    )
+    .unwrap();
     let (i1, o1) = store.propose(put("web", 1, Some("req-1"))).await.unwrap();
     // Same id, different content: the recorded outcome is returned, nothing changes.
     let (_, o2) = store.propose(put("web", 3, Some("req-1"))).await.unwrap();
     assert_eq!(o1, o2);
     assert_eq!(store.read().tasks.len(), 1);
-    assert_eq!(o1, Outcome::App { version: i1, changed: true });
+    assert_eq!(
+        o1,
+        Outcome::App {
+            version: i1,
+            changed: true
+        }
+    );
     let (_, o3) = store
-        .propose(Envelope { request_id: None, command: Command::StopApp { name: "nope".into() } })
+        .propose(Envelope {
+            request_id: None,
+            command: Command::StopApp {
+                name: "nope".into(),
+            },
+        })
         .await
         .unwrap();
     assert_eq!(o3, Outcome::Rejected("no app named nope".into()));

@@ -1,0 +1,463 @@
+//! Berth's node agent: registers the node, heartbeats, watches the tasks
+//! assigned to it, runs each through a supervisor on the runtime, and
+//! reports their state. It knows nothing of scheduling: it applies the
+//! control plane's decisions.
+
+pub mod logs;
+pub mod supervisor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_model::spec::AppSpec;
+use berth_model::task::{Desired, TaskState, TaskStatus};
+use berth_proto::node_api_client::NodeApiClient;
+use berth_proto::{
+    self as pb, HeartbeatRequest, RegisterRequest, ReportTasksRequest, WatchAssignmentsRequest,
+};
+use berth_runtime::taskdir::LaunchRecord;
+use berth_runtime::{ExitRecord, LaunchSpec, Recovered, Runtime, RuntimeConfig};
+use supervisor::{Start, TaskPlan, supervise};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use logs::LogService;
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node name.
+    pub node_name: String,
+    /// Control-plane address (`host:port`).
+    pub server: String,
+    /// Address where this agent's API (logs) is reachable.
+    pub advertise: String,
+    /// Allocatable CPU in millicores (0: all cores).
+    pub cpu_millis: u64,
+    /// Allocatable memory in bytes (0: all memory).
+    pub memory_bytes: u64,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Runtime paths.
+    pub runtime: RuntimeConfig,
+}
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The runtime could not be opened.
+    #[error(transparent)]
+    Runtime(#[from] berth_runtime::RuntimeError),
+}
+
+struct Supervised {
+    desired: watch::Sender<Desired>,
+    join: JoinHandle<()>,
+}
+
+/// A running agent.
+pub struct Agent {
+    cfg: AgentConfig,
+    rt: Arc<Runtime>,
+    tasks: HashMap<String, Supervised>,
+    /// Containers found ended at start, waiting for their first assignment.
+    ended: HashMap<String, (LaunchRecord, ExitRecord)>,
+    report: mpsc::UnboundedSender<TaskStatus>,
+}
+
+/// Total CPU (millicores) and memory (bytes) of this machine.
+pub fn machine_capacity() -> (u64, u64) {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    (cpus * 1000, mem)
+}
+
+impl Agent {
+    /// Opens the runtime and prepares the agent; call [`Agent::run`] next.
+    pub fn new(
+        mut cfg: AgentConfig,
+    ) -> Result<(Agent, Arc<Runtime>, mpsc::UnboundedReceiver<TaskStatus>), AgentError> {
+        let (cpu, mem) = machine_capacity();
+        if cfg.cpu_millis == 0 {
+            cfg.cpu_millis = cpu;
+        }
+        if cfg.memory_bytes == 0 {
+            cfg.memory_bytes = mem;
+        }
+        let rt = Arc::new(Runtime::open(cfg.runtime.clone())?);
+        let (report, reports) = mpsc::unbounded_channel();
+        Ok((
+            Agent {
+                cfg,
+                rt: rt.clone(),
+                tasks: HashMap::new(),
+                ended: HashMap::new(),
+                report,
+            },
+            rt,
+            reports,
+        ))
+    }
+
+    /// Reattaches to containers that outlived a previous agent, then serves
+    /// assignments from the control plane until `shutdown` fires.
+    pub async fn run(
+        mut self,
+        reports: mpsc::UnboundedReceiver<TaskStatus>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        self.recover();
+        let mut reporter = Some(reports);
+        loop {
+            let channel = match connect(&self.cfg.server).await {
+                Some(c) => c,
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            };
+            let mut client = NodeApiClient::new(channel.clone());
+            if let Err(e) = client.register(self.register_request()).await {
+                tracing::warn!(error = %e, "registration failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            tracing::info!(node = %self.cfg.node_name, server = %self.cfg.server, "registered");
+            if let Some(r) = reporter.take() {
+                tokio::spawn(report_loop(
+                    self.cfg.server.clone(),
+                    self.cfg.node_name.clone(),
+                    r,
+                ));
+            }
+            let hb = tokio::spawn(heartbeat_loop(
+                client.clone(),
+                self.cfg.node_name.clone(),
+                self.cfg.heartbeat,
+            ));
+            let stream = client
+                .watch_assignments(WatchAssignmentsRequest {
+                    node: self.cfg.node_name.clone(),
+                })
+                .await;
+            let mut stream = match stream {
+                Ok(s) => s.into_inner(),
+                Err(e) => {
+                    hb.abort();
+                    tracing::warn!(error = %e, "watching assignments failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    msg = stream.message() => match msg {
+                        Ok(Some(set)) => self.reconcile(set),
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = shutdown.changed() => { hb.abort(); return; }
+                }
+            }
+            hb.abort();
+            tracing::warn!("assignment stream ended; reconnecting");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn register_request(&self) -> RegisterRequest {
+        RegisterRequest {
+            name: self.cfg.node_name.clone(),
+            address: self.cfg.advertise.clone(),
+            cpu_millis: self.cfg.cpu_millis,
+            memory_bytes: self.cfg.memory_bytes,
+            labels: self.cfg.labels.clone().into_iter().collect(),
+        }
+    }
+
+    /// Finds containers that outlived the previous agent. Live shims are
+    /// adopted at once (never started twice). Containers that ended while
+    /// nobody watched wait for the first assignment, which says whether the
+    /// restart policy still applies or the task was stopped or removed.
+    fn recover(&mut self) {
+        for r in self.rt.recover() {
+            match r {
+                Recovered::Running {
+                    task,
+                    launch,
+                    shim_pid,
+                } => {
+                    tracing::info!(%task, shim_pid, "reattaching to running container");
+                    let shim = self.rt.adopt(&task, shim_pid);
+                    let attempt = launch.attempt;
+                    self.spawn(
+                        plan_from_launch(&task, &launch),
+                        Start::Adopt(shim, attempt),
+                    );
+                }
+                Recovered::Exited {
+                    task,
+                    launch: Some(launch),
+                    exit,
+                } => {
+                    self.ended.insert(task, (launch, exit));
+                }
+                Recovered::Exited {
+                    task, launch: None, ..
+                } => {
+                    tracing::warn!(%task, "task directory without a launch record; leaving it for removal");
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, plan: TaskPlan, start: Start) {
+        let (tx, rx) = watch::channel(Desired::Run);
+        let id = plan.id.clone();
+        let join = tokio::spawn(supervise(
+            plan,
+            self.rt.clone(),
+            start,
+            rx,
+            self.report.clone(),
+        ));
+        self.tasks.insert(id, Supervised { desired: tx, join });
+    }
+
+    /// Brings local containers in line with the assigned set.
+    fn reconcile(&mut self, set: pb::AssignmentSet) {
+        let mut seen = std::collections::HashSet::new();
+        for a in set.assignments {
+            let Some(task) = a.task else { continue };
+            seen.insert(task.id.clone());
+            let desired = Desired::parse(&task.desired).unwrap_or(Desired::Run);
+            if let Some(s) = self.tasks.get(&task.id) {
+                if !s.join.is_finished() {
+                    s.desired.send_if_modified(|d| {
+                        let changed = *d != desired;
+                        *d = desired;
+                        changed
+                    });
+                    continue;
+                }
+            }
+            if let Some((launch, exit)) = self.ended.remove(&task.id)
+                && desired == Desired::Run
+            {
+                let attempt = launch.attempt;
+                self.spawn(
+                    plan_from_launch(&task.id, &launch),
+                    Start::Ended(exit, attempt),
+                );
+                continue;
+            }
+            match desired {
+                Desired::Run => {
+                    // A finished supervisor means the task ended for good (or
+                    // was stopped): only a new task id runs again.
+                    if self.tasks.contains_key(&task.id) {
+                        continue;
+                    }
+                    match plan_for(&task, &a.spec_json) {
+                        Ok(plan) => self.spawn(plan, Start::Fresh(0)),
+                        Err(e) => {
+                            let _ = self.report.send(TaskStatus {
+                                id: task.id.clone(),
+                                state: TaskState::Failed,
+                                exit_code: None,
+                                restarts: 0,
+                                message: e,
+                                gone: false,
+                            });
+                        }
+                    }
+                }
+                Desired::Stop => {
+                    if task.state != TaskState::Stopped.as_str() {
+                        let _ = self.report.send(status(
+                            &task.id,
+                            TaskState::Stopped,
+                            "stopped on request",
+                            false,
+                        ));
+                    }
+                }
+                Desired::Remove => {
+                    let gone = match self.rt.remove(&task.id) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(task = %task.id, error = %e, "removing task files");
+                            false
+                        }
+                    };
+                    self.tasks.remove(&task.id);
+                    let _ = self
+                        .report
+                        .send(status(&task.id, TaskState::Stopped, "removed", gone));
+                }
+            }
+        }
+        // Ended containers the control plane no longer knows: delete them.
+        let stale: Vec<String> = self
+            .ended
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for id in stale {
+            self.ended.remove(&id);
+            if let Err(e) = self.rt.remove(&id) {
+                tracing::warn!(task = %id, error = %e, "removing an orphaned task");
+            }
+        }
+        // Local tasks the control plane no longer knows: stop and delete them.
+        let orphans: Vec<String> = self
+            .tasks
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for id in orphans {
+            if let Some(s) = self.tasks.remove(&id) {
+                let _ = s.desired.send(Desired::Remove);
+            }
+        }
+    }
+}
+
+fn status(id: &str, state: TaskState, message: &str, gone: bool) -> TaskStatus {
+    TaskStatus {
+        id: id.to_string(),
+        state,
+        exit_code: None,
+        restarts: 0,
+        message: message.into(),
+        gone,
+    }
+}
+
+fn plan_from_launch(task: &str, launch: &LaunchRecord) -> TaskPlan {
+    TaskPlan {
+        id: task.to_string(),
+        restart: launch.spec.restart,
+        stop_grace: Duration::from_millis(launch.spec.stop_grace_ms),
+        launch: launch.spec.clone(),
+    }
+}
+
+fn plan_for(task: &pb::Task, spec_json: &str) -> Result<TaskPlan, String> {
+    let spec: AppSpec = serde_json::from_str(spec_json)
+        .map_err(|e| format!("assignment carries an unreadable spec: {e}"))?;
+    let alloc = task.allocation.clone().unwrap_or_default();
+    Ok(TaskPlan {
+        id: task.id.clone(),
+        launch: LaunchSpec {
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            env: spec.env.clone(),
+            cpu_millis: alloc.cpu_millis.max(1),
+            memory_bytes: alloc.memory_bytes,
+            hostname: task.id.clone(),
+            restart: spec.restart,
+            stop_grace_ms: spec.stop_grace.0,
+        },
+        restart: spec.restart,
+        stop_grace: Duration::from_millis(spec.stop_grace.0),
+    })
+}
+
+async fn connect(addr: &str) -> Option<Channel> {
+    let uri = if addr.starts_with("http") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Channel::from_shared(uri)
+        .ok()?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()
+}
+
+async fn heartbeat_loop(mut client: NodeApiClient<Channel>, node: String, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = client
+            .heartbeat(HeartbeatRequest { node: node.clone() })
+            .await
+        {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// Sends status reports in batches, keeping only the latest per task, and
+/// retries until the control plane takes them.
+async fn report_loop(server: String, node: String, mut rx: mpsc::UnboundedReceiver<TaskStatus>) {
+    let mut pending: BTreeMap<String, TaskStatus> = BTreeMap::new();
+    let mut client: Option<NodeApiClient<Channel>> = None;
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(s) => {
+                    pending.insert(s.id.clone(), s);
+                }
+                None => return,
+            }
+        }
+        while let Ok(s) = rx.try_recv() {
+            pending.insert(s.id.clone(), s);
+        }
+        if client.is_none() {
+            client = connect(&server).await.map(NodeApiClient::new);
+        }
+        let Some(c) = client.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let statuses = pending.values().map(to_proto).collect();
+        match c
+            .report_tasks(ReportTasksRequest {
+                node: node.clone(),
+                statuses,
+            })
+            .await
+        {
+            Ok(_) => pending.clear(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reporting failed; will retry");
+                client = None;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+fn to_proto(s: &TaskStatus) -> pb::TaskStatus {
+    pb::TaskStatus {
+        id: s.id.clone(),
+        state: s.state.as_str().into(),
+        has_exit_code: s.exit_code.is_some(),
+        exit_code: s.exit_code.unwrap_or(0),
+        restarts: s.restarts,
+        message: s.message.clone(),
+        gone: s.gone,
+    }
+}

@@ -1,0 +1,79 @@
+//! The agent's own API: streams a task's log file.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::agent_server::{Agent, AgentServer};
+use berth_proto::{LogChunk, LogsRequest};
+use berth_runtime::Runtime;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Serves `Agent.Logs` from the runtime's task directories.
+pub struct LogService {
+    rt: Arc<Runtime>,
+}
+
+impl LogService {
+    /// A tonic service over `rt`.
+    pub fn server(rt: Arc<Runtime>) -> AgentServer<LogService> {
+        AgentServer::new(LogService { rt })
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for LogService {
+    type LogsStream = ChunkStream;
+
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<ChunkStream>, Status> {
+        let req = req.into_inner();
+        if req.task.is_empty() || req.task.contains('/') || req.task.starts_with('.') {
+            return Err(Status::invalid_argument("task: not a task id"));
+        }
+        let path = self.rt.log_path(&req.task);
+        let mut file = tokio::fs::File::open(&path).await.map_err(|_| {
+            Status::not_found(format!("no logs for task {} on this node", req.task))
+        })?;
+        file.seek(std::io::SeekFrom::Start(req.offset))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let follow = req.follow;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match file.read(&mut buf).await {
+                    Ok(0) if follow => {
+                        if tx.is_closed() || !path.exists() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx
+                            .send(Ok(LogChunk {
+                                data: buf[..n].to_vec(),
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,321 @@
+//! The CLI commands that talk to a server (and, for logs, to an agent).
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use berth_model::spec::parse_spec;
+use berth_proto as pb;
+use berth_proto::agent_client::AgentClient;
+use berth_proto::control_client::ControlClient;
+use berth_runtime::image::ImageStore;
+use tonic::transport::Channel;
+
+use crate::daemon::image_root;
+use crate::output::{node_rows, table, task_json, task_rows};
+
+async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    let uri = if addr.starts_with("http") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Channel::from_shared(uri.clone())
+        .map_err(|e| anyhow!("BERTH_ADDR: {addr:?}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .connect()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the berth server at {addr} (is `berth dev` running? set BERTH_ADDR)"
+            )
+        })
+}
+
+async fn control(addr: &str) -> anyhow::Result<ControlClient<Channel>> {
+    Ok(ControlClient::new(channel(addr).await?))
+}
+
+/// Turns a gRPC status into a plain error message.
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", s.message())
+}
+
+fn request_id() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("cli-{}-{t:x}", std::process::id())
+}
+
+/// `berth run -f FILE`.
+pub async fn run(addr: &str, file: &Path) -> anyhow::Result<()> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the spec from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    // Check locally first for a fast, precise answer; the server checks again.
+    if let Err(e) = parse_spec(&text) {
+        bail!("invalid spec {}:\n{e}", file.display());
+    }
+    let resp = control(addr)
+        .await?
+        .run_app(pb::RunAppRequest {
+            spec: text,
+            request_id: request_id(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if resp.changed {
+        println!(
+            "app {} version {}: {} task(s): {}",
+            resp.name,
+            resp.version,
+            resp.tasks.len(),
+            resp.tasks.join(" ")
+        );
+    } else {
+        println!("app {} unchanged (version {})", resp.name, resp.version);
+    }
+    Ok(())
+}
+
+/// `berth apps`.
+pub async fn apps(addr: &str, json: bool) -> anyhow::Result<()> {
+    let apps = control(addr)
+        .await?
+        .list_apps(pb::ListAppsRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .apps;
+    if json {
+        let v: Vec<serde_json::Value> = apps
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "name": a.name, "image": a.image, "instances": a.instances, "running": a.running,
+                    "version": a.version, "stopped": a.stopped,
+                    "spec": serde_json::from_str::<serde_json::Value>(&a.spec_json).unwrap_or_default(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows = apps
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.image.clone(),
+                format!("{}/{}", a.running, a.instances),
+                a.version.to_string(),
+                if a.stopped {
+                    "stopped".into()
+                } else {
+                    "active".into()
+                },
+            ]
+        })
+        .collect();
+    table(&["NAME", "IMAGE", "RUNNING", "VERSION", "STATUS"], rows);
+    Ok(())
+}
+
+async fn list_tasks(addr: &str, app: Option<String>) -> anyhow::Result<Vec<pb::Task>> {
+    Ok(control(addr)
+        .await?
+        .list_tasks(pb::ListTasksRequest {
+            app: app.unwrap_or_default(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .tasks)
+}
+
+/// `berth ps`.
+pub async fn ps(addr: &str, json: bool, app: Option<String>) -> anyhow::Result<()> {
+    let tasks = list_tasks(addr, app).await?;
+    if json {
+        let v: Vec<serde_json::Value> = tasks.iter().map(task_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        table(
+            &["ID", "APP", "NODE", "STATE", "EXIT", "RESTARTS", "MESSAGE"],
+            task_rows(&tasks),
+        );
+    }
+    Ok(())
+}
+
+/// `berth logs TASK [-f]`: finds the task's node and streams from its agent.
+pub async fn logs(addr: &str, task: &str, follow: bool) -> anyhow::Result<()> {
+    let tasks = list_tasks(addr, None).await?;
+    let found = tasks.iter().find(|t| t.id == task).or_else(|| {
+        // An app name means its newest task that reached a node.
+        tasks
+            .iter()
+            .filter(|t| t.app == task && !t.node.is_empty())
+            .max_by_key(|t| (t.version, std::cmp::Reverse(t.instance)))
+    });
+    let Some(t) = found else {
+        bail!("no task or app named {task:?} (see `berth ps`)")
+    };
+    if t.node.is_empty() {
+        bail!(
+            "task {} has not been placed on a node yet: {}",
+            t.id,
+            t.message
+        );
+    }
+    let nodes = control(addr)
+        .await?
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .nodes;
+    let node = nodes
+        .iter()
+        .find(|n| n.name == t.node)
+        .ok_or_else(|| anyhow!("node {} is not registered", t.node))?;
+    let mut agent = AgentClient::new(channel(&node.address).await?);
+    let mut stream = agent
+        .logs(pb::LogsRequest {
+            task: t.id.clone(),
+            follow,
+            offset: 0,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.message().await.map_err(status)? {
+        out.write_all(&chunk.data)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// `berth stop APP`.
+pub async fn stop(addr: &str, app: &str) -> anyhow::Result<()> {
+    control(addr)
+        .await?
+        .stop_app(pb::AppRequest {
+            name: app.into(),
+            request_id: request_id(),
+        })
+        .await
+        .map_err(status)?;
+    println!("app {app}: stopping");
+    Ok(())
+}
+
+/// `berth rm APP`.
+pub async fn rm(addr: &str, app: &str) -> anyhow::Result<()> {
+    control(addr)
+        .await?
+        .remove_app(pb::AppRequest {
+            name: app.into(),
+            request_id: request_id(),
+        })
+        .await
+        .map_err(status)?;
+    println!("app {app}: removed");
+    Ok(())
+}
+
+/// `berth nodes`.
+pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
+    let nodes = control(addr)
+        .await?
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .map_err(status)?
+        .into_inner()
+        .nodes;
+    if json {
+        let v: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "name": n.name, "status": n.status, "address": n.address,
+                    "cpu_millis": n.cpu_millis, "memory_bytes": n.memory_bytes,
+                    "cpu_used": n.cpu_used, "memory_used": n.memory_used, "tasks": n.tasks,
+                    "labels": n.labels,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        table(
+            &["NAME", "STATUS", "CPU", "MEMORY", "TASKS", "ADDRESS"],
+            node_rows(&nodes),
+        );
+    }
+    Ok(())
+}
+
+/// `berth events`: one JSON line per committed task change.
+pub async fn events(addr: &str, app: Option<String>) -> anyhow::Result<()> {
+    let mut stream = control(addr)
+        .await?
+        .watch_tasks(pb::WatchTasksRequest {
+            app: app.unwrap_or_default(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(ev) = stream.message().await.map_err(status)? {
+        let Some(t) = ev.task else { continue };
+        let mut v = task_json(&t);
+        v["removed"] = serde_json::json!(ev.removed);
+        writeln!(out, "{v}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// `berth image import`.
+pub fn image_import(data_dir: &Path, path: &Path, name: Option<&str>) -> anyhow::Result<()> {
+    let store = ImageStore::open(&image_root(data_dir))?;
+    let info = store.import(path, name)?;
+    println!(
+        "imported {} ({}, {} layer(s), {} bytes)",
+        info.name, info.digest, info.layers, info.size
+    );
+    Ok(())
+}
+
+/// `berth image ls`.
+pub fn image_ls(data_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let store = ImageStore::open(&image_root(data_dir))?;
+    let images = store.list()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+        return Ok(());
+    }
+    let rows = images
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.digest.chars().take(19).collect(),
+                i.layers.to_string(),
+                i.size.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "DIGEST", "LAYERS", "SIZE"], rows);
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The long-running modes: `berth dev`, `berth server`, `berth agent`, and
+//! the shim's logging.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use berth_agent::{Agent, AgentConfig, LogService};
+use berth_model::quantity::{Bytes, MilliCpu};
+use berth_runtime::RuntimeConfig;
+use berth_server::Server;
+use berth_store::{NoPeers, Store, StoreConfig};
+use tokio::sync::watch;
+
+/// The shim logs to `shim.log` in its task directory (its stderr).
+pub fn shim_logging(_dir: &Path) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn socket(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.parse().with_context(|| {
+        format!("--addr/BERTH_ADDR: {addr:?} is not host:port (e.g. 127.0.0.1:7700)")
+    })
+}
+
+fn hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() { "node".into() } else { name }
+}
+
+fn runtime_config(data_dir: &Path) -> anyhow::Result<RuntimeConfig> {
+    let root = data_dir.join("node");
+    Ok(RuntimeConfig {
+        state_root: root.join("containers"),
+        root,
+        shim_exe: std::env::current_exe().context("finding the berth executable for the shim")?,
+    })
+}
+
+async fn shutdown_signal(tx: watch::Sender<bool>) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down; containers keep running and are reattached at the next start");
+    let _ = tx.send(true);
+}
+
+fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    let cfg = StoreConfig::single(data_dir.join("server"));
+    Store::open(cfg, Arc::new(NoPeers))
+        .with_context(|| format!("opening the store in {}", data_dir.display()))
+}
+
+/// `berth dev`: one server and one agent in one process, one port.
+pub async fn dev(addr: &str, data_dir: &Path, node_name: Option<String>) -> anyhow::Result<()> {
+    let listen = socket(addr)?;
+    let store = open_store(data_dir)?;
+    let server = Server::start(store.clone());
+    let (agent, rt, reports) = Agent::new(AgentConfig {
+        node_name: node_name.unwrap_or_else(hostname),
+        server: addr.to_string(),
+        advertise: addr.to_string(),
+        cpu_millis: 0,
+        memory_bytes: 0,
+        labels: BTreeMap::new(),
+        heartbeat: Duration::from_secs(1),
+        runtime: runtime_config(data_dir)?,
+    })?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(shutdown_signal(tx));
+    let serve = tonic::transport::Server::builder()
+        .add_service(server.control())
+        .add_service(server.node_api())
+        .add_service(LogService::server(rt))
+        .serve_with_shutdown(listen, wait_true(rx.clone()));
+    let listener = tokio::spawn(serve);
+    tracing::info!(%listen, data_dir = %data_dir.display(), "berth dev is up");
+    agent.run(reports, rx).await;
+    let _ = listener.await;
+    store.shutdown().await;
+    Ok(())
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// `berth server`: a single-voter control plane.
+pub async fn server(addr: &str, data_dir: &Path) -> anyhow::Result<()> {
+    let listen = socket(addr)?;
+    let store = open_store(data_dir)?;
+    let server = Server::start(store.clone());
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(shutdown_signal(tx));
+    tracing::info!(%listen, "berth server is up");
+    tonic::transport::Server::builder()
+        .add_service(server.control())
+        .add_service(server.node_api())
+        .serve_with_shutdown(listen, wait_true(rx))
+        .await
+        .with_context(|| format!("serving on {listen}"))?;
+    store.shutdown().await;
+    Ok(())
+}
+
+/// `berth agent`: a node agent talking to `addr`.
+pub async fn agent(
+    addr: &str,
+    data_dir: &Path,
+    listen: &str,
+    node_name: Option<String>,
+    cpu: Option<String>,
+    memory: Option<String>,
+    labels: Vec<String>,
+) -> anyhow::Result<()> {
+    let listen_addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen: {listen:?} is not host:port"))?;
+    let cpu_millis = match cpu {
+        Some(c) => {
+            MilliCpu::parse(&c)
+                .map_err(|e| anyhow::anyhow!("--cpu: {e}"))?
+                .0
+        }
+        None => 0,
+    };
+    let memory_bytes = match memory {
+        Some(m) => {
+            Bytes::parse(&m)
+                .map_err(|e| anyhow::anyhow!("--memory: {e}"))?
+                .0
+        }
+        None => 0,
+    };
+    let mut label_map = BTreeMap::new();
+    for l in labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--label: {l:?} is not key=value");
+        };
+        label_map.insert(k.to_string(), v.to_string());
+    }
+    let (agent, rt, reports) = Agent::new(AgentConfig {
+        node_name: node_name.unwrap_or_else(hostname),
+        server: addr.to_string(),
+        advertise: listen.to_string(),
+        cpu_millis,
+        memory_bytes,
+        labels: label_map,
+        heartbeat: Duration::from_secs(1),
+        runtime: runtime_config(data_dir)?,
+    })?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(shutdown_signal(tx));
+    let serve = tonic::transport::Server::builder()
+        .add_service(LogService::server(rt))
+        .serve_with_shutdown(listen_addr, wait_true(rx.clone()));
+    let listener = tokio::spawn(serve);
+    agent.run(reports, rx).await;
+    let _ = listener.await;
+    Ok(())
+}
+
+/// Where `berth image` finds the node's image store.
+pub fn image_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("node").join("images")
+}

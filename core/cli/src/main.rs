@@ -1,0 +1,223 @@
+//! `berth`: the control plane, the node agent, the shim and the CLI in one binary.
+
+mod client;
+mod daemon;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Berth: a container orchestrator that puts work on the right hardware.
+#[derive(Parser)]
+#[command(name = "berth", version, about)]
+struct Cli {
+    /// Control-plane address (host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ADDR",
+        default_value = "127.0.0.1:7700"
+    )]
+    addr: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a single-server control plane and a node agent in one process.
+    Dev {
+        /// Where state, images and task files live.
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
+        data_dir: PathBuf,
+        /// Node name of the embedded agent.
+        #[arg(long)]
+        node_name: Option<String>,
+    },
+    /// Run a control-plane server.
+    Server {
+        /// Where the raft log and state live.
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
+        data_dir: PathBuf,
+    },
+    /// Run a node agent.
+    Agent {
+        /// Where images and task files live.
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
+        data_dir: PathBuf,
+        /// Where this agent's API (logs) listens.
+        #[arg(long, default_value = "127.0.0.1:7701")]
+        listen: String,
+        /// Node name (default: the hostname).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// Allocatable CPU (cores or millicores, e.g. 2 or 1500m; default: all).
+        #[arg(long)]
+        cpu: Option<String>,
+        /// Allocatable memory (e.g. 4Gi; default: all).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Node labels, key=value (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Internal: the single-threaded parent of one container.
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        state_root: PathBuf,
+    },
+    /// Submit an app spec (YAML or JSON).
+    Run {
+        /// The spec file (`-` for standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// List apps.
+    Apps {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tasks.
+    Ps {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+        /// Only this app's tasks.
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Print a task's output (a task id, or an app name for its first task).
+    Logs {
+        task: String,
+        /// Keep streaming new output.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop an app's tasks (kept, with their logs).
+    Stop { app: String },
+    /// Remove an app, its tasks and their files.
+    Rm { app: String },
+    /// List nodes.
+    Nodes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream task events as they are committed.
+    Events {
+        /// Only this app's tasks.
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Manage the node's image store.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Import an OCI image layout (directory or tar).
+    Import {
+        path: PathBuf,
+        /// Name it NAME:TAG (default: the layout's own ref name).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
+        data_dir: PathBuf,
+    },
+    /// List images.
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Cmd::Shim {
+        dir,
+        id,
+        state_root,
+    } = &cli.cmd
+    {
+        // No async runtime, no threads: libcontainer forks from here.
+        daemon::shim_logging(dir);
+        std::process::exit(berth_runtime::shim::run(dir, id, state_root));
+    }
+    let daemon = matches!(
+        cli.cmd,
+        Cmd::Dev { .. } | Cmd::Server { .. } | Cmd::Agent { .. }
+    );
+    init_logging(if daemon { "info" } else { "warn" });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(dispatch(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let addr = cli.addr;
+    match cli.cmd {
+        Cmd::Dev {
+            data_dir,
+            node_name,
+        } => daemon::dev(&addr, &data_dir, node_name).await,
+        Cmd::Server { data_dir } => daemon::server(&addr, &data_dir).await,
+        Cmd::Agent {
+            data_dir,
+            listen,
+            node_name,
+            cpu,
+            memory,
+            labels,
+        } => daemon::agent(&addr, &data_dir, &listen, node_name, cpu, memory, labels).await,
+        // Handled in main before the async runtime starts.
+        Cmd::Shim { .. } => Ok(()),
+        Cmd::Run { file } => client::run(&addr, &file).await,
+        Cmd::Apps { json } => client::apps(&addr, json).await,
+        Cmd::Ps { json, app } => client::ps(&addr, json, app).await,
+        Cmd::Logs { task, follow } => client::logs(&addr, &task, follow).await,
+        Cmd::Stop { app } => client::stop(&addr, &app).await,
+        Cmd::Rm { app } => client::rm(&addr, &app).await,
+        Cmd::Nodes { json } => client::nodes(&addr, json).await,
+        Cmd::Events { app } => client::events(&addr, app).await,
+        Cmd::Image { cmd } => match cmd {
+            ImageCmd::Import {
+                path,
+                name,
+                data_dir,
+            } => client::image_import(&data_dir, &path, name.as_deref()),
+            ImageCmd::Ls { json, data_dir } => client::image_ls(&data_dir, json),
+        },
+    }
+}

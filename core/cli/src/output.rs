@@ -1,0 +1,86 @@
+//! Human and JSON renderings of API results.
+
+use berth_model::quantity::{Bytes, MilliCpu};
+use berth_proto as pb;
+use serde_json::{Value, json};
+
+/// A task as `berth ps --json` prints it.
+pub fn task_json(t: &pb::Task) -> Value {
+    json!({
+        "id": t.id,
+        "app": t.app,
+        "instance": t.instance,
+        "version": t.version,
+        "node": if t.node.is_empty() { Value::Null } else { json!(t.node) },
+        "state": t.state,
+        "desired": t.desired,
+        "exit_code": if t.has_exit_code { json!(t.exit_code) } else { Value::Null },
+        "restarts": t.restarts,
+        "message": t.message,
+    })
+}
+
+/// Prints rows as left-aligned columns.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+/// `berth ps` rows.
+pub fn task_rows(tasks: &[pb::Task]) -> Vec<Vec<String>> {
+    tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.app.clone(),
+                if t.node.is_empty() {
+                    "-".into()
+                } else {
+                    t.node.clone()
+                },
+                t.state.clone(),
+                if t.has_exit_code {
+                    t.exit_code.to_string()
+                } else {
+                    "-".into()
+                },
+                t.restarts.to_string(),
+                t.message.clone(),
+            ]
+        })
+        .collect()
+}
+
+/// `berth nodes` rows.
+pub fn node_rows(nodes: &[pb::Node]) -> Vec<Vec<String>> {
+    nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.status.clone(),
+                format!("{}/{}", MilliCpu(n.cpu_used), MilliCpu(n.cpu_millis)),
+                format!("{}/{}", Bytes(n.memory_used), Bytes(n.memory_bytes)),
+                n.tasks.to_string(),
+                n.address.clone(),
+            ]
+        })
+        .collect()
+}

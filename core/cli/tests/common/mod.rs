@@ -1,0 +1,215 @@
+//! A real `berth dev` cluster for integration tests: its own data dir and
+//! port, the demo image imported, real containers, and a cleanup that
+//! leaves no container, mount or cgroup behind.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// The workspace root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The demo image layout, built once per test binary with ci/make-demo-image.sh.
+pub fn demo_image() -> &'static Path {
+    static IMG: OnceLock<PathBuf> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("demo-image-{}", std::process::id()));
+        let status = Command::new(repo().join("ci/make-demo-image.sh"))
+            .arg(&out)
+            .arg(repo().join("examples/hello/www"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("running ci/make-demo-image.sh");
+        assert!(status.success(), "ci/make-demo-image.sh failed");
+        out
+    })
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 100 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub struct Dev {
+    pub addr: String,
+    pub data: tempfile::TempDir,
+    pub child: Option<Child>,
+}
+
+impl Dev {
+    /// Starts `berth dev` with the demo image imported; waits for its node.
+    pub fn start() -> Dev {
+        let data = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir()
+            .unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut dev = Dev {
+            addr,
+            data,
+            child: None,
+        };
+        let out = dev.berth(&["image", "import", demo_image().to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "image import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dev.spawn();
+        dev
+    }
+
+    /// Starts (or restarts) the `berth dev` process.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("dev.log"))
+            .unwrap();
+        let child = Command::new(BERTH)
+            .arg("dev")
+            .env("BERTH_ADDR", &self.addr)
+            .env("BERTH_DATA_DIR", self.data.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for("the node to register", Duration::from_secs(30), || {
+            let out = self.berth(&["nodes", "--json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v.as_array()?.first()?["status"] == "ready").then_some(())
+        });
+    }
+
+    /// SIGKILLs the `berth dev` process (its containers keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs the CLI against this cluster.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        Command::new(BERTH)
+            .args(args)
+            .env("BERTH_ADDR", &self.addr)
+            .env("BERTH_DATA_DIR", self.data.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and returns stdout, asserting success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes a spec file and submits it.
+    pub fn run_spec(&self, name: &str, yaml: &str) -> String {
+        let path = self.data.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        self.ok(&["run", "-f", path.to_str().unwrap()])
+    }
+
+    /// `berth ps --json`.
+    pub fn ps(&self) -> Vec<Value> {
+        let out = self.ok(&["ps", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The first task of `app`, once `pred` holds for it.
+    pub fn wait_task(&self, app: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(
+            &format!("a task of {app} to reach the expected state"),
+            timeout,
+            || self.ps().into_iter().find(|t| t["app"] == app && pred(t)),
+        )
+    }
+
+    /// The task's directory on the node.
+    pub fn task_dir(&self, task: &str) -> PathBuf {
+        self.data.path().join("node/tasks").join(task)
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // Remove every app so the agent stops containers and deletes files.
+        if self.child.is_some() {
+            if let Ok(out) = std::panic::catch_unwind(|| self.berth(&["apps", "--json"])) {
+                if let Ok(Value::Array(apps)) = serde_json::from_slice::<Value>(&out.stdout) {
+                    for a in apps {
+                        if let Some(n) = a["name"].as_str() {
+                            let _ = self.berth(&["rm", n]);
+                        }
+                    }
+                }
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                let out = self.berth(&["ps", "--json"]);
+                if out.stdout.starts_with(b"[]") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        self.kill9();
+        // Whatever is left (a failed test): kill shims and containers by data dir.
+        let dir = self.data.path().to_string_lossy().into_owned();
+        let _ = Command::new("pkill").args(["-9", "-f", &dir]).status();
+        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+            for m in mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|m| m.starts_with(&dir))
+            {
+                let _ = Command::new("umount").args(["-l", m]).status();
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! End to end through the real binary: specs become real containers via
+//! raft, the scheduler, the agent, the shim and libcontainer. Needs root.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Dev, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+
+#[test]
+fn demo_app_serves_its_page() {
+    let dev = Dev::start();
+    let port = common::free_port();
+    let spec = std::fs::read_to_string(common::repo().join("examples/hello/app.yaml"))
+        .unwrap()
+        .replace("8080", &port.to_string());
+    dev.run_spec("hello", &spec);
+    let task = dev.wait_task("hello", T, |t| t["state"] == "running");
+    assert_eq!(task["node"].as_str().map(|s| !s.is_empty()), Some(true));
+    let body = wait_for("the page", T, || {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{port}/")])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert!(body.contains("Hello from Berth"), "{body}");
+    let apps = dev.ok(&["apps"]);
+    assert!(apps.contains("hello") && apps.contains("1/1"), "{apps}");
+    let nodes = dev.ok(&["nodes"]);
+    assert!(
+        nodes.contains("ready") && nodes.contains("250m/"),
+        "{nodes}"
+    );
+}
+
+#[test]
+fn exit_code_logs_and_restart_backoff() {
+    let dev = Dev::start();
+    dev.run_spec(
+        "three",
+        "name: three\nimage: busybox:latest\ncommand: [/bin/sh, -c, 'echo hello; exit 3']\nrestart: never\n",
+    );
+    let t = dev.wait_task("three", T, |t| t["state"] == "exited");
+    assert_eq!(t["exit_code"], 3);
+    assert_eq!(t["restarts"], 0);
+    let id = t["id"].as_str().unwrap();
+    assert_eq!(dev.ok(&["logs", id]), "hello\n");
+    assert_eq!(
+        dev.ok(&["logs", "three"]),
+        "hello\n",
+        "an app name picks its task"
+    );
+
+    dev.run_spec(
+        "flaky",
+        "name: flaky\nimage: busybox:latest\ncommand: [/bin/sh, -c, 'echo hello; exit 3']\nrestart: on-failure\n",
+    );
+    let t = dev.wait_task("flaky", T, |t| t["restarts"].as_u64() >= Some(3));
+    assert_eq!(t["exit_code"], 3);
+    // Backoff: 0.5 s, 1 s, 2 s... so three restarts take at least 1.5 s and
+    // the restart count stays small.
+    assert!(t["restarts"].as_u64().unwrap() < 8, "{t}");
+    let logs = dev.ok(&["logs", "flaky"]);
+    assert!(logs.matches("hello").count() >= 3, "{logs}");
+}
+
+#[test]
+fn bad_specs_are_rejected_and_store_nothing() {
+    let dev = Dev::start();
+    let cases = [
+        (
+            "name: ok\nimage: busybox:latest\nresources: {memory: lots}\n",
+            "resources.memory",
+        ),
+        ("name: Bad_Name\nimage: busybox:latest\n", "name"),
+        ("name: ok\nimage: busybox:latest\nbogus: 1\n", "bogus"),
+        (
+            "name: ok\nimage: busybox:latest\nrestart: sometimes\n",
+            "restart",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nports: [{host: 0}]\n",
+            "ports[0].host",
+        ),
+        (
+            "{\"name\": \"ok\", \"image\": \"busybox:latest\", \"resources\": {\"cpu\": \"x\"}}",
+            "resources.cpu",
+        ),
+    ];
+    for (i, (yaml, field)) in cases.iter().enumerate() {
+        let path = dev.data.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let out = dev.berth(&["run", "-f", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "case {i} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(field),
+            "case {i}: error does not name {field}: {err}"
+        );
+    }
+    let out = dev.berth(&["run", "-f", "/nonexistent.yaml"]);
+    assert!(!out.status.success());
+    assert_eq!(dev.ok(&["apps", "--json"]).trim(), "[]");
+    assert!(dev.ps().is_empty());
+}
+
+#[test]
+fn containers_survive_an_agent_crash_and_are_reattached() {
+    let mut dev = Dev::start();
+    dev.run_spec(
+        "ticker",
+        "name: ticker\nimage: busybox:latest\ncommand: [/bin/sh, -c, 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done']\n",
+    );
+    let t = dev.wait_task("ticker", T, |t| t["state"] == "running");
+    let id = t["id"].as_str().unwrap().to_string();
+    let pid: i32 = std::fs::read_to_string(dev.task_dir(&id).join("init.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    dev.kill9();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with the agent"
+    );
+    let log = dev.task_dir(&id).join("container.log");
+    let before = std::fs::metadata(&log).unwrap().len();
+    dev.spawn();
+    let t = dev.wait_task("ticker", T, |t| t["state"] == "running");
+    assert_eq!(t["id"], id.as_str());
+    assert_eq!(t["restarts"], 0);
+    // Same init process, and no second container for the task.
+    let pid2: i32 = std::fs::read_to_string(dev.task_dir(&id).join("init.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, pid2);
+    let shims = std::process::Command::new("pgrep")
+        .args(["-f", &format!("shim --dir {}", dev.task_dir(&id).display())])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&shims.stdout).lines().count(),
+        1,
+        "exactly one shim"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let logs = dev.ok(&["logs", &id]);
+    assert!(
+        logs.len() as u64 > before,
+        "logs continue after the restart"
+    );
+    assert!(logs.starts_with("tick 0\n"));
+}
+
+#[test]
+fn stop_and_rm_clean_up_everything() {
+    let dev = Dev::start();
+    dev.run_spec(
+        "sleeper",
+        "name: sleeper\nimage: busybox:latest\ncommand: [/bin/sleep, '1000']\nstop_grace: 500ms\n",
+    );
+    let t = dev.wait_task("sleeper", T, |t| t["state"] == "running");
+    let id = t["id"].as_str().unwrap().to_string();
+    let pid: i32 = std::fs::read_to_string(dev.task_dir(&id).join("init.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    dev.ok(&["stop", "sleeper"]);
+    // sleep ignores SIGTERM as pid 1: SIGKILL after the 500 ms grace.
+    let t = dev.wait_task("sleeper", T, |t| t["state"] == "stopped");
+    assert_eq!(t["exit_code"], 137);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let cid = format!("{id}.0");
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/berth/{cid}")).exists(),
+        "cgroup removed"
+    );
+    assert!(
+        dev.task_dir(&id).join("container.log").exists(),
+        "stopped tasks keep their logs"
+    );
+    dev.ok(&["rm", "sleeper"]);
+    wait_for("the task to be deleted", T, || {
+        dev.ps().is_empty().then_some(())
+    });
+    assert!(!dev.task_dir(&id).exists(), "task files removed");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(dev.data.path().to_str().unwrap()),
+        "rootfs unmounted"
+    );
+    assert_eq!(dev.ok(&["apps", "--json"]).trim(), "[]");
+    let out = dev.berth(&["stop", "sleeper"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no app named sleeper"));
+}

@@ -1,0 +1,13 @@
+//! Berth's domain types: the app spec people write, the quantities in it,
+//! and their parsing and validation. No I/O.
+#![warn(missing_docs)]
+
+pub mod node;
+pub mod quantity;
+pub mod spec;
+pub mod task;
+
+pub use quantity::{Bytes, DurationMs, MilliCpu, QuantityError, QuantityKind};
+pub use spec::{
+    AppSpec, FieldError, PortSpec, Resources, RestartPolicy, SpecError, parse_spec, valid_name,
+};

@@ -1,0 +1,431 @@
+//! The app spec: what a person writes to run an app, in YAML or JSON.
+//!
+//! ```yaml
+//! name: hello
+//! image: busybox:latest
+//! command: ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+//! env: {GREETING: hi}
+//! resources: {cpu: 0.25, memory: 64Mi}
+//! instances: 1
+//! ports: [{host: 8080}]
+//! restart: on-failure
+//! stop_grace: 5s
+//! ```
+//!
+//! [`parse_spec`] reads text into an [`AppSpec`] and checks it with
+//! [`AppSpec::validate`]; every problem names the field it is about
+//! (`resources.memory`, `ports[0].host`). The JSON Schema twin of this
+//! contract is `docs/app-spec.schema.json`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::{Bytes, DurationMs, MilliCpu};
+
+mod parse;
+
+pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
+
+/// Cpu given to an app that does not say: 100m.
+pub const DEFAULT_CPU: MilliCpu = MilliCpu(100);
+/// Most cpu one instance may ask for: 1024 cores.
+pub const MAX_CPU: MilliCpu = MilliCpu(1024 * 1000);
+/// Memory given to an app that does not say: 64Mi.
+pub const DEFAULT_MEMORY: Bytes = Bytes(64 << 20);
+/// Least memory one instance may ask for: 4Mi.
+pub const MIN_MEMORY: Bytes = Bytes(4 << 20);
+/// Most memory one instance may ask for: 16Ti.
+pub const MAX_MEMORY: Bytes = Bytes(16 << 40);
+/// Instances when the spec does not say.
+pub const DEFAULT_INSTANCES: u32 = 1;
+/// Most instances one app may have.
+pub const MAX_INSTANCES: u32 = 1000;
+/// Grace between SIGTERM and SIGKILL when the spec does not say: 5s.
+pub const DEFAULT_STOP_GRACE: DurationMs = DurationMs(5_000);
+/// Longest grace between SIGTERM and SIGKILL: 10m.
+pub const MAX_STOP_GRACE: DurationMs = DurationMs(600_000);
+/// Longest app name, in characters.
+pub const MAX_NAME_LEN: usize = 63;
+/// Longest image tag, in characters.
+pub const MAX_TAG_LEN: usize = 128;
+
+/// A validated-on-parse description of an app: what to run, how many, with
+/// which resources and ports, and how to restart and stop it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// The app's name: `[a-z0-9-]`, 1-63 characters, starting and ending
+    /// with a letter or digit (see [`valid_name`]).
+    pub name: String,
+    /// The image to run, as `name:tag` (e.g. `busybox:latest`).
+    pub image: String,
+    /// The command and its arguments; empty means the image's default.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment variables added to the container.
+    #[serde(default, deserialize_with = "unique_env")]
+    pub env: BTreeMap<String, String>,
+    /// Cpu and memory for each instance.
+    #[serde(default)]
+    pub resources: Resources,
+    /// How many instances to run (0..=1000).
+    #[serde(default = "default_instances")]
+    pub instances: u32,
+    /// Host ports each instance listens on (host networking).
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// When to restart an instance that exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Grace between SIGTERM and SIGKILL when stopping (at most 10m).
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace: DurationMs,
+}
+
+/// Cpu and memory for one instance of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Cpu, more than 0 and at most 1024 cores; default 100m.
+    #[serde(default = "default_cpu")]
+    pub cpu: MilliCpu,
+    /// Memory, from 4Mi to 16Ti; default 64Mi.
+    #[serde(default = "default_memory")]
+    pub memory: Bytes,
+}
+
+/// A port an instance listens on, on the host's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// The host port, 1..=65535; unique within a spec.
+    pub host: u16,
+}
+
+/// When to restart an instance whose container exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whatever the exit status (`always`).
+    Always,
+    /// Restart only after a non-zero exit (`on-failure`, the default).
+    #[default]
+    OnFailure,
+    /// Never restart (`never`).
+    Never,
+}
+
+/// One problem with a spec, tied to the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FieldError {
+    /// Where the problem is: `name`, `resources.memory`, `ports[0].host`,
+    /// or `(spec)` for the document as a whole.
+    pub path: String,
+    /// What is wrong, for a person to read.
+    pub message: String,
+}
+
+/// Everything wrong with a spec; displayed as one `path: message` line per
+/// problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", lines(.problems))]
+pub struct SpecError {
+    /// The problems, in the order they were found; never empty when returned
+    /// by this crate.
+    pub problems: Vec<FieldError>,
+}
+
+fn lines(problems: &[FieldError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The path used for problems with the document as a whole.
+pub const WHOLE_SPEC: &str = "(spec)";
+
+impl FieldError {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl SpecError {
+    /// A spec error with a single problem.
+    pub fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError {
+            problems: vec![FieldError::new(path, message)],
+        }
+    }
+}
+
+impl From<FieldError> for SpecError {
+    fn from(problem: FieldError) -> Self {
+        SpecError {
+            problems: vec![problem],
+        }
+    }
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpu: DEFAULT_CPU,
+            memory: DEFAULT_MEMORY,
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
+fn default_instances() -> u32 {
+    DEFAULT_INSTANCES
+}
+
+fn default_stop_grace() -> DurationMs {
+    DEFAULT_STOP_GRACE
+}
+
+fn default_cpu() -> MilliCpu {
+    DEFAULT_CPU
+}
+
+fn default_memory() -> Bytes {
+    DEFAULT_MEMORY
+}
+
+/// Reads `env` as a map of strings, rejecting a variable given twice (JSON
+/// would otherwise keep the last one silently).
+fn unique_env<'de, D: Deserializer<'de>>(de: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct EnvVisitor;
+    impl<'de> Visitor<'de> for EnvVisitor {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of variable names to string values")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut env = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if env.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!(
+                        "variable {} is given more than once",
+                        quoted(&key)
+                    )));
+                }
+                let value = map.next_value::<String>()?;
+                env.insert(key, value);
+            }
+            Ok(env)
+        }
+    }
+    de.deserialize_map(EnvVisitor)
+}
+
+/// Quotes user text for a message, shortened when long.
+pub(crate) fn quoted(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}...", &s[..cut]),
+        None => format!("{s:?}"),
+    }
+}
+
+/// Whether `s` is a valid app name: 1-63 characters of `a-z`, `0-9` and
+/// `-`, starting and ending with a letter or digit.
+pub fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    match (b.first(), b.last()) {
+        (Some(first), Some(last)) => {
+            b.len() <= MAX_NAME_LEN
+                && alnum(first)
+                && alnum(last)
+                && b.iter().all(|c| alnum(c) || *c == b'-')
+        }
+        _ => false,
+    }
+}
+
+/// Checks the `name:tag` image form; returns what is wrong.
+fn check_image(image: &str) -> Result<(), String> {
+    let Some((name, tag)) = image.split_once(':') else {
+        return Err(format!(
+            "{} has no tag (expected name:tag, e.g. busybox:latest)",
+            quoted(image)
+        ));
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._/-".contains(&c));
+    if !name_ok {
+        return Err(format!(
+            "{} is not a valid image (the name before ':' must be non-empty and use only a-z, 0-9, '.', '_', '/', '-')",
+            quoted(image)
+        ));
+    }
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= MAX_TAG_LEN
+        && tag
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
+    if !tag_ok {
+        return Err(format!(
+            "{} is not a valid image (the tag after ':' must be 1-{MAX_TAG_LEN} characters of A-Z, a-z, 0-9, '.', '_', '-')",
+            quoted(image)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `s` is a valid environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn valid_env_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && bytes.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+impl AppSpec {
+    /// A spec with the given name and image and every other field at its
+    /// default. Not validated.
+    pub fn new(name: impl Into<String>, image: impl Into<String>) -> Self {
+        AppSpec {
+            name: name.into(),
+            image: image.into(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            resources: Resources::default(),
+            instances: DEFAULT_INSTANCES,
+            ports: Vec::new(),
+            restart: RestartPolicy::default(),
+            stop_grace: DEFAULT_STOP_GRACE,
+        }
+    }
+
+    /// Checks every rule of the contract and reports all problems at once.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut problems = Vec::new();
+        let mut problem = |path: String, message: String| {
+            problems.push(FieldError { path, message });
+        };
+
+        if !valid_name(&self.name) {
+            problem(
+                "name".into(),
+                format!(
+                    "{} is not a valid name (1-{MAX_NAME_LEN} characters of a-z, 0-9 and '-', starting and ending with a letter or digit)",
+                    quoted(&self.name)
+                ),
+            );
+        }
+        if let Err(message) = check_image(&self.image) {
+            problem("image".into(), message);
+        }
+        for (i, arg) in self.command.iter().enumerate() {
+            if arg.is_empty() {
+                problem(format!("command[{i}]"), "must not be empty".into());
+            } else if arg.contains('\0') {
+                problem(
+                    format!("command[{i}]"),
+                    "must not contain a NUL character".into(),
+                );
+            }
+        }
+        for (key, value) in &self.env {
+            if !valid_env_name(key) {
+                problem(
+                    format!("env[{}]", quoted(key)),
+                    "is not a valid variable name (expected [A-Za-z_][A-Za-z0-9_]*)".into(),
+                );
+            } else if value.contains('\0') {
+                problem(
+                    format!("env.{key}"),
+                    "must not contain a NUL character".into(),
+                );
+            }
+        }
+
+        let cpu = self.resources.cpu;
+        if cpu.0 == 0 {
+            problem("resources.cpu".into(), "must be more than 0".into());
+        } else if cpu > MAX_CPU {
+            problem(
+                "resources.cpu".into(),
+                format!("{cpu} is more than the maximum of {MAX_CPU} cores"),
+            );
+        }
+        let memory = self.resources.memory;
+        if memory < MIN_MEMORY {
+            problem(
+                "resources.memory".into(),
+                format!("{memory} is less than the minimum of {MIN_MEMORY}"),
+            );
+        } else if memory > MAX_MEMORY {
+            problem(
+                "resources.memory".into(),
+                format!("{memory} is more than the maximum of {MAX_MEMORY}"),
+            );
+        }
+
+        if self.instances > MAX_INSTANCES {
+            problem(
+                "instances".into(),
+                format!(
+                    "{} is more than the maximum of {MAX_INSTANCES}",
+                    self.instances
+                ),
+            );
+        }
+
+        let mut first_use: BTreeMap<u16, usize> = BTreeMap::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            if port.host == 0 {
+                problem(
+                    format!("ports[{i}].host"),
+                    "must be between 1 and 65535".into(),
+                );
+            } else if let Some(first) = first_use.get(&port.host) {
+                problem(
+                    format!("ports[{i}].host"),
+                    format!("{} is already used by ports[{first}]", port.host),
+                );
+            } else {
+                first_use.insert(port.host, i);
+            }
+        }
+
+        if self.stop_grace > MAX_STOP_GRACE {
+            problem(
+                "stop_grace".into(),
+                format!(
+                    "{} is more than the maximum of {MAX_STOP_GRACE}",
+                    self.stop_grace
+                ),
+            );
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError { problems })
+        }
+    }
+}

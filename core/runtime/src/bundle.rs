@@ -1,0 +1,201 @@
+//! OCI runtime bundle generation: the `config.json` a container runs with.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::image::ImageConfig;
+
+/// What to run, independent of any cluster concept.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LaunchSpec {
+    /// Image name (`name:tag`) in the node's image store.
+    pub image: String,
+    /// Arguments; empty means the image's entrypoint + cmd.
+    pub command: Vec<String>,
+    /// Extra environment, on top of the image's.
+    pub env: BTreeMap<String, String>,
+    /// CPU share in millicores (CFS quota).
+    pub cpu_millis: u64,
+    /// Memory limit in bytes.
+    pub memory_bytes: u64,
+    /// Hostname inside the container.
+    pub hostname: String,
+    /// Whether the node restarts the container when it ends.
+    pub restart: berth_model::spec::RestartPolicy,
+    /// Grace between SIGTERM and SIGKILL when stopping, in milliseconds.
+    pub stop_grace_ms: u64,
+}
+
+/// Default capabilities, the same set runc and Docker grant.
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// CFS period used for cpu quotas (100 ms, the kernel default).
+const CFS_PERIOD_US: u64 = 100_000;
+
+/// The process arguments: the spec's command, else the image's entrypoint + cmd.
+pub fn effective_args(spec: &LaunchSpec, image: &ImageConfig) -> Vec<String> {
+    if !spec.command.is_empty() {
+        return spec.command.clone();
+    }
+    image
+        .entrypoint
+        .iter()
+        .chain(image.cmd.iter())
+        .cloned()
+        .collect()
+}
+
+/// The environment: the image's, overridden by the spec's, with a PATH.
+pub fn effective_env(spec: &LaunchSpec, image: &ImageConfig) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert(
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    );
+    for kv in &image.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            env.insert(k.into(), v.into());
+        }
+    }
+    env.extend(spec.env.clone());
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Builds the OCI runtime config for a container with host networking.
+/// `cgroups_path` is set explicitly so cgroups are found and cleaned.
+pub fn runtime_config(
+    spec: &LaunchSpec,
+    image: &ImageConfig,
+    rootfs: &Path,
+    cgroups_path: &str,
+) -> Value {
+    let args = effective_args(spec, image);
+    let cwd = image.working_dir.clone().filter(|d| d.starts_with('/'));
+    let quota = (spec.cpu_millis * CFS_PERIOD_US / 1000).max(1000);
+    // cpu.shares: 1024 per core, as Kubernetes maps requests.
+    let shares = (spec.cpu_millis * 1024 / 1000).max(2);
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": effective_env(spec, image),
+            "cwd": cwd.unwrap_or_else(|| "/".into()),
+            "capabilities": {
+                "bounding": CAPS, "effective": CAPS, "permitted": CAPS
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": rootfs, "readonly": false},
+        "hostname": spec.hostname.chars().take(63).collect::<String>(),
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            // Host networking: the network namespace is the host's, so sysfs
+            // is bound read-only rather than mounted fresh.
+            {"destination": "/sys", "type": "bind", "source": "/sys",
+             "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "cgroupsPath": cgroups_path,
+            "resources": {
+                "devices": [{"allow": false, "access": "rwm"}],
+                "memory": {"limit": spec.memory_bytes},
+                "cpu": {"shares": shares, "quota": quota, "period": CFS_PERIOD_US}
+            },
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            image: "busybox:latest".into(),
+            command: vec![],
+            env: [("GREETING".to_string(), "hi".to_string())].into(),
+            cpu_millis: 250,
+            memory_bytes: 64 << 20,
+            hostname: "web-1-0".into(),
+            restart: berth_model::spec::RestartPolicy::Never,
+            stop_grace_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn config_is_a_valid_oci_spec_with_limits() {
+        let image = ImageConfig {
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            entrypoint: vec!["/bin/sh".into()],
+            cmd: vec!["-c".into(), "true".into()],
+            working_dir: Some("/www".into()),
+            user: None,
+        };
+        let v = runtime_config(&spec(), &image, Path::new("/x/rootfs"), "/berth/t");
+        let parsed: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
+        let process = parsed.process().as_ref().unwrap();
+        assert_eq!(process.args().as_ref().unwrap(), &["/bin/sh", "-c", "true"]);
+        let env = process.env().as_ref().unwrap();
+        assert!(env.contains(&"PATH=/bin".to_string()));
+        assert!(env.contains(&"GREETING=hi".to_string()));
+        assert_eq!(process.cwd(), Path::new("/www"));
+        assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 25_000);
+        assert_eq!(v["linux"]["cgroupsPath"], "/berth/t");
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(!ns.contains(&"network"), "host networking");
+    }
+
+    #[test]
+    fn spec_command_overrides_image() {
+        let mut s = spec();
+        s.command = vec!["/bin/true".into()];
+        let image = ImageConfig {
+            entrypoint: vec!["/bin/sh".into()],
+            ..Default::default()
+        };
+        assert_eq!(effective_args(&s, &image), vec!["/bin/true"]);
+    }
+}

@@ -1,0 +1,341 @@
+//! The node's container manager: prepares a task's root and bundle, starts
+//! its shim, waits for it, signals and removes it, and finds live shims
+//! again after an agent restart. Knows nothing of clusters.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::bundle::{LaunchSpec, runtime_config};
+use crate::image::{ImageError, ImageStore, prepare_rootfs, release_rootfs};
+use crate::taskdir::{ExitRecord, LaunchRecord, TaskDir};
+
+/// Errors of the container manager.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The image could not be found or prepared.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A file operation failed.
+    #[error("{0}")]
+    Io(String),
+    /// The shim reported that the container could not start.
+    #[error("container failed to start: {0}")]
+    StartFailed(String),
+    /// A shim for this task is already running.
+    #[error("task {0} already has a running container")]
+    AlreadyRunning(String),
+}
+
+fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    move |e| RuntimeError::Io(format!("{what}: {e}"))
+}
+
+/// Where the runtime keeps things.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Node data root: `images/` and `tasks/` live here.
+    pub root: PathBuf,
+    /// libcontainer's state root (on tmpfs, like runc's /run/runc).
+    pub state_root: PathBuf,
+    /// The executable that implements `shim` (the `berth` binary).
+    pub shim_exe: PathBuf,
+}
+
+/// A shim that is running a container.
+pub struct Shim {
+    /// The shim's pid.
+    pub pid: i32,
+    /// The container init's pid.
+    pub init_pid: i32,
+    child: Option<Child>,
+}
+
+/// What a task directory held when the agent started.
+#[derive(Debug, Clone)]
+pub enum Recovered {
+    /// Its shim is alive: reattach.
+    Running {
+        /// Task id.
+        task: String,
+        /// What it runs.
+        launch: LaunchRecord,
+        /// The live shim's pid.
+        shim_pid: i32,
+    },
+    /// Its container ended (possibly while the agent was away).
+    Exited {
+        /// Task id.
+        task: String,
+        /// What it ran.
+        launch: Option<LaunchRecord>,
+        /// How it ended.
+        exit: ExitRecord,
+    },
+}
+
+/// The container manager.
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    images: ImageStore,
+}
+
+impl Runtime {
+    /// Opens the image store and task directories under `cfg.root`.
+    pub fn open(cfg: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        for d in [cfg.root.join("tasks"), cfg.state_root.clone()] {
+            std::fs::create_dir_all(&d).map_err(io_err(d.display()))?;
+        }
+        let images = ImageStore::open(&cfg.root.join("images"))?;
+        Ok(Runtime { cfg, images })
+    }
+
+    /// The node's image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// A task's directory.
+    pub fn task_dir(&self, task: &str) -> TaskDir {
+        TaskDir::new(self.cfg.root.join("tasks").join(task))
+    }
+
+    /// Prepares a fresh root for `task` from its image, writes the bundle,
+    /// and starts a shim that creates and starts the container. Returns once
+    /// the container runs (or failed to start).
+    pub async fn start(
+        &self,
+        task: &str,
+        attempt: u32,
+        spec: &LaunchSpec,
+    ) -> Result<Shim, RuntimeError> {
+        let td = self.task_dir(task);
+        if td.live_shim().is_some() {
+            return Err(RuntimeError::AlreadyRunning(task.to_string()));
+        }
+        let id = container_id(task, attempt);
+        let cgroups = format!("/berth/{id}");
+        let image = self.images.resolve(&spec.image)?;
+        let dir = td.path().to_path_buf();
+        std::fs::create_dir_all(td.bundle_dir()).map_err(io_err(td.bundle_dir().display()))?;
+        td.clear_run_files();
+        let rec = LaunchRecord {
+            spec: spec.clone(),
+            attempt,
+        };
+        td.write_launch(&rec)
+            .map_err(io_err("writing launch.json"))?;
+        // Each attempt starts from a clean writable layer.
+        let spec2 = spec.clone();
+        let td2 = td.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
+            release_rootfs(&dir)?;
+            let rootfs = prepare_rootfs(&image, &dir)?;
+            let config = runtime_config(&spec2, &image.config, &rootfs.path, &cgroups);
+            let bytes =
+                serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Io(e.to_string()))?;
+            std::fs::write(td2.bundle_dir().join("config.json"), bytes)
+                .map_err(io_err("writing config.json"))
+        })
+        .await
+        .map_err(|e| RuntimeError::Io(e.to_string()))??;
+        self.spawn_shim(&td, &id).await
+    }
+
+    async fn spawn_shim(&self, td: &TaskDir, id: &str) -> Result<Shim, RuntimeError> {
+        let shim_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(td.shim_log_path())
+            .map_err(io_err(td.shim_log_path().display()))?;
+        let mut cmd = Command::new(&self.cfg.shim_exe);
+        cmd.arg("shim")
+            .arg("--dir")
+            .arg(td.path())
+            .arg("--id")
+            .arg(id)
+            .arg("--state-root")
+            .arg(&self.cfg.state_root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(shim_log))
+            .kill_on_drop(false);
+        // Its own session: signals aimed at the agent's terminal or process
+        // group never reach the shim, so containers outlive the agent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(io_err(format!("spawning {}", self.cfg.shim_exe.display())))?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| RuntimeError::Io("shim stdout".into()))?;
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(60),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(RuntimeError::Io(format!("reading from shim: {e}"))),
+            Err(_) => {
+                return Err(RuntimeError::StartFailed(
+                    "shim did not answer within 60 s".into(),
+                ));
+            }
+        }
+        let line = line.trim();
+        if let Some(p) = line.strip_prefix("started ") {
+            let init_pid = p.parse().unwrap_or(0);
+            return Ok(Shim {
+                pid,
+                init_pid,
+                child: Some(child),
+            });
+        }
+        let _ = child.wait().await;
+        let msg = line.strip_prefix("error ").unwrap_or(line);
+        let msg = if msg.is_empty() {
+            td.read_exit().and_then(|e| e.error).unwrap_or_else(|| {
+                format!(
+                    "shim exited without a word; see {}",
+                    td.shim_log_path().display()
+                )
+            })
+        } else {
+            msg.to_string()
+        };
+        Err(RuntimeError::StartFailed(msg))
+    }
+
+    /// Re-adopts a live shim found by [`Runtime::recover`].
+    pub fn adopt(&self, task: &str, shim_pid: i32) -> Shim {
+        Shim {
+            pid: shim_pid,
+            init_pid: self.task_dir(task).read_pid().unwrap_or(0),
+            child: None,
+        }
+    }
+
+    /// Waits until the shim exits and returns how the container ended.
+    pub async fn wait(&self, task: &str, shim: &mut Shim) -> ExitRecord {
+        match shim.child.as_mut() {
+            Some(child) => {
+                let _ = child.wait().await;
+            }
+            None => wait_pid_exit(shim.pid).await,
+        }
+        self.task_dir(task).read_exit().unwrap_or(ExitRecord {
+            code: -1,
+            signal: None,
+            error: Some("the shim died without recording an exit status".into()),
+        })
+    }
+
+    /// Sends `signal` to the container's init process. No-op if it is gone.
+    pub fn signal(&self, task: &str, signal: i32) {
+        let td = self.task_dir(task);
+        if td.live_shim().is_none() {
+            return;
+        }
+        if let Some(pid) = td.read_pid() {
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// Deletes everything of a task whose container has ended.
+    pub fn remove(&self, task: &str) -> Result<(), RuntimeError> {
+        let td = self.task_dir(task);
+        if td.live_shim().is_some() {
+            return Err(RuntimeError::AlreadyRunning(task.to_string()));
+        }
+        if td.path().exists() {
+            release_rootfs(td.path())?;
+            std::fs::remove_dir_all(td.path()).map_err(io_err(td.path().display()))?;
+        }
+        Ok(())
+    }
+
+    /// Scans task directories: live shims to reattach and exits that
+    /// happened while nobody watched.
+    pub fn recover(&self) -> Vec<Recovered> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.cfg.root.join("tasks")) else {
+            return out;
+        };
+        for entry in rd.flatten() {
+            let task = entry.file_name().to_string_lossy().into_owned();
+            let td = TaskDir::new(entry.path());
+            let launch = td.read_launch();
+            if let (Some(shim_pid), Some(launch)) = (td.live_shim(), launch.clone()) {
+                out.push(Recovered::Running {
+                    task,
+                    launch,
+                    shim_pid,
+                });
+            } else if let Some(exit) = td.read_exit() {
+                out.push(Recovered::Exited { task, launch, exit });
+            } else if launch.is_some() {
+                out.push(Recovered::Exited {
+                    task,
+                    launch,
+                    exit: ExitRecord {
+                        code: -1,
+                        signal: None,
+                        error: Some("the shim is gone and left no exit status".into()),
+                    },
+                });
+            }
+        }
+        out
+    }
+
+    /// The log file of a task.
+    pub fn log_path(&self, task: &str) -> PathBuf {
+        self.task_dir(task).log_path()
+    }
+
+    /// The data root.
+    pub fn root(&self) -> &Path {
+        &self.cfg.root
+    }
+}
+
+/// The libcontainer id of a task's attempt.
+pub fn container_id(task: &str, attempt: u32) -> String {
+    format!("{task}.{attempt}")
+}
+
+/// Waits for a process that is not our child to exit, using a pidfd.
+async fn wait_pid_exit(pid: i32) {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return; // already gone
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: we own the pidfd and nothing else registers it.
+    match unsafe { AsyncFd::register(fd) } {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(_) => {
+            while crate::taskdir::proc_start_time(pid).is_some() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

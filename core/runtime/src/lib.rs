@@ -1,0 +1,13 @@
+//! Berth's node runtime: OCI images, bundles, and containers run through
+//! youki's `libcontainer`, one single-threaded `berth shim` per container.
+//! It knows nothing of clusters: the agent tells it what to run.
+
+pub mod bundle;
+pub mod containers;
+pub mod image;
+pub mod shim;
+pub mod taskdir;
+
+pub use bundle::LaunchSpec;
+pub use containers::{Recovered, Runtime, RuntimeConfig, RuntimeError, Shim};
+pub use taskdir::{ExitRecord, TaskDir};

@@ -1,0 +1,187 @@
+//! A task's directory on the node: its bundle, writable root, log, and the
+//! small files through which the shim and the agent talk across restarts.
+//!
+//! ```text
+//! <root>/tasks/<task>/
+//!   launch.json      what to run and which attempt this is (agent)
+//!   bundle/config.json  the OCI runtime config (agent)
+//!   rootfs/ upper/ work/  the container's root (overlay or copy)
+//!   shim.pid         the shim's pid and start time (shim)
+//!   init.pid         the container init's pid (shim)
+//!   exit.json        how the container ended (shim), absent while it runs
+//!   container.log    the container's stdout and stderr
+//!   shim.log         the shim's own log
+//! ```
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::LaunchSpec;
+
+/// How a container ended, written by its shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit code; `128 + signal` when killed by a signal; -1 when it never started.
+    pub code: i32,
+    /// The signal that killed it, if any.
+    pub signal: Option<i32>,
+    /// Why it could not be started or waited for.
+    pub error: Option<String>,
+}
+
+/// What the agent asked to run, kept for recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    /// The launch spec.
+    pub spec: LaunchSpec,
+    /// Attempt number, from 0; a restart increments it.
+    pub attempt: u32,
+}
+
+/// Paths and records of one task directory.
+#[derive(Debug, Clone)]
+pub struct TaskDir {
+    dir: PathBuf,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+impl TaskDir {
+    /// Wraps a directory path.
+    pub fn new(dir: PathBuf) -> TaskDir {
+        TaskDir { dir }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The OCI bundle directory.
+    pub fn bundle_dir(&self) -> PathBuf {
+        self.dir.join("bundle")
+    }
+
+    /// The container's combined stdout/stderr log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("container.log")
+    }
+
+    /// The shim's own log.
+    pub fn shim_log_path(&self) -> PathBuf {
+        self.dir.join("shim.log")
+    }
+
+    /// Records the container init pid.
+    pub fn write_pid(&self, pid: i32) -> io::Result<()> {
+        write_atomic(&self.dir.join("init.pid"), pid.to_string().as_bytes())
+    }
+
+    /// The container init pid, once started.
+    pub fn read_pid(&self) -> Option<i32> {
+        fs::read_to_string(self.dir.join("init.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Records the shim's own pid and its start time (to detect pid reuse).
+    pub fn write_shim_pid(&self, pid: i32) -> io::Result<()> {
+        let start = proc_start_time(pid).unwrap_or(0);
+        write_atomic(
+            &self.dir.join("shim.pid"),
+            format!("{pid} {start}").as_bytes(),
+        )
+    }
+
+    /// The shim pid if that process is still the shim that wrote it.
+    pub fn live_shim(&self) -> Option<i32> {
+        let text = fs::read_to_string(self.dir.join("shim.pid")).ok()?;
+        let mut parts = text.split_whitespace();
+        let pid: i32 = parts.next()?.parse().ok()?;
+        let start: u64 = parts.next()?.parse().ok()?;
+        (proc_start_time(pid) == Some(start)).then_some(pid)
+    }
+
+    /// Records how the container ended.
+    pub fn write_exit(&self, rec: &ExitRecord) -> io::Result<()> {
+        let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
+        write_atomic(&self.dir.join("exit.json"), &bytes)
+    }
+
+    /// How the container ended, if it did.
+    pub fn read_exit(&self) -> Option<ExitRecord> {
+        serde_json::from_slice(&fs::read(self.dir.join("exit.json")).ok()?).ok()
+    }
+
+    /// Forgets the previous attempt's pids and exit before a restart.
+    pub fn clear_run_files(&self) {
+        for f in ["exit.json", "init.pid", "shim.pid"] {
+            let _ = fs::remove_file(self.dir.join(f));
+        }
+    }
+
+    /// Saves the launch record.
+    pub fn write_launch(&self, rec: &LaunchRecord) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
+        write_atomic(&self.dir.join("launch.json"), &bytes)
+    }
+
+    /// The launch record, if any.
+    pub fn read_launch(&self) -> Option<LaunchRecord> {
+        serde_json::from_slice(&fs::read(self.dir.join("launch.json")).ok()?).ok()
+    }
+}
+
+/// A process's start time in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`), or `None` if it does not exist.
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_a_live_shim_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let td = TaskDir::new(dir.path().to_path_buf());
+        assert_eq!(td.live_shim(), None);
+        td.write_shim_pid(std::process::id() as i32).unwrap();
+        assert_eq!(td.live_shim(), Some(std::process::id() as i32));
+        fs::write(
+            dir.path().join("shim.pid"),
+            format!("{} 1", std::process::id()),
+        )
+        .unwrap();
+        assert_eq!(td.live_shim(), None, "start time mismatch means pid reuse");
+    }
+
+    #[test]
+    fn exit_record_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let td = TaskDir::new(dir.path().to_path_buf());
+        assert!(td.read_exit().is_none());
+        let rec = ExitRecord {
+            code: 3,
+            signal: None,
+            error: None,
+        };
+        td.write_exit(&rec).unwrap();
+        assert_eq!(td.read_exit(), Some(rec));
+        td.clear_run_files();
+        assert!(td.read_exit().is_none());
+    }
+}

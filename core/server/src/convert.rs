@@ -1,0 +1,61 @@
+//! Conversions between the replicated records and the wire messages.
+
+use berth_model::node::Node;
+use berth_model::task::{Task, TaskState, TaskStatus};
+use berth_proto as pb;
+use tonic::Status;
+
+/// A task record as a wire message.
+pub fn task(t: &Task) -> pb::Task {
+    pb::Task {
+        id: t.id.clone(),
+        app: t.app.clone(),
+        instance: t.instance,
+        version: t.version,
+        node: t.node.clone().unwrap_or_default(),
+        state: t.state.as_str().into(),
+        has_exit_code: t.exit_code.is_some(),
+        exit_code: t.exit_code.unwrap_or(0),
+        restarts: t.restarts,
+        message: t.message.clone(),
+        desired: t.desired.as_str().into(),
+        allocation: t.allocation.as_ref().map(|a| pb::Allocation {
+            cpu_millis: a.cpu.0,
+            memory_bytes: a.memory.0,
+            ports: a.ports.iter().map(|&p| u32::from(p)).collect(),
+        }),
+    }
+}
+
+/// A node record as a wire message, with what is allocated on it.
+pub fn node(n: &Node, cpu_used: u64, mem_used: u64, tasks: u32) -> pb::Node {
+    pb::Node {
+        name: n.info.name.clone(),
+        address: n.info.address.clone(),
+        cpu_millis: n.info.cpu.0,
+        memory_bytes: n.info.memory.0,
+        cpu_used,
+        memory_used: mem_used,
+        status: n.status.as_str().into(),
+        tasks,
+        labels: n.info.labels.clone().into_iter().collect(),
+    }
+}
+
+/// A status report from the wire, checked.
+pub fn status(s: pb::TaskStatus) -> Result<TaskStatus, Status> {
+    let state = TaskState::parse(&s.state).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "statuses[{}].state: unknown state {:?}",
+            s.id, s.state
+        ))
+    })?;
+    Ok(TaskStatus {
+        id: s.id,
+        state,
+        exit_code: s.has_exit_code.then_some(s.exit_code),
+        restarts: s.restarts,
+        message: s.message,
+        gone: s.gone,
+    })
+}

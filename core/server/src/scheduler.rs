@@ -1,0 +1,132 @@
+//! The scheduling loop: on the leader, whenever state changes, place the
+//! pending tasks with `berth-sched` and commit the results.
+
+use std::collections::HashMap;
+
+use berth_model::node::NodeStatus;
+use berth_model::spec::RestartPolicy;
+use berth_model::task::{Desired, Task, TaskState};
+use berth_sched::{Cluster, NodeState, Pipeline, TaskRequest};
+use berth_store::{ClusterState, Command, Envelope, Placement, Store};
+
+/// Whether a task still holds its node's resources.
+pub fn holds_resources(state: &ClusterState, t: &Task) -> bool {
+    if t.node.is_none() {
+        return false;
+    }
+    match t.state {
+        TaskState::Pending | TaskState::Running => true,
+        TaskState::Stopped => false,
+        TaskState::Exited | TaskState::Failed => {
+            if t.desired != Desired::Run {
+                return false;
+            }
+            // Ended for good unless its restart policy brings it back.
+            match state.apps.get(&t.app).map(|a| a.spec.restart) {
+                Some(RestartPolicy::Always) => true,
+                Some(RestartPolicy::OnFailure) => t.exit_code != Some(0),
+                _ => false,
+            }
+        }
+    }
+}
+
+/// The scheduler's snapshot of the committed state.
+pub fn snapshot(state: &ClusterState) -> Cluster {
+    let mut nodes: HashMap<&str, NodeState> = state
+        .nodes
+        .values()
+        .map(|n| {
+            (
+                n.info.name.as_str(),
+                NodeState {
+                    name: n.info.name.clone(),
+                    ready: n.status == NodeStatus::Ready,
+                    cpu_capacity: n.info.cpu.0,
+                    mem_capacity: n.info.memory.0,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    for t in state.tasks.values() {
+        if !holds_resources(state, t) {
+            continue;
+        }
+        if let (Some(node), Some(a)) = (t.node.as_deref(), t.allocation.as_ref())
+            && let Some(n) = nodes.get_mut(node)
+        {
+            n.take(a);
+        }
+    }
+    Cluster::new(nodes.into_values().collect())
+}
+
+/// Decides placements for every pending task against one snapshot.
+/// Returns `None` when there is nothing new to commit.
+pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> Option<Command> {
+    let mut cluster = snapshot(state);
+    let mut placements = Vec::new();
+    let mut unplaced = Vec::new();
+    for t in state.unplaced() {
+        let Some(app) = state.apps.get(&t.app) else {
+            continue;
+        };
+        let req = TaskRequest {
+            id: t.id.clone(),
+            cpu: app.spec.resources.cpu.0,
+            memory: app.spec.resources.memory.0,
+            ports: app.spec.ports.iter().map(|p| p.host).collect(),
+        };
+        let d = pipeline.decide(&cluster, &req);
+        match d.placement {
+            Some((node, allocation)) => {
+                cluster.commit(&node, &allocation);
+                placements.push(Placement {
+                    task: t.id.clone(),
+                    node,
+                    allocation,
+                });
+            }
+            None => {
+                if t.message != d.summary {
+                    unplaced.push((t.id.clone(), d.summary));
+                }
+            }
+        }
+    }
+    (!placements.is_empty() || !unplaced.is_empty()).then_some(Command::Schedule {
+        placements,
+        unplaced,
+    })
+}
+
+/// Runs until the store shuts down.
+pub async fn run(store: Store, pipeline: Pipeline) {
+    let mut applied = store.applied();
+    loop {
+        if store.is_leader() {
+            let cmd = {
+                let state = store.read();
+                plan(&state, &pipeline)
+            };
+            if let Some(cmd) = cmd {
+                if let Err(e) = store
+                    .propose(Envelope {
+                        request_id: None,
+                        command: cmd,
+                    })
+                    .await
+                {
+                    tracing::warn!(error = %e, "committing placements failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
