@@ -42,16 +42,22 @@ impl Agent for LogService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         let follow = req.follow;
+        let td = self.rt.task_dir(&req.task);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
+            // Following ends once the container has ended and the file is drained.
+            let mut ended = false;
             loop {
                 match file.read(&mut buf).await {
-                    Ok(0) if follow => {
+                    Ok(0) if follow && !ended => {
                         if tx.is_closed() || !path.exists() {
                             break;
                         }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        ended = td.live_shim().is_none() && td.read_exit().is_some();
+                        if !ended {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                     }
                     Ok(0) => break,
                     Ok(n) => {

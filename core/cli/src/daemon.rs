@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +16,11 @@ use berth_server::Server;
 use berth_store::{NoPeers, Store, StoreConfig};
 use tokio::sync::watch;
 
-/// The shim logs to `shim.log` in its task directory (its stderr).
-pub fn shim_logging(_dir: &Path) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The shim logs to its stderr, which the agent points at `shim.log` in the
+/// task directory. A fixed level keeps its start-up cheap (no filter parsing).
+pub fn shim_logging() {
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing::Level::INFO)
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .init();
@@ -52,12 +52,8 @@ fn hostname() -> String {
 }
 
 fn runtime_config(data_dir: &Path) -> anyhow::Result<RuntimeConfig> {
-    let root = data_dir.join("node");
-    Ok(RuntimeConfig {
-        state_root: root.join("containers"),
-        root,
-        shim_exe: std::env::current_exe().context("finding the berth executable for the shim")?,
-    })
+    let shim_exe = std::env::current_exe().context("finding the berth executable for the shim")?;
+    Ok(RuntimeConfig::for_data_dir(data_dir, shim_exe))
 }
 
 async fn shutdown_signal(tx: watch::Sender<bool>) {

@@ -68,6 +68,8 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
         id: String,
         #[arg(long)]
         state_root: PathBuf,
@@ -147,13 +149,14 @@ fn main() {
     let cli = Cli::parse();
     if let Cmd::Shim {
         dir,
+        run,
         id,
         state_root,
     } = &cli.cmd
     {
         // No async runtime, no threads: libcontainer forks from here.
-        daemon::shim_logging(dir);
-        std::process::exit(berth_runtime::shim::run(dir, id, state_root));
+        daemon::shim_logging();
+        std::process::exit(berth_runtime::shim::run(dir, run, id, state_root));
     }
     let daemon = matches!(
         cli.cmd,

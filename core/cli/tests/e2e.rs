@@ -55,6 +55,8 @@ fn exit_code_logs_and_restart_backoff() {
         "hello\n",
         "an app name picks its task"
     );
+    // Following the log of an ended container returns once it is drained.
+    assert_eq!(dev.ok(&["logs", "-f", id]), "hello\n");
 
     dev.run_spec(
         "flaky",
@@ -118,11 +120,7 @@ fn containers_survive_an_agent_crash_and_are_reattached() {
     );
     let t = dev.wait_task("ticker", T, |t| t["state"] == "running");
     let id = t["id"].as_str().unwrap().to_string();
-    let pid: i32 = std::fs::read_to_string(dev.task_dir(&id).join("init.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = dev.init_pid(&id);
     dev.kill9();
     std::thread::sleep(Duration::from_millis(600));
     assert!(
@@ -134,13 +132,12 @@ fn containers_survive_an_agent_crash_and_are_reattached() {
     dev.spawn();
     let t = dev.wait_task("ticker", T, |t| t["state"] == "running");
     assert_eq!(t["id"], id.as_str());
+    // Longer than the first restart backoff: a wrongly restarted task would show.
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = dev.wait_task("ticker", T, |t| t["state"] == "running");
     assert_eq!(t["restarts"], 0);
     // Same init process, and no second container for the task.
-    let pid2: i32 = std::fs::read_to_string(dev.task_dir(&id).join("init.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid2 = dev.init_pid(&id);
     assert_eq!(pid, pid2);
     let shims = std::process::Command::new("pgrep")
         .args(["-f", &format!("shim --dir {}", dev.task_dir(&id).display())])
@@ -150,6 +147,15 @@ fn containers_survive_an_agent_crash_and_are_reattached() {
         String::from_utf8_lossy(&shims.stdout).lines().count(),
         1,
         "exactly one shim"
+    );
+    let containers = std::process::Command::new("pgrep")
+        .args(["-f", "echo tick"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&containers.stdout).lines().count(),
+        1,
+        "exactly one container"
     );
     std::thread::sleep(Duration::from_millis(700));
     let logs = dev.ok(&["logs", &id]);
@@ -169,11 +175,7 @@ fn stop_and_rm_clean_up_everything() {
     );
     let t = dev.wait_task("sleeper", T, |t| t["state"] == "running");
     let id = t["id"].as_str().unwrap().to_string();
-    let pid: i32 = std::fs::read_to_string(dev.task_dir(&id).join("init.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = dev.init_pid(&id);
     dev.ok(&["stop", "sleeper"]);
     // sleep ignores SIGTERM as pid 1: SIGKILL after the 500 ms grace.
     let t = dev.wait_task("sleeper", T, |t| t["state"] == "stopped");
@@ -193,6 +195,7 @@ fn stop_and_rm_clean_up_everything() {
         dev.ps().is_empty().then_some(())
     });
     assert!(!dev.task_dir(&id).exists(), "task files removed");
+    assert!(!dev.run_dir(&id).exists(), "run files removed");
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(
         !mounts.contains(dev.data.path().to_str().unwrap()),

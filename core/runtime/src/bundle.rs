@@ -16,7 +16,9 @@ pub struct LaunchSpec {
     pub command: Vec<String>,
     /// Extra environment, on top of the image's.
     pub env: BTreeMap<String, String>,
-    /// CPU share in millicores (CFS quota).
+    /// CPU request in millicores. It sets the container's CPU weight
+    /// (`cpu.shares`), as Kubernetes and Nomad do for requests: a
+    /// guaranteed share under contention, not a hard cap.
     pub cpu_millis: u64,
     /// Memory limit in bytes.
     pub memory_bytes: u64,
@@ -45,9 +47,6 @@ const CAPS: &[&str] = &[
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ];
-
-/// CFS period used for cpu quotas (100 ms, the kernel default).
-const CFS_PERIOD_US: u64 = 100_000;
 
 /// The process arguments: the spec's command, else the image's entrypoint + cmd.
 pub fn effective_args(spec: &LaunchSpec, image: &ImageConfig) -> Vec<String> {
@@ -88,9 +87,10 @@ pub fn runtime_config(
 ) -> Value {
     let args = effective_args(spec, image);
     let cwd = image.working_dir.clone().filter(|d| d.starts_with('/'));
-    let quota = (spec.cpu_millis * CFS_PERIOD_US / 1000).max(1000);
-    // cpu.shares: 1024 per core, as Kubernetes maps requests.
-    let shares = (spec.cpu_millis * 1024 / 1000).max(2);
+    // cpu.shares: 1024 per core, as Kubernetes maps requests. No CFS quota:
+    // a request is a weight, and a quota would throttle even the container's
+    // own setup under small requests.
+    let shares = (spec.cpu_millis * 1024 / 1000).clamp(2, 262_144);
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -128,7 +128,7 @@ pub fn runtime_config(
             "resources": {
                 "devices": [{"allow": false, "access": "rwm"}],
                 "memory": {"limit": spec.memory_bytes},
-                "cpu": {"shares": shares, "quota": quota, "period": CFS_PERIOD_US}
+                "cpu": {"shares": shares}
             },
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
@@ -177,7 +177,11 @@ mod tests {
         assert!(env.contains(&"GREETING=hi".to_string()));
         assert_eq!(process.cwd(), Path::new("/www"));
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
-        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 25_000);
+        assert_eq!(v["linux"]["resources"]["cpu"]["shares"], 256);
+        assert!(
+            v["linux"]["resources"]["cpu"]["quota"].is_null(),
+            "a request is not a cap"
+        );
         assert_eq!(v["linux"]["cgroupsPath"], "/berth/t");
         let ns: Vec<&str> = v["linux"]["namespaces"]
             .as_array()

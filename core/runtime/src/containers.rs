@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::bundle::{LaunchSpec, runtime_config};
-use crate::image::{ImageError, ImageStore, prepare_rootfs, release_rootfs};
+use crate::image::{ImageError, ImageStore, plan_rootfs, release_rootfs};
 use crate::taskdir::{ExitRecord, LaunchRecord, TaskDir};
 
 /// Errors of the container manager.
@@ -45,6 +45,41 @@ pub struct RuntimeConfig {
     pub state_root: PathBuf,
     /// The executable that implements `shim` (the `berth` binary).
     pub shim_exe: PathBuf,
+}
+
+impl RuntimeConfig {
+    /// The layout `berth` uses under a data directory: `<data>/node` for
+    /// images and tasks, and a state root on tmpfs (see [`state_root_for`]).
+    pub fn for_data_dir(data_dir: &Path, shim_exe: PathBuf) -> RuntimeConfig {
+        RuntimeConfig {
+            root: data_dir.join("node"),
+            state_root: state_root_for(data_dir),
+            shim_exe,
+        }
+    }
+}
+
+/// Where the runtime state of the node under `data_dir` lives. It is on
+/// tmpfs (`/run/berth/<hash of the data dir>`), like runc's `/run/runc`:
+/// written for every container and meaningless after a reboot. One
+/// directory per data dir, so several agents can share a machine.
+pub fn state_root_for(data_dir: &Path) -> PathBuf {
+    let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    // FNV-1a: a short, stable name for the data dir.
+    let hash = abs
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+        });
+    let run = Path::new("/run");
+    let base = if run.is_dir() {
+        run.join("berth")
+    } else {
+        data_dir.join("run")
+    };
+    base.join(format!("{hash:016x}"))
 }
 
 /// A shim that is running a container.
@@ -83,6 +118,9 @@ pub enum Recovered {
 pub struct Runtime {
     cfg: RuntimeConfig,
     images: ImageStore,
+    /// Bounds concurrent container starts: beyond a few per core, starting
+    /// more at once only makes every start slower.
+    starts: tokio::sync::Semaphore,
 }
 
 impl Runtime {
@@ -92,7 +130,14 @@ impl Runtime {
             std::fs::create_dir_all(&d).map_err(io_err(d.display()))?;
         }
         let images = ImageStore::open(&cfg.root.join("images"))?;
-        Ok(Runtime { cfg, images })
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Ok(Runtime {
+            cfg,
+            images,
+            starts: tokio::sync::Semaphore::new((4 * cores).max(4)),
+        })
     }
 
     /// The node's image store.
@@ -102,7 +147,10 @@ impl Runtime {
 
     /// A task's directory.
     pub fn task_dir(&self, task: &str) -> TaskDir {
-        TaskDir::new(self.cfg.root.join("tasks").join(task))
+        TaskDir::new(
+            self.cfg.root.join("tasks").join(task),
+            self.cfg.state_root.join("tasks").join(task),
+        )
     }
 
     /// Prepares a fresh root for `task` from its image, writes the bundle,
@@ -114,6 +162,11 @@ impl Runtime {
         attempt: u32,
         spec: &LaunchSpec,
     ) -> Result<Shim, RuntimeError> {
+        let _permit = self
+            .starts
+            .acquire()
+            .await
+            .map_err(|e| RuntimeError::Io(e.to_string()))?;
         let td = self.task_dir(task);
         if td.live_shim().is_some() {
             return Err(RuntimeError::AlreadyRunning(task.to_string()));
@@ -123,6 +176,8 @@ impl Runtime {
         let image = self.images.resolve(&spec.image)?;
         let dir = td.path().to_path_buf();
         std::fs::create_dir_all(td.bundle_dir()).map_err(io_err(td.bundle_dir().display()))?;
+        td.create_run_dir()
+            .map_err(io_err(td.run_path().display()))?;
         td.clear_run_files();
         let rec = LaunchRecord {
             spec: spec.clone(),
@@ -134,9 +189,11 @@ impl Runtime {
         let spec2 = spec.clone();
         let td2 = td.clone();
         tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
-            release_rootfs(&dir)?;
-            let rootfs = prepare_rootfs(&image, &dir)?;
-            let config = runtime_config(&spec2, &image.config, &rootfs.path, &cgroups);
+            // The overlay is mounted by the shim in its own mount namespace.
+            let overlay = plan_rootfs(&image, &dir)?;
+            td2.write_overlay(overlay.as_ref())
+                .map_err(io_err("writing overlay.json"))?;
+            let config = runtime_config(&spec2, &image.config, &dir.join("rootfs"), &cgroups);
             let bytes =
                 serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Io(e.to_string()))?;
             std::fs::write(td2.bundle_dir().join("config.json"), bytes)
@@ -157,6 +214,8 @@ impl Runtime {
         cmd.arg("shim")
             .arg("--dir")
             .arg(td.path())
+            .arg("--run")
+            .arg(td.run_path())
             .arg("--id")
             .arg(id)
             .arg("--state-root")
@@ -165,14 +224,8 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(shim_log))
             .kill_on_drop(false);
-        // Its own session: signals aimed at the agent's terminal or process
-        // group never reach the shim, so containers outlive the agent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        // No pre_exec hook, so std can use posix_spawn (vfork-like) instead of
+        // forking the whole agent; the shim calls setsid itself.
         let mut child = cmd
             .spawn()
             .map_err(io_err(format!("spawning {}", self.cfg.shim_exe.display())))?;
@@ -267,6 +320,8 @@ impl Runtime {
             release_rootfs(td.path())?;
             std::fs::remove_dir_all(td.path()).map_err(io_err(td.path().display()))?;
         }
+        td.remove_run_dir()
+            .map_err(io_err(td.run_path().display()))?;
         Ok(())
     }
 
@@ -279,7 +334,7 @@ impl Runtime {
         };
         for entry in rd.flatten() {
             let task = entry.file_name().to_string_lossy().into_owned();
-            let td = TaskDir::new(entry.path());
+            let td = self.task_dir(&task);
             let launch = td.read_launch();
             if let (Some(shim_pid), Some(launch)) = (td.live_shim(), launch.clone()) {
                 out.push(Recovered::Running {
@@ -289,7 +344,10 @@ impl Runtime {
                 });
             } else if let Some(exit) = td.read_exit() {
                 out.push(Recovered::Exited { task, launch, exit });
-            } else if launch.is_some() {
+            } else if let Some(l) = &launch {
+                // The shim died without a word. If its container outlived it,
+                // kill it: a restart must never run beside a stray copy.
+                kill_stray(&td, &container_id(&task, l.attempt));
                 out.push(Recovered::Exited {
                     task,
                     launch,
@@ -312,6 +370,21 @@ impl Runtime {
     /// The data root.
     pub fn root(&self) -> &Path {
         &self.cfg.root
+    }
+}
+
+/// SIGKILLs the container init recorded in `td` if it is still alive and
+/// still in the container's cgroup (so a reused pid is never hit).
+fn kill_stray(td: &TaskDir, id: &str) {
+    let Some(pid) = td.read_pid() else { return };
+    let in_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|c| c.contains(&format!("/berth/{id}")))
+        .unwrap_or(false);
+    if in_cgroup {
+        tracing::warn!(pid, id, "killing a container whose shim is gone");
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
     }
 }
 

@@ -9,5 +9,5 @@ pub mod shim;
 pub mod taskdir;
 
 pub use bundle::LaunchSpec;
-pub use containers::{Recovered, Runtime, RuntimeConfig, RuntimeError, Shim};
+pub use containers::{Recovered, Runtime, RuntimeConfig, RuntimeError, Shim, state_root_for};
 pub use taskdir::{ExitRecord, TaskDir};

@@ -22,16 +22,21 @@ use nix::unistd::Pid;
 
 use crate::taskdir::{ExitRecord, TaskDir};
 
-/// Runs the shim for the container `id` whose bundle is in `dir`, keeping
-/// libcontainer state under `state_root`. Returns the process exit code.
-pub fn run(dir: &Path, id: &str, state_root: &Path) -> i32 {
+/// Runs the shim for the container `id` whose bundle is in `dir`, with its
+/// pid and exit files in `run` and libcontainer state under `state_root`.
+/// Returns the process exit code.
+pub fn run(dir: &Path, run: &Path, id: &str, state_root: &Path) -> i32 {
+    // Its own session: signals aimed at the agent's terminal or process
+    // group never reach the shim, so containers outlive the agent.
     // The agent may be gone when we write to the sync pipe.
     unsafe {
+        libc::setsid();
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         // Adopt any orphan the container leaves so nothing escapes reaping.
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    let td = TaskDir::new(dir.to_path_buf());
+    let td = TaskDir::new(dir.to_path_buf(), run.to_path_buf());
+    let _ = td.create_run_dir();
     let _ = td.write_shim_pid(std::process::id() as i32);
     match start(&td, id, state_root) {
         Ok(pid) => {
@@ -72,7 +77,32 @@ fn sync_line(line: &str) {
     }
 }
 
+/// Gives the shim a private mount namespace and mounts the container's
+/// overlay root there. The host's mount table stays small no matter how many
+/// containers run (every new mount namespace copies it), and the mount
+/// disappears with the shim and its container.
+fn mount_root(td: &TaskDir) -> Result<(), String> {
+    let Some(overlay) = td
+        .read_overlay()
+        .map_err(|e| format!("reading overlay.json: {e}"))?
+    else {
+        return Ok(()); // a copied root: nothing to mount
+    };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare mount namespace: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
+    overlay.mount().map_err(|e| e.to_string())
+}
+
 fn start(td: &TaskDir, id: &str, state_root: &Path) -> Result<i32, String> {
+    mount_root(td)?;
     let log = || -> Result<OwnedFd, String> {
         OpenOptions::new()
             .create(true)

@@ -6,11 +6,13 @@
 //!   launch.json      what to run and which attempt this is (agent)
 //!   bundle/config.json  the OCI runtime config (agent)
 //!   rootfs/ upper/ work/  the container's root (overlay or copy)
+//!   overlay.json     the overlay the shim mounts in its own namespace (agent)
+//!   container.log    the container's stdout and stderr
+//!   shim.log         the shim's own log
+//! <state root>/tasks/<task>/   on tmpfs: meaningless after a reboot
 //!   shim.pid         the shim's pid and start time (shim)
 //!   init.pid         the container init's pid (shim)
 //!   exit.json        how the container ended (shim), absent while it runs
-//!   container.log    the container's stdout and stderr
-//!   shim.log         the shim's own log
 //! ```
 
 use std::fs;
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::LaunchSpec;
+use crate::image::OverlayMount;
 
 /// How a container ended, written by its shim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +44,11 @@ pub struct LaunchRecord {
     pub attempt: u32,
 }
 
-/// Paths and records of one task directory.
+/// Paths and records of one task directory and its run directory.
 #[derive(Debug, Clone)]
 pub struct TaskDir {
     dir: PathBuf,
+    run: PathBuf,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -54,14 +58,32 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl TaskDir {
-    /// Wraps a directory path.
-    pub fn new(dir: PathBuf) -> TaskDir {
-        TaskDir { dir }
+    /// Wraps a task directory and its run directory (pids, exit status).
+    pub fn new(dir: PathBuf, run: PathBuf) -> TaskDir {
+        TaskDir { dir, run }
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The run directory (created by [`TaskDir::create_run_dir`]).
+    pub fn run_path(&self) -> &Path {
+        &self.run
+    }
+
+    /// Creates the run directory.
+    pub fn create_run_dir(&self) -> io::Result<()> {
+        fs::create_dir_all(&self.run)
+    }
+
+    /// Deletes the run directory.
+    pub fn remove_run_dir(&self) -> io::Result<()> {
+        match fs::remove_dir_all(&self.run) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The OCI bundle directory.
@@ -79,14 +101,14 @@ impl TaskDir {
         self.dir.join("shim.log")
     }
 
-    /// Records the container init pid.
+    /// Records the container init pid (read only after the shim says so).
     pub fn write_pid(&self, pid: i32) -> io::Result<()> {
-        write_atomic(&self.dir.join("init.pid"), pid.to_string().as_bytes())
+        fs::write(self.run.join("init.pid"), pid.to_string())
     }
 
     /// The container init pid, once started.
     pub fn read_pid(&self) -> Option<i32> {
-        fs::read_to_string(self.dir.join("init.pid"))
+        fs::read_to_string(self.run.join("init.pid"))
             .ok()?
             .trim()
             .parse()
@@ -96,15 +118,12 @@ impl TaskDir {
     /// Records the shim's own pid and its start time (to detect pid reuse).
     pub fn write_shim_pid(&self, pid: i32) -> io::Result<()> {
         let start = proc_start_time(pid).unwrap_or(0);
-        write_atomic(
-            &self.dir.join("shim.pid"),
-            format!("{pid} {start}").as_bytes(),
-        )
+        fs::write(self.run.join("shim.pid"), format!("{pid} {start}"))
     }
 
     /// The shim pid if that process is still the shim that wrote it.
     pub fn live_shim(&self) -> Option<i32> {
-        let text = fs::read_to_string(self.dir.join("shim.pid")).ok()?;
+        let text = fs::read_to_string(self.run.join("shim.pid")).ok()?;
         let mut parts = text.split_whitespace();
         let pid: i32 = parts.next()?.parse().ok()?;
         let start: u64 = parts.next()?.parse().ok()?;
@@ -114,18 +133,41 @@ impl TaskDir {
     /// Records how the container ended.
     pub fn write_exit(&self, rec: &ExitRecord) -> io::Result<()> {
         let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
-        write_atomic(&self.dir.join("exit.json"), &bytes)
+        write_atomic(&self.run.join("exit.json"), &bytes)
     }
 
     /// How the container ended, if it did.
     pub fn read_exit(&self) -> Option<ExitRecord> {
-        serde_json::from_slice(&fs::read(self.dir.join("exit.json")).ok()?).ok()
+        serde_json::from_slice(&fs::read(self.run.join("exit.json")).ok()?).ok()
     }
 
     /// Forgets the previous attempt's pids and exit before a restart.
     pub fn clear_run_files(&self) {
         for f in ["exit.json", "init.pid", "shim.pid"] {
-            let _ = fs::remove_file(self.dir.join(f));
+            let _ = fs::remove_file(self.run.join(f));
+        }
+    }
+
+    /// Records the overlay the shim must mount (or that there is none: a copy).
+    pub fn write_overlay(&self, m: Option<&OverlayMount>) -> io::Result<()> {
+        let path = self.dir.join("overlay.json");
+        match m {
+            Some(m) => write_atomic(&path, &serde_json::to_vec(m).map_err(io::Error::other)?),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The overlay the shim must mount, if any.
+    pub fn read_overlay(&self) -> io::Result<Option<OverlayMount>> {
+        match fs::read(self.dir.join("overlay.json")) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(io::Error::other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -157,12 +199,13 @@ mod tests {
     #[test]
     fn own_process_is_a_live_shim_and_others_are_not() {
         let dir = tempfile::tempdir().unwrap();
-        let td = TaskDir::new(dir.path().to_path_buf());
+        let td = TaskDir::new(dir.path().to_path_buf(), dir.path().join("run"));
+        td.create_run_dir().unwrap();
         assert_eq!(td.live_shim(), None);
         td.write_shim_pid(std::process::id() as i32).unwrap();
         assert_eq!(td.live_shim(), Some(std::process::id() as i32));
         fs::write(
-            dir.path().join("shim.pid"),
+            td.run_path().join("shim.pid"),
             format!("{} 1", std::process::id()),
         )
         .unwrap();
@@ -172,7 +215,8 @@ mod tests {
     #[test]
     fn exit_record_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let td = TaskDir::new(dir.path().to_path_buf());
+        let td = TaskDir::new(dir.path().to_path_buf(), dir.path().join("run"));
+        td.create_run_dir().unwrap();
         assert!(td.read_exit().is_none());
         let rec = ExitRecord {
             code: 3,

@@ -39,6 +39,11 @@ impl Server {
         Server { api }
     }
 
+    /// The service implementation (for in-process callers and tests).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
     /// The `Control` gRPC service.
     pub fn control(&self) -> ControlServer<Api> {
         ControlServer::new(self.api.clone())

@@ -174,6 +174,22 @@ impl Dev {
     pub fn task_dir(&self, task: &str) -> PathBuf {
         self.data.path().join("node/tasks").join(task)
     }
+
+    /// The task's run directory (pids, exit status) on tmpfs.
+    pub fn run_dir(&self, task: &str) -> PathBuf {
+        berth_runtime::state_root_for(self.data.path())
+            .join("tasks")
+            .join(task)
+    }
+
+    /// The pid of the task's container init.
+    pub fn init_pid(&self, task: &str) -> i32 {
+        std::fs::read_to_string(self.run_dir(task).join("init.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
 }
 
 impl Drop for Dev {
@@ -199,9 +215,16 @@ impl Drop for Dev {
             }
         }
         self.kill9();
-        // Whatever is left (a failed test): kill shims and containers by data dir.
+        // Whatever is left (a failed test): kill containers, then shims.
+        let run = berth_runtime::state_root_for(self.data.path()).join("tasks");
+        for entry in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+            if let Ok(pid) = std::fs::read_to_string(entry.path().join("init.pid")) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+        }
         let dir = self.data.path().to_string_lossy().into_owned();
         let _ = Command::new("pkill").args(["-9", "-f", &dir]).status();
+        let _ = std::fs::remove_dir_all(berth_runtime::state_root_for(self.data.path()));
         if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
             for m in mounts
                 .lines()

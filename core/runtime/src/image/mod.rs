@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ImageError;
 pub use rootfs::{
-    Rootfs, RootfsKind, RootfsMode, prepare_rootfs, prepare_rootfs_with, release_rootfs,
+    OverlayMount, Rootfs, RootfsKind, RootfsMode, plan_rootfs, prepare_rootfs, prepare_rootfs_with,
+    release_rootfs,
 };
 pub use store::ImageStore;
 

@@ -212,27 +212,72 @@ pub(crate) fn overlay_options(
 }
 
 fn mount_overlay(image: &ResolvedImage, dir: &Path) -> Result<(), ImageError> {
+    overlay_plan(image, dir)?.mount()
+}
+
+/// An overlayfs mount of a container's root, described but not yet made, so
+/// that it can be made inside the mount namespace of the process that runs
+/// the container (the shim). The host's mount table then never holds one
+/// mount per container, and the kernel drops the mount with the namespace.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OverlayMount {
+    /// Mount point: `<dir>/rootfs`.
+    pub target: PathBuf,
+    /// Options: `lowerdir=...,upperdir=...,workdir=...`.
+    pub options: String,
+}
+
+impl OverlayMount {
+    /// Mounts the overlay on its target.
+    pub fn mount(&self) -> Result<(), ImageError> {
+        nix::mount::mount(
+            Some("overlay"),
+            &self.target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(self.options.as_str()),
+        )
+        .map_err(|e| ImageError::Mount(format!("mount overlay on {}: {e}", self.target.display())))
+    }
+}
+
+/// Creates `dir/upper`, `dir/work` and an empty `dir/rootfs` and describes
+/// the overlay to mount there; errors if the kernel or paths rule overlay out.
+fn overlay_plan(image: &ResolvedImage, dir: &Path) -> Result<OverlayMount, ImageError> {
     if !kernel_has_overlay() {
         return Err(ImageError::Mount(
             "overlay is not in /proc/filesystems".into(),
         ));
     }
     let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
-    let opts = overlay_options(&image.layers, &upper, &work).map_err(ImageError::Mount)?;
+    let options = overlay_options(&image.layers, &upper, &work).map_err(ImageError::Mount)?;
     for d in [&upper, &work, &rootfs] {
         if !d.is_dir() {
             fs::create_dir(d).ctx("create", d)?;
             fsutil::chmod(d, 0o755).ctx("chmod", d)?;
         }
     }
-    nix::mount::mount(
-        Some("overlay"),
-        &rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .map_err(|e| ImageError::Mount(format!("mount overlay on {}: {e}", rootfs.display())))
+    Ok(OverlayMount {
+        target: rootfs,
+        options,
+    })
+}
+
+/// Prepares `dir` for a root that the caller mounts in its own mount
+/// namespace: returns the overlay to mount, or `None` after making a copy
+/// when overlay cannot be used here. Any earlier root in `dir` is released.
+pub fn plan_rootfs(image: &ResolvedImage, dir: &Path) -> Result<Option<OverlayMount>, ImageError> {
+    release_rootfs(dir)?;
+    fs::create_dir_all(dir).ctx("create", dir)?;
+    match overlay_plan(image, dir) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "overlayfs unavailable, copying layers instead: {e}");
+            remove_all(dir)?;
+            prepare_rootfs_with(image, dir, RootfsMode::Copy)?;
+            Ok(None)
+        }
+    }
 }
 
 /// Applies one unpacked layer onto `dst`: whiteouts delete, opaque

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs every test: unit, integration and
+# end-to-end (real containers through libcontainer; needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ci/setup.sh
+export CARGO_TERM_COLOR=never
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked -- --test-threads=2

@@ -1,0 +1,185 @@
+//! The control plane in-process over a real raft store: validation before
+//! commit, scheduling with explanations, status reports and watches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto as pb;
+use berth_proto::control_server::Control;
+use berth_proto::node_api_server::NodeApi;
+use berth_server::Server;
+use berth_store::{NoPeers, Store, StoreConfig};
+use tokio_stream::StreamExt;
+use tonic::{Code, Request};
+
+fn start() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        StoreConfig::single(dir.path().to_path_buf()),
+        Arc::new(NoPeers),
+    )
+    .unwrap();
+    (dir, Server::start(store))
+}
+
+async fn tasks(s: &Server) -> Vec<pb::Task> {
+    s.api()
+        .list_tasks(Request::new(pb::ListTasksRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+}
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn run(spec: &str, rid: &str) -> Request<pb::RunAppRequest> {
+    Request::new(pb::RunAppRequest {
+        spec: spec.into(),
+        request_id: rid.into(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_spec_is_rejected_before_commit() {
+    let (_d, s) = start();
+    let err = s
+        .api()
+        .run_app(run(
+            "name: web\nimage: busybox:latest\nresources: {memory: lots}\n",
+            "",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("resources.memory"),
+        "{}",
+        err.message()
+    );
+    let apps = s
+        .api()
+        .list_apps(Request::new(pb::ListAppsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .apps;
+    assert!(apps.is_empty());
+    let err = s
+        .api()
+        .stop_app(Request::new(pb::AppRequest {
+            name: "Nope!".into(),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_wait_with_a_reason_then_place_and_report() {
+    let (_d, s) = start();
+    let spec = "name: web\nimage: busybox:latest\ninstances: 2\nresources: {cpu: 1, memory: 64Mi}\nports: [{host: 8080}]\n";
+    let r = s.api().run_app(run(spec, "r1")).await.unwrap().into_inner();
+    assert!(r.changed);
+    assert_eq!(r.tasks.len(), 2);
+    // A retry with the same request id applies once.
+    let again = s.api().run_app(run(spec, "r1")).await.unwrap().into_inner();
+    assert_eq!(again.version, r.version);
+    assert_eq!(tasks(&s).await.len(), 2);
+    eventually("the no-node reason", || async {
+        tasks(&s)
+            .await
+            .iter()
+            .all(|t| t.message == "0/0 nodes: no nodes registered")
+    })
+    .await;
+
+    let mut watch = s
+        .api()
+        .watch_tasks(Request::new(pb::WatchTasksRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    s.api()
+        .register(Request::new(pb::RegisterRequest {
+            name: "n1".into(),
+            address: "127.0.0.1:1".into(),
+            cpu_millis: 4000,
+            memory_bytes: 1 << 30,
+            labels: Default::default(),
+        }))
+        .await
+        .unwrap();
+    // Both want host port 8080 on the only node: one is placed, one waits.
+    eventually("one placement", || async {
+        tasks(&s).await.iter().any(|t| t.node == "n1")
+    })
+    .await;
+    eventually("the port reason", || async {
+        tasks(&s)
+            .await
+            .iter()
+            .any(|t| t.node.is_empty() && t.message == "0/1 nodes: 1 port 8080 in use")
+    })
+    .await;
+    let placed = tasks(&s)
+        .await
+        .into_iter()
+        .find(|t| t.node == "n1")
+        .unwrap();
+    assert_eq!(placed.allocation.as_ref().unwrap().ports, vec![8080]);
+
+    s.api()
+        .report_tasks(Request::new(pb::ReportTasksRequest {
+            node: "n1".into(),
+            statuses: vec![pb::TaskStatus {
+                id: placed.id.clone(),
+                state: "exited".into(),
+                has_exit_code: true,
+                exit_code: 3,
+                ..Default::default()
+            }],
+        }))
+        .await
+        .unwrap();
+    // The watch stream sees the exit.
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(ev) = watch.next().await {
+            let t = ev.unwrap().task.unwrap();
+            if t.id == placed.id && t.state == "exited" {
+                return t;
+            }
+        }
+        panic!("stream ended");
+    })
+    .await
+    .unwrap();
+    assert_eq!((seen.has_exit_code, seen.exit_code), (true, 3));
+    // A report for a task on another node is ignored; a bad state is refused.
+    let bad = s
+        .api()
+        .report_tasks(Request::new(pb::ReportTasksRequest {
+            node: "n1".into(),
+            statuses: vec![pb::TaskStatus {
+                id: placed.id.clone(),
+                state: "dancing".into(),
+                ..Default::default()
+            }],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
