@@ -1,6 +1,6 @@
 //! Human and JSON renderings of API results.
 
-use berth_model::quantity::{Bytes, MilliCpu};
+use berth_model::quantity::MilliCpu;
 use berth_proto as pb;
 use serde_json::{Value, json};
 
@@ -68,6 +68,22 @@ pub fn task_rows(tasks: &[pb::Task]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Bytes for people: `512Mi`, `23.5Gi`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["", "Ki", "Mi", "Gi", "Ti"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v.fract() == 0.0 || v >= 100.0 {
+        format!("{v:.0}{}", UNITS[u])
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
 /// `berth nodes` rows.
 pub fn node_rows(nodes: &[pb::Node]) -> Vec<Vec<String>> {
     nodes
@@ -77,10 +93,27 @@ pub fn node_rows(nodes: &[pb::Node]) -> Vec<Vec<String>> {
                 n.name.clone(),
                 n.status.clone(),
                 format!("{}/{}", MilliCpu(n.cpu_used), MilliCpu(n.cpu_millis)),
-                format!("{}/{}", Bytes(n.memory_used), Bytes(n.memory_bytes)),
+                format!(
+                    "{}/{}",
+                    human_bytes(n.memory_used),
+                    human_bytes(n.memory_bytes)
+                ),
                 n.tasks.to_string(),
                 n.address.clone(),
             ]
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn bytes_read_well() {
+        assert_eq!(human_bytes(0), "0");
+        assert_eq!(human_bytes(64 << 20), "64Mi");
+        assert_eq!(human_bytes(25_276_502_016), "23.5Gi");
+        assert_eq!(human_bytes(1536), "1.5Ki");
+    }
 }

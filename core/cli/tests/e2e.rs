@@ -62,7 +62,9 @@ fn exit_code_logs_and_restart_backoff() {
         "flaky",
         "name: flaky\nimage: busybox:latest\ncommand: [/bin/sh, -c, 'echo hello; exit 3']\nrestart: on-failure\n",
     );
-    let t = dev.wait_task("flaky", T, |t| t["restarts"].as_u64() >= Some(3));
+    let t = dev.wait_task("flaky", T, |t| {
+        t["restarts"].as_u64() >= Some(3) && t["state"] == "exited"
+    });
     assert_eq!(t["exit_code"], 3);
     // Backoff: 0.5 s, 1 s, 2 s... so three restarts take at least 1.5 s and
     // the restart count stays small.
