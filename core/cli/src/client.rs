@@ -177,13 +177,7 @@ pub async fn logs(addr: &str, task: &str, follow: bool) -> anyhow::Result<()> {
             t.message
         );
     }
-    let nodes = control(addr)
-        .await?
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .map_err(status)?
-        .into_inner()
-        .nodes;
+    let nodes = list_nodes(addr).await?;
     let node = nodes
         .iter()
         .find(|n| n.name == t.node)
@@ -234,15 +228,19 @@ pub async fn rm(addr: &str, app: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `berth nodes`.
-pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
-    let nodes = control(addr)
+async fn list_nodes(addr: &str) -> anyhow::Result<Vec<pb::Node>> {
+    Ok(control(addr)
         .await?
         .list_nodes(pb::ListNodesRequest {})
         .await
         .map_err(status)?
         .into_inner()
-        .nodes;
+        .nodes)
+}
+
+/// `berth nodes`.
+pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
+    let nodes = list_nodes(addr).await?;
     if json {
         let v: Vec<serde_json::Value> = nodes
             .iter()
