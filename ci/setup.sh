@@ -5,6 +5,7 @@ set -euo pipefail
 
 pkgs=(
     pkg-config libseccomp-dev   # libcontainer
+    libhwloc-dev libudev-dev    # hostprobe (hwloc)
     busybox-static umoci jq     # the demo image (ci/make-demo-image.sh)
     curl                        # the demo check
     runc                        # the launch benchmark's peer

@@ -3,6 +3,7 @@
 //! reports their state. It knows nothing of scheduling: it applies the
 //! control plane's decisions.
 
+pub mod inventory;
 pub mod logs;
 pub mod supervisor;
 
@@ -10,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_hostprobe::Inventory;
 use berth_model::spec::AppSpec;
 use berth_model::task::{Desired, TaskState, TaskStatus};
 use berth_proto::node_api_client::NodeApiClient;
@@ -23,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+pub use inventory::InventorySource;
 pub use logs::LogService;
 
 /// Agent settings.
@@ -40,6 +43,8 @@ pub struct AgentConfig {
     pub memory_bytes: u64,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Where the node's hardware inventory comes from.
+    pub inventory: InventorySource,
     /// Heartbeat interval.
     pub heartbeat: Duration,
     /// Runtime paths.
@@ -52,6 +57,9 @@ pub enum AgentError {
     /// The runtime could not be opened.
     #[error(transparent)]
     Runtime(#[from] berth_runtime::RuntimeError),
+    /// The inventory fixture does not load.
+    #[error("--inventory: {0}")]
+    Inventory(#[from] berth_hostprobe::FixtureError),
 }
 
 struct Supervised {
@@ -67,6 +75,8 @@ pub struct Agent {
     /// Containers found ended at start, waiting for their first assignment.
     ended: HashMap<String, (LaunchRecord, ExitRecord)>,
     report: mpsc::UnboundedSender<TaskStatus>,
+    /// The node's current hardware inventory.
+    inventory: watch::Receiver<Inventory>,
 }
 
 /// Total CPU (millicores) and memory (bytes) of this machine.
@@ -87,17 +97,21 @@ pub fn machine_capacity() -> (u64, u64) {
 }
 
 impl Agent {
-    /// Opens the runtime and prepares the agent; call [`Agent::run`] next.
-    pub fn new(
-        mut cfg: AgentConfig,
+    /// Opens the runtime, loads the node's inventory, and prepares the
+    /// agent; call [`Agent::run`] next. A bad inventory fixture is an error.
+    pub async fn new(
+        cfg: AgentConfig,
     ) -> Result<(Agent, Arc<Runtime>, mpsc::UnboundedReceiver<TaskStatus>), AgentError> {
-        let (cpu, mem) = machine_capacity();
-        if cfg.cpu_millis == 0 {
-            cfg.cpu_millis = cpu;
+        let inv = inventory::load(&cfg.inventory).await?;
+        for note in &inv.probe_notes {
+            tracing::info!("inventory: {note}");
         }
-        if cfg.memory_bytes == 0 {
-            cfg.memory_bytes = mem;
-        }
+        let (inv_tx, inv_rx) = watch::channel(inv);
+        tokio::spawn(inventory::watch_changes(
+            cfg.inventory.clone(),
+            inv_tx,
+            Duration::from_secs(5),
+        ));
         let rt = Arc::new(Runtime::open(cfg.runtime.clone())?);
         let (report, reports) = mpsc::unbounded_channel();
         Ok((
@@ -107,6 +121,7 @@ impl Agent {
                 tasks: HashMap::new(),
                 ended: HashMap::new(),
                 report,
+                inventory: inv_rx,
             },
             rt,
             reports,
@@ -172,6 +187,11 @@ impl Agent {
                         Ok(None) | Err(_) => break,
                     },
                     _ = shutdown.changed() => { hb.abort(); return; }
+                    r = self.inventory.changed() => {
+                        if r.is_ok() && let Err(e) = client.register(self.register_request()).await {
+                            tracing::warn!(error = %e, "re-registering the changed inventory failed");
+                        }
+                    }
                 }
             }
             hb.abort();
@@ -180,13 +200,29 @@ impl Agent {
         }
     }
 
+    /// Registration: capacity from the flags, else from the inventory (one
+    /// CPU per PU, as Kubernetes counts), else from this machine.
     fn register_request(&self) -> RegisterRequest {
+        let inv = self.inventory.borrow();
+        let (cpu, mem) = machine_capacity();
+        let pus = inv.pu_count() as u64;
+        let cpu_millis = match self.cfg.cpu_millis {
+            0 if pus > 0 => pus * 1000,
+            0 => cpu,
+            c => c,
+        };
+        let memory_bytes = match self.cfg.memory_bytes {
+            0 if inv.memory_bytes() > 0 => inv.memory_bytes(),
+            0 => mem,
+            m => m,
+        };
         RegisterRequest {
             name: self.cfg.node_name.clone(),
             address: self.cfg.advertise.clone(),
-            cpu_millis: self.cfg.cpu_millis,
-            memory_bytes: self.cfg.memory_bytes,
+            cpu_millis,
+            memory_bytes,
             labels: self.cfg.labels.clone().into_iter().collect(),
+            inventory_json: serde_json::to_string(&*inv).unwrap_or_default(),
         }
     }
 

@@ -249,6 +249,7 @@ pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
                     "name": n.name, "status": n.status, "address": n.address,
                     "cpu_millis": n.cpu_millis, "memory_bytes": n.memory_bytes,
                     "cpu_used": n.cpu_used, "memory_used": n.memory_used, "tasks": n.tasks,
+                    "cores": n.cores, "numa_nodes": n.numa_nodes, "gpus": n.gpus, "gpu_model": n.gpu_model,
                     "labels": n.labels,
                 })
             })
@@ -256,10 +257,50 @@ pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         table(
-            &["NAME", "STATUS", "CPU", "MEMORY", "TASKS", "ADDRESS"],
+            &[
+                "NAME", "STATUS", "CORES", "NUMA", "GPUS", "CPU", "MEMORY", "TASKS", "ADDRESS",
+            ],
             node_rows(&nodes),
         );
     }
+    Ok(())
+}
+
+/// `berth node show NAME`: the node's hardware tree.
+pub async fn node_show(addr: &str, name: &str, json: bool) -> anyhow::Result<()> {
+    let node = control(addr)
+        .await?
+        .get_node(pb::GetNodeRequest { name: name.into() })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if node.inventory_json.is_empty() {
+        bail!("node {name} registered no hardware inventory");
+    }
+    let inv = berth_hostprobe::parse_inventory(&node.inventory_json, "inventory")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&inv)?);
+        return Ok(());
+    }
+    println!(
+        "node {} ({}), {} at {}; allocated cpu {}/{}, {} tasks",
+        node.name,
+        node.status,
+        if node.labels.is_empty() {
+            "no labels".to_string()
+        } else {
+            node.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        node.address,
+        berth_model::quantity::MilliCpu(node.cpu_used),
+        berth_model::quantity::MilliCpu(node.cpu_millis),
+        node.tasks
+    );
+    print!("{}", berth_hostprobe::render::tree(&inv));
     Ok(())
 }
 

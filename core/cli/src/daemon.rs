@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use berth_agent::{Agent, AgentConfig, LogService};
+use berth_agent::{Agent, AgentConfig, InventorySource, LogService};
 use berth_model::quantity::{Bytes, MilliCpu};
 use berth_runtime::RuntimeConfig;
 use berth_server::Server;
@@ -87,9 +87,11 @@ pub async fn dev(addr: &str, data_dir: &Path, node_name: Option<String>) -> anyh
         cpu_millis: 0,
         memory_bytes: 0,
         labels: BTreeMap::new(),
+        inventory: InventorySource::Probe,
         heartbeat: Duration::from_secs(1),
         runtime: runtime_config(data_dir)?,
-    })?;
+    })
+    .await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
     let serve = tonic::transport::Server::builder()
@@ -127,20 +129,29 @@ pub async fn server(addr: &str, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The flags of `berth agent`.
+pub struct AgentOpts {
+    /// Where the agent's API listens.
+    pub listen: String,
+    /// Node name.
+    pub node_name: Option<String>,
+    /// Allocatable CPU override.
+    pub cpu: Option<String>,
+    /// Allocatable memory override.
+    pub memory: Option<String>,
+    /// key=value labels.
+    pub labels: Vec<String>,
+    /// Fixture name or inventory file.
+    pub inventory: Option<String>,
+}
+
 /// `berth agent`: a node agent talking to `addr`.
-pub async fn agent(
-    addr: &str,
-    data_dir: &Path,
-    listen: &str,
-    node_name: Option<String>,
-    cpu: Option<String>,
-    memory: Option<String>,
-    labels: Vec<String>,
-) -> anyhow::Result<()> {
+pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<()> {
+    let listen = o.listen.as_str();
     let listen_addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen: {listen:?} is not host:port"))?;
-    let cpu_millis = match cpu {
+    let cpu_millis = match o.cpu {
         Some(c) => {
             MilliCpu::parse(&c)
                 .map_err(|e| anyhow::anyhow!("--cpu: {e}"))?
@@ -148,7 +159,7 @@ pub async fn agent(
         }
         None => 0,
     };
-    let memory_bytes = match memory {
+    let memory_bytes = match o.memory {
         Some(m) => {
             Bytes::parse(&m)
                 .map_err(|e| anyhow::anyhow!("--memory: {e}"))?
@@ -157,12 +168,17 @@ pub async fn agent(
         None => 0,
     };
     let mut label_map = BTreeMap::new();
-    for l in labels {
+    for l in o.labels {
         let Some((k, v)) = l.split_once('=') else {
             bail!("--label: {l:?} is not key=value");
         };
         label_map.insert(k.to_string(), v.to_string());
     }
+    let inventory = match o.inventory {
+        Some(f) => InventorySource::Fixture(f),
+        None => InventorySource::Probe,
+    };
+    let node_name = o.node_name;
     let (agent, rt, reports) = Agent::new(AgentConfig {
         node_name: node_name.unwrap_or_else(hostname),
         server: addr.to_string(),
@@ -170,9 +186,11 @@ pub async fn agent(
         cpu_millis,
         memory_bytes,
         labels: label_map,
+        inventory,
         heartbeat: Duration::from_secs(1),
         runtime: runtime_config(data_dir)?,
-    })?;
+    })
+    .await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
     let serve = tonic::transport::Server::builder()

@@ -3,6 +3,7 @@
 mod client;
 mod daemon;
 mod output;
+mod probe;
 
 use std::path::PathBuf;
 
@@ -61,6 +62,33 @@ enum Cmd {
         /// Node labels, key=value (repeatable).
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Simulate hardware: a built-in fixture name (dgx-h100, a100-pcie-4x,
+        /// a100-mig, cpu-2s) or an inventory JSON file. Default: probe this machine.
+        #[arg(long)]
+        inventory: Option<String>,
+    },
+    /// Show this machine's hardware (or a fixture's) as a tree.
+    Probe {
+        /// Print the inventory as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show a built-in fixture or an inventory file instead.
+        #[arg(long, conflicts_with_all = ["synthetic", "xml"])]
+        fixture: Option<String>,
+        /// An hwloc synthetic topology, e.g. "Package:2 NUMANode:2 Core:8 PU:2".
+        #[arg(long, conflicts_with = "xml")]
+        synthetic: Option<String>,
+        /// An `lstopo --of xml` file.
+        #[arg(long)]
+        xml: Option<PathBuf>,
+        /// Print how long each probe backend took (stderr).
+        #[arg(long)]
+        timings: bool,
+    },
+    /// Show one node.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
     },
     /// Internal: the single-threaded parent of one container.
     #[command(hide = true)]
@@ -122,6 +150,17 @@ enum Cmd {
     Image {
         #[command(subcommand)]
         cmd: ImageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Print a node's hardware tree.
+    Show {
+        name: String,
+        /// Print its inventory as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -203,7 +242,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             cpu,
             memory,
             labels,
-        } => daemon::agent(&addr, &data_dir, &listen, node_name, cpu, memory, labels).await,
+            inventory,
+        } => {
+            let opts = daemon::AgentOpts {
+                listen,
+                node_name,
+                cpu,
+                memory,
+                labels,
+                inventory,
+            };
+            daemon::agent(&addr, &data_dir, opts).await
+        }
+        Cmd::Probe {
+            json,
+            fixture,
+            synthetic,
+            xml,
+            timings,
+        } => probe::run(json, fixture, synthetic, xml, timings),
+        Cmd::Node {
+            cmd: NodeCmd::Show { name, json },
+        } => client::node_show(&addr, &name, json).await,
         // Handled in main before the async runtime starts.
         Cmd::Shim { .. } => Ok(()),
         Cmd::Run { file } => client::run(&addr, &file).await,

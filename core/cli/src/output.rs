@@ -89,9 +89,17 @@ pub fn node_rows(nodes: &[pb::Node]) -> Vec<Vec<String>> {
     nodes
         .iter()
         .map(|n| {
+            let gpus = if n.gpus == 0 {
+                "-".to_string()
+            } else {
+                n.gpu_model.clone()
+            };
             vec![
                 n.name.clone(),
                 n.status.clone(),
+                n.cores.to_string(),
+                n.numa_nodes.to_string(),
+                gpus,
                 format!("{}/{}", MilliCpu(n.cpu_used), MilliCpu(n.cpu_millis)),
                 format!(
                     "{}/{}",

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use berth_hostprobe::Inventory;
 use serde::{Deserialize, Serialize};
 
 use crate::quantity::{Bytes, MilliCpu};
@@ -19,6 +20,9 @@ pub struct NodeInfo {
     pub memory: Bytes,
     /// Operator-assigned labels.
     pub labels: BTreeMap<String, String>,
+    /// The node's hardware, as its agent probed it (or a fixture says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Box<Inventory>>,
 }
 
 /// Whether a node takes work.

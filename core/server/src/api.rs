@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use berth_hostprobe::parse_inventory;
 use berth_model::node::NodeInfo;
 use berth_model::quantity::{Bytes, MilliCpu};
 use berth_model::spec::{parse_spec, valid_name};
@@ -237,29 +238,27 @@ impl Control for Api {
         let nodes = state
             .nodes
             .values()
-            .map(|n| {
-                let mine: Vec<_> = state
-                    .tasks
-                    .values()
-                    .filter(|t| {
-                        t.node.as_deref() == Some(n.info.name.as_str())
-                            && holds_resources(&state, t)
-                    })
-                    .collect();
-                let cpu: u64 = mine
-                    .iter()
-                    .filter_map(|t| t.allocation.as_ref())
-                    .map(|a| a.cpu.0)
-                    .sum();
-                let mem: u64 = mine
-                    .iter()
-                    .filter_map(|t| t.allocation.as_ref())
-                    .map(|a| a.memory.0)
-                    .sum();
-                convert::node(n, cpu, mem, mine.len() as u32)
-            })
+            .map(|n| node_summary(&state, n))
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn get_node(
+        &self,
+        req: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let name = req.into_inner().name;
+        let state = self.store.read();
+        let n = state
+            .nodes
+            .get(&name)
+            .ok_or_else(|| Status::not_found(format!("no node named {name}")))?;
+        let mut out = node_summary(&state, n);
+        if let Some(inv) = &n.info.inventory {
+            out.inventory_json =
+                serde_json::to_string(inv).map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(Response::new(out))
     }
 }
 
@@ -281,12 +280,20 @@ impl NodeApi for Api {
                 "cpu_millis and memory_bytes must be positive",
             ));
         }
+        let inventory = if r.inventory_json.is_empty() {
+            None
+        } else {
+            let inv = parse_inventory(&r.inventory_json, "inventory_json")
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            Some(Box::new(inv))
+        };
         let info = NodeInfo {
             name: r.name.clone(),
             address: r.address,
             cpu: MilliCpu(r.cpu_millis),
             memory: Bytes(r.memory_bytes),
             labels: r.labels.into_iter().collect(),
+            inventory,
         };
         self.heartbeats
             .lock()
@@ -365,6 +372,26 @@ impl NodeApi for Api {
         .await?;
         Ok(Response::new(pb::Ack {}))
     }
+}
+
+/// A node with what is allocated on it and a hardware summary.
+fn node_summary(state: &berth_store::ClusterState, n: &berth_model::node::Node) -> pb::Node {
+    let mine: Vec<_> = state
+        .tasks
+        .values()
+        .filter(|t| t.node.as_deref() == Some(n.info.name.as_str()) && holds_resources(state, t))
+        .collect();
+    let cpu: u64 = mine
+        .iter()
+        .filter_map(|t| t.allocation.as_ref())
+        .map(|a| a.cpu.0)
+        .sum();
+    let mem: u64 = mine
+        .iter()
+        .filter_map(|t| t.allocation.as_ref())
+        .map(|a| a.memory.0)
+        .sum();
+    convert::node(n, cpu, mem, mine.len() as u32)
 }
 
 /// The tasks a node must act on, with their specs.

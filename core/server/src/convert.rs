@@ -29,6 +29,7 @@ pub fn task(t: &Task) -> pb::Task {
 
 /// A node record as a wire message, with what is allocated on it.
 pub fn node(n: &Node, cpu_used: u64, mem_used: u64, tasks: u32) -> pb::Node {
+    let inv = n.info.inventory.as_deref();
     pb::Node {
         name: n.info.name.clone(),
         address: n.info.address.clone(),
@@ -39,7 +40,28 @@ pub fn node(n: &Node, cpu_used: u64, mem_used: u64, tasks: u32) -> pb::Node {
         status: n.status.as_str().into(),
         tasks,
         labels: n.info.labels.clone().into_iter().collect(),
+        cores: inv.map(|i| i.core_count() as u32).unwrap_or(0),
+        numa_nodes: inv.map(|i| i.numa_nodes().count() as u32).unwrap_or(0),
+        gpus: inv.map(|i| i.gpus.len() as u32).unwrap_or(0),
+        gpu_model: inv.map(gpu_summary).unwrap_or_default(),
+        inventory_json: String::new(),
     }
+}
+
+/// `8x NVIDIA H100 80GB HBM3`, or `2x A, 1x B` for mixed nodes.
+fn gpu_summary(inv: &berth_hostprobe::Inventory) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for g in &inv.gpus {
+        match counts.iter_mut().find(|(m, _)| *m == g.model) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((&g.model, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(m, c)| format!("{c}x {m}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A status report from the wire, checked.

@@ -120,6 +120,7 @@ async fn tasks_wait_with_a_reason_then_place_and_report() {
             cpu_millis: 4000,
             memory_bytes: 1 << 30,
             labels: Default::default(),
+            inventory_json: String::new(),
         }))
         .await
         .unwrap();
@@ -182,4 +183,50 @@ async fn tasks_wait_with_a_reason_then_place_and_report() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
+    let (_d, s) = start();
+    let dgx = berth_hostprobe::fixture::FIXTURES[0].1.to_string();
+    let reg = |inv: String| {
+        Request::new(pb::RegisterRequest {
+            name: "dgx1".into(),
+            address: "127.0.0.1:1".into(),
+            cpu_millis: 224_000,
+            memory_bytes: 2 << 40,
+            labels: Default::default(),
+            inventory_json: inv,
+        })
+    };
+    let bad = dgx.replacen("\"numa_node\": 0", "\"numa_node\": 9", 1);
+    let err = s.api().register(reg(bad)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("gpus[0].numa_node"),
+        "{}",
+        err.message()
+    );
+    let nodes = s
+        .api()
+        .list_nodes(Request::new(pb::ListNodesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert!(nodes.is_empty(), "nothing stored");
+
+    s.api().register(reg(dgx)).await.unwrap();
+    let n = s
+        .api()
+        .get_node(Request::new(pb::GetNodeRequest {
+            name: "dgx1".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((n.cores, n.numa_nodes, n.gpus), (112, 2, 8));
+    assert_eq!(n.gpu_model, "8x NVIDIA H100 80GB HBM3");
+    let inv = berth_hostprobe::parse_inventory(&n.inventory_json, "t").unwrap();
+    assert_eq!(inv.nvlink_islands().len(), 1);
 }

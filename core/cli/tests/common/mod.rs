@@ -66,6 +66,8 @@ pub struct Dev {
     pub addr: String,
     pub data: tempfile::TempDir,
     pub child: Option<Child>,
+    /// Extra agents started with [`Dev::agent`].
+    pub agents: Vec<Child>,
 }
 
 impl Dev {
@@ -80,6 +82,7 @@ impl Dev {
             addr,
             data,
             child: None,
+            agents: Vec::new(),
         };
         let out = dev.berth(&["image", "import", demo_image().to_str().unwrap()]);
         assert!(
@@ -112,6 +115,46 @@ impl Dev {
             let v: Value = serde_json::from_slice(&out.stdout).ok()?;
             (v.as_array()?.first()?["status"] == "ready").then_some(())
         });
+    }
+
+    /// Starts an extra agent named `name` simulating `inventory` (a fixture
+    /// name or file), with its own data dir; waits until it is ready.
+    pub fn agent(&mut self, name: &str, inventory: &str) {
+        let data = self.data.path().join("agents").join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let log = std::fs::File::create(data.join("agent.log")).unwrap();
+        let child = Command::new(BERTH)
+            .args(["agent", "--node-name", name, "--inventory", inventory])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .env("BERTH_ADDR", &self.addr)
+            .env("BERTH_DATA_DIR", &data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agents.push(child);
+        wait_for(
+            &format!("agent {name} to register"),
+            Duration::from_secs(30),
+            || {
+                let out = self.berth(&["nodes", "--json"]);
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                v.as_array()?
+                    .iter()
+                    .any(|n| n["name"] == name && n["status"] == "ready")
+                    .then_some(())
+            },
+        );
+    }
+
+    /// `berth nodes --json`.
+    pub fn nodes(&self) -> Vec<Value> {
+        let out = self.ok(&["nodes", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// SIGKILLs the `berth dev` process (its containers keep running).
@@ -215,6 +258,10 @@ impl Drop for Dev {
             }
         }
         self.kill9();
+        for a in &mut self.agents {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
         // Whatever is left (a failed test): kill containers, then shims.
         let run = berth_runtime::state_root_for(self.data.path()).join("tasks");
         for entry in std::fs::read_dir(&run).into_iter().flatten().flatten() {
