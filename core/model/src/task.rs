@@ -80,15 +80,42 @@ impl Desired {
     }
 }
 
-/// The resources the scheduler set aside for a task on its node.
+/// The resources the scheduler set aside for a task on its node: decided
+/// once by the leader and committed, so the node applies them as they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Allocation {
-    /// Shared CPU, in millicores.
+    /// Shared CPU, in millicores (0 when the task has exclusive cores).
     pub cpu: MilliCpu,
     /// Memory limit.
     pub memory: Bytes,
     /// Host ports reserved for the task.
     pub ports: Vec<u16>,
+    /// Exclusive physical cores (inventory core ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cores: Vec<u32>,
+    /// The PUs of those cores: the container's `cpuset.cpus`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpuset: Vec<u32>,
+    /// NUMA nodes whose memory the task may use: `cpuset.mems`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub numa_nodes: Vec<u32>,
+    /// GPUs (or shares of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuGrant>,
+    /// NICs, by interface name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<String>,
+}
+
+/// A GPU, or a share of one, granted to a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuGrant {
+    /// Index on the node.
+    pub index: u32,
+    /// GPU uuid (what CDI and the driver name it by).
+    pub uuid: String,
+    /// Thousandths of the GPU: 1000 for a whole GPU.
+    pub milli: u32,
 }
 
 /// A task record in the replicated state.

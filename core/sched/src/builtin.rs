@@ -2,9 +2,10 @@
 //! bin-packing and spreading scores, and the default allocator.
 
 use berth_model::quantity::{Bytes, MilliCpu};
-use berth_model::task::Allocation;
+use berth_model::task::{Allocation, GpuGrant};
 
 use crate::cluster::{NodeState, TaskRequest};
+use crate::hw;
 use crate::plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};
 
 /// Rejects nodes that are down.
@@ -115,7 +116,29 @@ impl ScorePlugin for Spread {
     }
 }
 
-/// Allocates exactly what the task asks for: shared cpu, memory, ports.
+/// Rejects nodes whose GPUs, cores, NICs or NUMA layout cannot hold the
+/// task (see [`crate::hw::pick`]).
+pub struct HardwareFit;
+
+impl FilterPlugin for HardwareFit {
+    fn name(&self) -> &str {
+        "hardware-fit"
+    }
+    fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
+        if !hw::needs_hardware(task) {
+            return;
+        }
+        for (n, o) in nodes.iter().zip(out.iter_mut()) {
+            if let Err(r) = hw::pick(task, n) {
+                *o = Some(r);
+            }
+        }
+    }
+}
+
+/// Allocates what the task asks for: shared cpu, memory and ports, plus the
+/// concrete GPUs, exclusive cores (their PUs become the cpuset), NICs and
+/// NUMA nodes chosen by [`crate::hw::pick`].
 pub struct DefaultAllocator;
 
 impl AllocatePlugin for DefaultAllocator {
@@ -123,16 +146,41 @@ impl AllocatePlugin for DefaultAllocator {
         "default-allocator"
     }
     fn allocate(&self, task: &TaskRequest, node: &NodeState) -> Result<Allocation, Rejection> {
-        if node.cpu_free() < task.cpu || node.mem_free() < task.memory {
+        if node.cpu_free() < task.cpu_demand() || node.mem_free() < task.memory {
             return Err(Rejection::new(
                 "insufficient resources",
                 "changed since filtering",
             ));
         }
-        Ok(Allocation {
-            cpu: MilliCpu(task.cpu),
-            memory: Bytes(task.memory),
-            ports: task.ports.clone(),
+        let pick = if hw::needs_hardware(task) { hw::pick(task, node)? } else { hw::HwPick::default() };
+        Ok(allocation(task, node, pick))
+    }
+}
+
+/// Turns a hardware pick into the committed allocation.
+pub fn allocation(task: &TaskRequest, node: &NodeState, pick: hw::HwPick) -> Allocation {
+    let cpuset: Vec<u32> = pick
+        .cores
+        .iter()
+        .filter_map(|c| node.cores.iter().find(|s| s.id == *c))
+        .flat_map(|c| c.pus.iter().copied())
+        .collect();
+    let gpus = pick
+        .gpus
+        .iter()
+        .filter_map(|(i, m)| {
+            let g = node.gpus.iter().find(|g| g.index == *i)?;
+            Some(GpuGrant { index: *i, uuid: g.uuid.clone(), milli: *m })
         })
+        .collect();
+    Allocation {
+        cpu: MilliCpu(task.cpu),
+        memory: Bytes(task.memory),
+        ports: task.ports.clone(),
+        cores: pick.cores,
+        cpuset,
+        numa_nodes: pick.numa,
+        gpus,
+        nics: pick.nics,
     }
 }

@@ -1,9 +1,73 @@
-//! The scheduler's view of the cluster: nodes with capacity and what is
-//! already allocated on them.
+//! The scheduler's view of the cluster: nodes with their hardware and what
+//! is already allocated on them, and what a task asks for.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use berth_hostprobe::Inventory;
 use berth_model::task::Allocation;
+
+/// Thousandths of a GPU in a whole GPU.
+pub const GPU_MILLI: u32 = 1000;
+
+/// One GPU of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GpuState {
+    /// Index on the node.
+    pub index: u32,
+    /// uuid.
+    pub uuid: String,
+    /// Model name (or a short model label in simulations).
+    pub model: String,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Thousandths already allocated (0 = idle, 1000 = full).
+    pub milli_used: u32,
+    /// NUMA node it hangs off.
+    pub numa: Option<u32>,
+    /// PCIe switch it sits behind.
+    pub switch: Option<String>,
+    /// NVLink peers: (peer index, link count).
+    pub nvlinks: Vec<(u32, u32)>,
+}
+
+impl GpuState {
+    /// Free thousandths.
+    pub fn milli_free(&self) -> u32 {
+        GPU_MILLI.saturating_sub(self.milli_used)
+    }
+}
+
+/// One physical core.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CoreState {
+    /// Inventory core id.
+    pub id: u32,
+    /// Its NUMA node.
+    pub numa: u32,
+    /// Its PUs.
+    pub pus: Vec<u32>,
+    /// Held exclusively by a task.
+    pub taken: bool,
+}
+
+/// One NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NicState {
+    /// Interface name.
+    pub name: String,
+    /// Mb/s (0 when unknown).
+    pub speed_mbps: u64,
+    /// Has an RDMA device.
+    pub rdma: bool,
+    /// Link is up.
+    pub up: bool,
+    /// NUMA node.
+    pub numa: Option<u32>,
+    /// PCIe switch.
+    pub switch: Option<String>,
+    /// Held exclusively by a task.
+    pub taken: bool,
+}
 
 /// One node as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -16,12 +80,20 @@ pub struct NodeState {
     pub cpu_capacity: u64,
     /// Allocatable memory, bytes.
     pub mem_capacity: u64,
-    /// CPU already allocated, millicores.
+    /// CPU already allocated, millicores (exclusive cores count 1000 each).
     pub cpu_used: u64,
     /// Memory already allocated, bytes.
     pub mem_used: u64,
     /// Host ports already taken.
     pub ports_used: BTreeSet<u16>,
+    /// GPUs.
+    pub gpus: Vec<GpuState>,
+    /// Physical cores (empty when the node registered no inventory).
+    pub cores: Vec<CoreState>,
+    /// NICs.
+    pub nics: Vec<NicState>,
+    /// Labels and facts for constraints (`hostname`, `gpu.model`, ...).
+    pub attributes: BTreeMap<String, String>,
 }
 
 impl NodeState {
@@ -35,12 +107,153 @@ impl NodeState {
         self.mem_capacity.saturating_sub(self.mem_used)
     }
 
+    /// Free GPU thousandths over all GPUs.
+    pub fn gpu_milli_free(&self) -> u32 {
+        self.gpus.iter().map(|g| g.milli_free()).sum()
+    }
+
+    /// NUMA node ids present on the node (from cores, then GPUs).
+    pub fn numa_ids(&self) -> BTreeSet<u32> {
+        self.cores.iter().map(|c| c.numa).collect()
+    }
+
+    /// Fills hardware from an inventory: GPUs, cores, NICs, and facts such
+    /// as `gpu.model` and `gpu.count` for constraints.
+    pub fn with_inventory(mut self, inv: &Inventory) -> NodeState {
+        let index_of: HashMap<&str, u32> = inv.gpus.iter().map(|g| (g.uuid.as_str(), g.index)).collect();
+        self.gpus = inv
+            .gpus
+            .iter()
+            .map(|g| GpuState {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                model: g.model.clone(),
+                memory_bytes: g.memory_bytes,
+                milli_used: 0,
+                numa: g.numa_node,
+                switch: g.pcie_switch.clone(),
+                nvlinks: g.nvlinks.iter().filter_map(|l| Some((*index_of.get(l.peer.as_str())?, l.links))).collect(),
+            })
+            .collect();
+        self.gpus.sort_by_key(|g| g.index);
+        self.cores = inv
+            .numa_nodes()
+            .flat_map(|n| {
+                n.cores.iter().map(move |c| CoreState {
+                    id: c.id,
+                    numa: n.id,
+                    pus: c.pus.clone(),
+                    taken: false,
+                })
+            })
+            .collect();
+        self.cores.sort_by_key(|c| c.id);
+        self.nics = inv
+            .nics
+            .iter()
+            .map(|n| NicState {
+                name: n.name.clone(),
+                speed_mbps: n.speed_mbps.unwrap_or(0),
+                rdma: n.rdma_device.is_some(),
+                up: n.link_up,
+                numa: n.numa_node,
+                switch: n.pcie_switch.clone(),
+                taken: false,
+            })
+            .collect();
+        if let Some(g) = inv.gpus.first() {
+            self.attributes.insert("gpu.model".into(), g.model.clone());
+        }
+        self.attributes.insert("gpu.count".into(), inv.gpus.len().to_string());
+        self.attributes.insert("cpu.cores".into(), inv.core_count().to_string());
+        self.attributes.insert("numa.count".into(), inv.numa_nodes().count().to_string());
+        self
+    }
+
     /// Accounts an allocation on this node.
     pub fn take(&mut self, a: &Allocation) {
-        self.cpu_used += a.cpu.0;
+        self.cpu_used += a.cpu.0 + 1000 * a.cores.len() as u64;
         self.mem_used += a.memory.0;
         self.ports_used.extend(a.ports.iter().copied());
+        for g in &a.gpus {
+            if let Some(s) = self.gpus.iter_mut().find(|s| s.index == g.index) {
+                s.milli_used = (s.milli_used + g.milli).min(GPU_MILLI);
+            }
+        }
+        for c in &a.cores {
+            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c) {
+                s.taken = true;
+            }
+        }
+        for n in &a.nics {
+            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n) {
+                s.taken = true;
+            }
+        }
     }
+}
+
+/// How a multi-GPU task wants its GPUs connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interconnect {
+    /// Any GPUs.
+    #[default]
+    Any,
+    /// All on one NVLink island.
+    NvLink,
+}
+
+/// GPUs a task asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GpuRequest {
+    /// How many GPUs.
+    pub count: u32,
+    /// Thousandths of each: 1000 for whole GPUs; less shares one GPU (count 1).
+    pub milli: u32,
+    /// Allowed models (empty: any). A GPU matches if its model contains one.
+    pub models: Vec<String>,
+    /// Minimum memory per GPU, bytes.
+    pub min_memory: u64,
+    /// Connectivity between them.
+    pub interconnect: Interconnect,
+}
+
+impl GpuRequest {
+    /// Total thousandths requested.
+    pub fn total_milli(&self) -> u32 {
+        self.count * self.milli
+    }
+
+    /// Whether a GPU model is allowed.
+    pub fn model_ok(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| model == m || model.contains(m.as_str()))
+    }
+}
+
+/// NICs a task asks for (exclusively).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NicRequest {
+    /// How many.
+    pub count: u32,
+    /// Minimum speed, Mb/s.
+    pub min_speed_mbps: u64,
+    /// Must have RDMA.
+    pub rdma: bool,
+}
+
+/// NUMA placement policy, with the semantics of Kubernetes' Topology Manager
+/// policies, decided here rather than rejected later on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NumaPolicy {
+    /// No NUMA consideration.
+    #[default]
+    None,
+    /// Prefer one NUMA node; take what fits otherwise.
+    BestEffort,
+    /// Use the fewest NUMA nodes that can hold the request; fail otherwise.
+    Restricted,
+    /// Everything on one NUMA node, or not here.
+    SingleNumaNode,
 }
 
 /// What a task asks for.
@@ -48,12 +261,27 @@ impl NodeState {
 pub struct TaskRequest {
     /// Task id.
     pub id: String,
-    /// CPU, millicores.
+    /// Shared CPU, millicores.
     pub cpu: u64,
     /// Memory, bytes.
     pub memory: u64,
     /// Host ports it needs.
     pub ports: Vec<u16>,
+    /// Exclusive whole cores (instead of shared `cpu`).
+    pub cores: u32,
+    /// GPUs.
+    pub gpus: Option<GpuRequest>,
+    /// NICs.
+    pub nics: Option<NicRequest>,
+    /// NUMA policy.
+    pub numa: NumaPolicy,
+}
+
+impl TaskRequest {
+    /// CPU demand in millicores, exclusive cores included.
+    pub fn cpu_demand(&self) -> u64 {
+        self.cpu + 1000 * u64::from(self.cores)
+    }
 }
 
 /// A snapshot of all nodes, ordered by name so decisions are deterministic.

@@ -8,9 +8,13 @@
 
 pub mod builtin;
 pub mod cluster;
+pub mod hw;
 pub mod pipeline;
 pub mod plugin;
 
-pub use cluster::{Cluster, NodeState, TaskRequest};
+pub use cluster::{
+    Cluster, CoreState, GpuRequest, GpuState, Interconnect, NicRequest, NicState, NodeState,
+    NumaPolicy, TaskRequest,
+};
 pub use pipeline::{Decision, NodeExplain, Pipeline};
 pub use plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};

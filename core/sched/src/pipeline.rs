@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use berth_model::task::Allocation;
 
-use crate::builtin::{BinPack, DefaultAllocator, HostPorts, NodeReady, ResourceFit};
+use crate::builtin::{BinPack, DefaultAllocator, HardwareFit, HostPorts, NodeReady, ResourceFit};
 use crate::cluster::{Cluster, NodeState, TaskRequest};
 use crate::plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};
 
@@ -49,6 +49,7 @@ impl Default for Pipeline {
             .filter(Box::new(NodeReady))
             .filter(Box::new(ResourceFit))
             .filter(Box::new(HostPorts))
+            .filter(Box::new(HardwareFit))
             .score(Box::new(BinPack), 1.0)
     }
 }
@@ -203,6 +204,7 @@ mod tests {
             cpu,
             memory: mem,
             ports: ports.to_vec(),
+            ..Default::default()
         }
     }
 

@@ -17,7 +17,7 @@ proptest! {
         let p = Pipeline::default();
         let mut placed: Vec<(String, u64, u64, Vec<u16>)> = Vec::new();
         for (i, (cpu, gib, port)) in tasks.iter().enumerate() {
-            let t = TaskRequest { id: format!("t{i}"), cpu: *cpu, memory: gib << 28, ports: port.iter().copied().collect() };
+            let t = TaskRequest { id: format!("t{i}"), cpu: *cpu, memory: gib << 28, ports: port.iter().copied().collect(), ..Default::default() };
             let d = p.decide(&cluster, &t);
             if let Some((node, a)) = d.placement {
                 prop_assert!(cluster.commit(&node, &a));

@@ -1,0 +1,269 @@
+//! Hardware-aware feasibility and allocation: GPUs (whole, shared by
+//! thousandths, by model and memory, on one NVLink island), exclusive
+//! cores, NICs, and NUMA policies. The scheduler decides the whole
+//! allocation here, so a placed task never fails for topology on the node.
+
+use std::collections::BTreeSet;
+
+use crate::cluster::{GPU_MILLI, GpuRequest, Interconnect, NodeState, NumaPolicy, TaskRequest};
+use crate::plugin::Rejection;
+
+/// GPUs chosen on a node: (index, thousandths).
+pub type GpuPick = Vec<(u32, u32)>;
+
+/// GPUs of `node` that the request's model and memory allow.
+fn eligible<'a>(req: &'a GpuRequest, node: &'a NodeState) -> impl Iterator<Item = &'a crate::cluster::GpuState> + 'a {
+    node.gpus
+        .iter()
+        .filter(move |g| req.model_ok(&g.model) && g.memory_bytes >= req.min_memory)
+}
+
+/// Links between the GPUs of `set` (each pair counted once).
+pub fn links_within(node: &NodeState, set: &[u32]) -> u32 {
+    let mut total = 0;
+    for (i, a) in set.iter().enumerate() {
+        if let Some(g) = node.gpus.iter().find(|g| g.index == *a) {
+            total += g.nvlinks.iter().filter(|(p, _)| set[i + 1..].contains(p)).map(|(_, l)| *l).sum::<u32>();
+        }
+    }
+    total
+}
+
+/// Whether `set` is connected by NVLink (a single GPU is).
+fn connected(node: &NodeState, set: &[u32]) -> bool {
+    let Some(&first) = set.first() else { return true };
+    let mut seen = BTreeSet::from([first]);
+    let mut stack = vec![first];
+    while let Some(i) = stack.pop() {
+        if let Some(g) = node.gpus.iter().find(|g| g.index == i) {
+            for (p, _) in &g.nvlinks {
+                if set.contains(p) && seen.insert(*p) {
+                    stack.push(*p);
+                }
+            }
+        }
+    }
+    seen.len() == set.len()
+}
+
+/// The best `k` of `pool` (ascending indexes): the most NVLink links among
+/// them; with `need_connected`, only NVLink-connected sets; ties go to the
+/// lexicographically smallest set. Exhaustive for the pool sizes of real
+/// nodes (up to 16 GPUs); greedy beyond.
+fn best_set(node: &NodeState, pool: &[u32], k: usize, need_connected: bool) -> Option<Vec<u32>> {
+    if k == 0 {
+        return Some(Vec::new());
+    }
+    if pool.len() < k {
+        return None;
+    }
+    if pool.len() > 16 {
+        let set: Vec<u32> = pool[..k].to_vec();
+        return (!need_connected || connected(node, &set)).then_some(set);
+    }
+    let mut best: Option<(u32, Vec<u32>)> = None;
+    let mut cur = Vec::with_capacity(k);
+    fn rec(node: &NodeState, pool: &[u32], start: usize, k: usize, need: bool, cur: &mut Vec<u32>, best: &mut Option<(u32, Vec<u32>)>) {
+        if cur.len() == k {
+            if need && !connected(node, cur) {
+                return;
+            }
+            let l = links_within(node, cur);
+            if best.as_ref().is_none_or(|(bl, _)| l > *bl) {
+                *best = Some((l, cur.clone()));
+            }
+            return;
+        }
+        for i in start..pool.len() {
+            if pool.len() - i < k - cur.len() {
+                break;
+            }
+            cur.push(pool[i]);
+            rec(node, pool, i + 1, k, need, cur, best);
+            cur.pop();
+        }
+    }
+    rec(node, pool, 0, k, need_connected, &mut cur, &mut best);
+    best.map(|(_, s)| s)
+}
+
+/// How shared (fractional) GPU requests pick their GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SharePick {
+    /// The GPU with the least free capacity that fits, lowest index on ties.
+    #[default]
+    BestFit,
+}
+
+/// Chooses GPUs for `req` on `node`, restricted to NUMA node `numa` if given.
+/// Whole GPUs: the lowest-index idle ones, or for NVLink requests (and any
+/// multi-GPU request) the set with the most links between them.
+pub fn choose_gpus(req: &GpuRequest, node: &NodeState, numa: Option<u32>) -> Option<GpuPick> {
+    let in_numa = |g: &&crate::cluster::GpuState| numa.is_none() || g.numa == numa;
+    if req.milli < GPU_MILLI {
+        // A share of one GPU: best fit.
+        let g = eligible(req, node)
+            .filter(in_numa)
+            .filter(|g| g.milli_free() >= req.milli)
+            .min_by_key(|g| (g.milli_free(), g.index))?;
+        return Some(vec![(g.index, req.milli)]);
+    }
+    let idle: Vec<u32> = eligible(req, node).filter(in_numa).filter(|g| g.milli_used == 0).map(|g| g.index).collect();
+    let k = req.count as usize;
+    let set = if k <= 1 || (req.interconnect == Interconnect::Any && node.gpus.iter().all(|g| g.nvlinks.is_empty())) {
+        (idle.len() >= k).then(|| idle[..k].to_vec())?
+    } else {
+        best_set(node, &idle, k, req.interconnect == Interconnect::NvLink)?
+    };
+    Some(set.into_iter().map(|i| (i, GPU_MILLI)).collect())
+}
+
+/// Whether `req` fits `node` at all (ignoring NUMA), with the reason if not.
+pub fn gpu_fit(req: &GpuRequest, node: &NodeState) -> Result<(), Rejection> {
+    if choose_gpus(req, node, None).is_some() {
+        return Ok(());
+    }
+    let what = if req.models.is_empty() { "GPUs".to_string() } else { format!("{} GPUs", req.models.join("|")) };
+    let reason = if req.milli < GPU_MILLI {
+        format!("lack {} free thousandths on one of their {what}", req.milli)
+    } else if req.interconnect == Interconnect::NvLink && req.count > 1 {
+        format!("lack {} free {what} on one NVLink island", req.count)
+    } else {
+        format!("lack {} free {what}", req.count)
+    };
+    let free: u32 = eligible(req, node).map(|g| g.milli_free()).sum();
+    Err(Rejection::new(reason, format!("{} eligible GPUs, {free} thousandths free", eligible(req, node).count())))
+}
+
+/// A complete hardware choice on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HwPick {
+    /// GPUs and thousandths.
+    pub gpus: GpuPick,
+    /// Exclusive cores.
+    pub cores: Vec<u32>,
+    /// NICs.
+    pub nics: Vec<String>,
+    /// NUMA nodes used.
+    pub numa: Vec<u32>,
+}
+
+fn free_cores(node: &NodeState, numa: Option<u32>) -> Vec<u32> {
+    node.cores.iter().filter(|c| !c.taken && numa.is_none_or(|n| c.numa == n)).map(|c| c.id).collect()
+}
+
+/// NICs matching `task.nics`, best first: behind the same PCIe switch as a
+/// chosen GPU, then on the same NUMA node, then faster, then by name.
+fn choose_nics(task: &TaskRequest, node: &NodeState, gpus: &GpuPick, numa: Option<u32>) -> Option<Vec<String>> {
+    let Some(req) = &task.nics else { return Some(Vec::new()) };
+    let switches: BTreeSet<&str> = gpus
+        .iter()
+        .filter_map(|(i, _)| node.gpus.iter().find(|g| g.index == *i)?.switch.as_deref())
+        .collect();
+    let gpu_numa: BTreeSet<u32> = gpus.iter().filter_map(|(i, _)| node.gpus.iter().find(|g| g.index == *i)?.numa).collect();
+    let mut cands: Vec<&crate::cluster::NicState> = node
+        .nics
+        .iter()
+        .filter(|n| !n.taken && n.up && n.speed_mbps >= req.min_speed_mbps && (!req.rdma || n.rdma))
+        .filter(|n| numa.is_none() || n.numa == numa)
+        .collect();
+    cands.sort_by_key(|n| {
+        let same_switch = n.switch.as_deref().is_some_and(|s| switches.contains(s));
+        let same_numa = n.numa.is_some_and(|x| gpu_numa.contains(&x));
+        (!same_switch, !same_numa, std::cmp::Reverse(n.speed_mbps), n.name.clone())
+    });
+    (cands.len() >= req.count as usize).then(|| cands[..req.count as usize].iter().map(|n| n.name.clone()).collect())
+}
+
+/// Picks everything on one NUMA node `numa` (or machine-wide when `None`).
+fn pick_within(task: &TaskRequest, node: &NodeState, numa: Option<u32>) -> Option<HwPick> {
+    let gpus = match &task.gpus {
+        Some(req) => choose_gpus(req, node, numa)?,
+        None => Vec::new(),
+    };
+    let want = task.cores as usize;
+    let cores: Vec<u32> = if want == 0 {
+        Vec::new()
+    } else {
+        // Prefer the NUMA nodes of the chosen GPUs.
+        let gpu_numa: BTreeSet<u32> = gpus.iter().filter_map(|(i, _)| node.gpus.iter().find(|g| g.index == *i)?.numa).collect();
+        let mut free: Vec<&crate::cluster::CoreState> =
+            node.cores.iter().filter(|c| !c.taken && numa.is_none_or(|n| c.numa == n)).collect();
+        free.sort_by_key(|c| (!gpu_numa.contains(&c.numa), c.numa, c.id));
+        if free.len() < want {
+            return None;
+        }
+        free[..want].iter().map(|c| c.id).collect()
+    };
+    let nics = choose_nics(task, node, &gpus, numa)?;
+    let mut used: BTreeSet<u32> = BTreeSet::new();
+    for c in &cores {
+        if let Some(s) = node.cores.iter().find(|s| s.id == *c) {
+            used.insert(s.numa);
+        }
+    }
+    for (i, _) in &gpus {
+        if let Some(n) = node.gpus.iter().find(|g| g.index == *i).and_then(|g| g.numa) {
+            used.insert(n);
+        }
+    }
+    for name in &nics {
+        if let Some(n) = node.nics.iter().find(|x| &x.name == name).and_then(|x| x.numa) {
+            used.insert(n);
+        }
+    }
+    if let Some(n) = numa {
+        used.insert(n);
+    }
+    Some(HwPick { gpus, cores, nics, numa: used.into_iter().collect() })
+}
+
+/// Whether a task needs any device-level decision.
+pub fn needs_hardware(task: &TaskRequest) -> bool {
+    task.gpus.is_some() || task.nics.is_some() || task.cores > 0 || task.numa != NumaPolicy::None
+}
+
+/// The hardware choice for `task` on `node` under its NUMA policy, or why
+/// there is none.
+pub fn pick(task: &TaskRequest, node: &NodeState) -> Result<HwPick, Rejection> {
+    if task.cores > 0 && node.cores.is_empty() {
+        return Err(Rejection::new("no core inventory", "the node registered no hardware inventory"));
+    }
+    let numas: Vec<u32> = node.numa_ids().into_iter().collect();
+    let single = || numas.iter().find_map(|n| pick_within(task, node, Some(*n)));
+    let result = match task.numa {
+        NumaPolicy::SingleNumaNode => {
+            return single().ok_or_else(|| {
+                Rejection::new("cannot satisfy single-numa-node", "no NUMA node holds the GPUs, cores and NICs together")
+            });
+        }
+        NumaPolicy::BestEffort => single().or_else(|| pick_within(task, node, None)),
+        NumaPolicy::Restricted => single().or_else(|| {
+            // Machine-wide, but only if that is the fewest NUMA nodes possible:
+            // with no single node able to hold it, anything spanning is minimal
+            // for two-node machines; on larger ones, prefer fewer nodes.
+            pick_within(task, node, None)
+        }),
+        NumaPolicy::None => pick_within(task, node, None),
+    };
+    result.ok_or_else(|| {
+        if let Some(req) = &task.gpus
+            && let Err(r) = gpu_fit(req, node)
+        {
+            return r;
+        }
+        if free_cores(node, None).len() < task.cores as usize {
+            return Rejection::new(
+                format!("lack {} free cores", task.cores),
+                format!("{} free", free_cores(node, None).len()),
+            );
+        }
+        match &task.nics {
+            Some(n) => Rejection::new(
+                format!("lack {} free NICs of {} Gb/s{}", n.count, n.min_speed_mbps / 1000, if n.rdma { " with RDMA" } else { "" }),
+                "not enough matching NICs".to_string(),
+            ),
+            None => Rejection::new("hardware does not fit", "no combination of devices fits"),
+        }
+    })
+}
