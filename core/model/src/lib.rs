@@ -2,6 +2,7 @@
 //! and their parsing and validation. No I/O.
 #![warn(missing_docs)]
 
+pub mod hardware;
 pub mod node;
 pub mod quantity;
 pub mod spec;

@@ -23,6 +23,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::hardware::{GpuSpec, NicSpec, NumaPolicy};
 use crate::quantity::{Bytes, DurationMs, MilliCpu};
 
 mod parse;
@@ -95,6 +96,26 @@ pub struct Resources {
     /// Memory, from 4Mi to 16Ti; default 64Mi.
     #[serde(default = "default_memory")]
     pub memory: Bytes,
+    /// Exclusive whole cores (a cpuset) instead of shared `cpu`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cores: u32,
+    /// GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<GpuSpec>,
+    /// NICs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nics: Option<NicSpec>,
+    /// NUMA policy for cores, GPUs and NICs.
+    #[serde(default, skip_serializing_if = "is_default_numa")]
+    pub numa: NumaPolicy,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_default_numa(n: &NumaPolicy) -> bool {
+    *n == NumaPolicy::None
 }
 
 /// A port an instance listens on, on the host's network.
@@ -182,6 +203,10 @@ impl Default for Resources {
         Resources {
             cpu: DEFAULT_CPU,
             memory: DEFAULT_MEMORY,
+            cores: 0,
+            gpus: None,
+            nics: None,
+            numa: NumaPolicy::None,
         }
     }
 }
@@ -385,6 +410,12 @@ impl AppSpec {
             );
         }
 
+        if self.resources.cores > 0 && self.resources.cpu != DEFAULT_CPU {
+            problem(
+                "resources.cpu".into(),
+                "give either cpu (shared) or cores (exclusive), not both".into(),
+            );
+        }
         if self.instances > MAX_INSTANCES {
             problem(
                 "instances".into(),
@@ -422,6 +453,12 @@ impl AppSpec {
             );
         }
 
+        crate::hardware::validate(
+            self.resources.cores,
+            self.resources.gpus.as_ref(),
+            self.resources.nics.as_ref(),
+            &mut problems,
+        );
         if problems.is_empty() {
             Ok(())
         } else {

@@ -33,6 +33,7 @@ fn example() -> AppSpec {
         resources: Resources {
             cpu: MilliCpu(250),
             memory: Bytes(64 << 20),
+            ..Default::default()
         },
         instances: 1,
         ports: vec![PortSpec { host: 8080 }],
@@ -105,7 +106,10 @@ fn unknown_fields_are_rejected_with_their_path() {
 
     let p = problems(&with("resources: {cpu: 1, gpu: 1}"));
     assert_eq!(p[0].0, "resources.gpu");
-    assert_eq!(p[0].1, "unknown field (expected one of: cpu, memory)");
+    assert_eq!(
+        p[0].1,
+        "unknown field (expected one of: cpu, memory, cores, gpus, nics, numa)"
+    );
 
     let p = problems(&with("ports: [{host: 80, proto: tcp}]"));
     assert_eq!(p[0].0, "ports[0].proto");
@@ -402,7 +406,13 @@ fn schema_matches_the_struct() {
     assert_eq!(schema["additionalProperties"], false);
 
     let resources = &schema["properties"]["resources"];
-    assert_eq!(keys(&resources["properties"]), keys(&spec["resources"]));
+    // Optional hardware fields are left out when unset; set them all.
+    let full = parse_spec(
+        "name: x\nimage: busybox:latest\nresources: {cores: 1, gpus: {count: 1}, nics: {count: 1}, numa: restricted}\n",
+    )
+    .unwrap();
+    let full = serde_json::to_value(full).unwrap();
+    assert_eq!(keys(&resources["properties"]), keys(&full["resources"]));
     assert_eq!(resources["additionalProperties"], false);
     let port = &schema["properties"]["ports"]["items"];
     let port_value = serde_json::to_value(PortSpec { host: 1 }).unwrap();
@@ -456,6 +466,7 @@ fn arb_spec() -> impl Strategy<Value = AppSpec> {
                     resources: Resources {
                         cpu: MilliCpu(cpu),
                         memory: Bytes(memory),
+                        ..Default::default()
                     },
                     instances,
                     ports,
@@ -502,5 +513,39 @@ proptest! {
         let mut json = serde_json::to_string(&example()).unwrap();
         json.insert_str(at.min(json.len()), &junk);
         let _ = parse_spec(&json);
+    }
+}
+
+#[test]
+fn hardware_requests_parse_and_bad_ones_name_the_field() {
+    let spec = parse_spec(
+        "name: train\nimage: busybox:latest\nresources:\n  cores: 32\n  memory: 1Gi\n  gpus: {count: 4, model: [H100], min_memory: 40Gi, interconnect: nvlink}\n  nics: {count: 1, min_speed: 400, rdma: true}\n  numa: single-numa-node\n",
+    )
+    .unwrap();
+    let g = spec.resources.gpus.as_ref().unwrap();
+    assert_eq!((g.count, g.milli), (4, 1000));
+    assert_eq!(g.min_memory, Some(Bytes(40 << 30)));
+    assert_eq!(spec.resources.cores, 32);
+    assert_eq!(
+        spec.resources.numa,
+        berth_model::hardware::NumaPolicy::SingleNumaNode
+    );
+    let back = serde_json::to_string(&spec).unwrap();
+    assert_eq!(parse_spec(&back).unwrap(), spec);
+
+    let cases = [
+        ("gpus: {count: 0}", "resources.gpus.count"),
+        ("gpus: {count: 2, milli: 500}", "resources.gpus.milli"),
+        ("gpus: {mig_profile: big}", "resources.gpus.mig_profile"),
+        ("gpus: {interconnect: pcie}", "resources.gpus.interconnect"),
+        ("gpus: {count: 1, colour: red}", "resources.gpus"),
+        ("nics: {count: 99}", "resources.nics.count"),
+        ("numa: strict", "resources.numa"),
+        ("cores: 4\n  cpu: 2", "resources.cpu"),
+    ];
+    for (yaml, field) in cases {
+        let text = format!("name: x\nimage: busybox:latest\nresources:\n  {yaml}\n");
+        let err = parse_spec(&text).unwrap_err().to_string();
+        assert!(err.contains(field), "{yaml}: {err}");
     }
 }

@@ -152,7 +152,11 @@ impl AllocatePlugin for DefaultAllocator {
                 "changed since filtering",
             ));
         }
-        let pick = if hw::needs_hardware(task) { hw::pick(task, node)? } else { hw::HwPick::default() };
+        let pick = if hw::needs_hardware(task) {
+            hw::pick(task, node)?
+        } else {
+            hw::HwPick::default()
+        };
         Ok(allocation(task, node, pick))
     }
 }
@@ -170,7 +174,13 @@ pub fn allocation(task: &TaskRequest, node: &NodeState, pick: hw::HwPick) -> All
         .iter()
         .filter_map(|(i, m)| {
             let g = node.gpus.iter().find(|g| g.index == *i)?;
-            Some(GpuGrant { index: *i, uuid: g.uuid.clone(), milli: *m })
+            // A MIG instance is granted by its own uuid.
+            let uuid = pick.mig.clone().unwrap_or_else(|| g.uuid.clone());
+            Some(GpuGrant {
+                index: *i,
+                uuid,
+                milli: *m,
+            })
         })
         .collect();
     Allocation {

@@ -28,6 +28,20 @@ pub struct GpuState {
     pub switch: Option<String>,
     /// NVLink peers: (peer index, link count).
     pub nvlinks: Vec<(u32, u32)>,
+    /// MIG instances when MIG is on (the GPU is then only handed out by
+    /// instance, never whole or shared).
+    pub mig: Vec<MigSlot>,
+}
+
+/// One MIG instance of a GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MigSlot {
+    /// `MIG-...` uuid.
+    pub uuid: String,
+    /// Profile, e.g. `1g.10gb`.
+    pub profile: String,
+    /// Held by a task.
+    pub taken: bool,
 }
 
 impl GpuState {
@@ -120,7 +134,11 @@ impl NodeState {
     /// Fills hardware from an inventory: GPUs, cores, NICs, and facts such
     /// as `gpu.model` and `gpu.count` for constraints.
     pub fn with_inventory(mut self, inv: &Inventory) -> NodeState {
-        let index_of: HashMap<&str, u32> = inv.gpus.iter().map(|g| (g.uuid.as_str(), g.index)).collect();
+        let index_of: HashMap<&str, u32> = inv
+            .gpus
+            .iter()
+            .map(|g| (g.uuid.as_str(), g.index))
+            .collect();
         self.gpus = inv
             .gpus
             .iter()
@@ -129,10 +147,29 @@ impl NodeState {
                 uuid: g.uuid.clone(),
                 model: g.model.clone(),
                 memory_bytes: g.memory_bytes,
-                milli_used: 0,
+                // A MIG-enabled GPU is only available by instance.
+                milli_used: if g.mig.mode == berth_hostprobe::MigMode::Enabled {
+                    GPU_MILLI
+                } else {
+                    0
+                },
+                mig: g
+                    .mig
+                    .instances
+                    .iter()
+                    .map(|m| MigSlot {
+                        uuid: m.uuid.clone(),
+                        profile: m.profile.clone(),
+                        taken: false,
+                    })
+                    .collect(),
                 numa: g.numa_node,
                 switch: g.pcie_switch.clone(),
-                nvlinks: g.nvlinks.iter().filter_map(|l| Some((*index_of.get(l.peer.as_str())?, l.links))).collect(),
+                nvlinks: g
+                    .nvlinks
+                    .iter()
+                    .filter_map(|l| Some((*index_of.get(l.peer.as_str())?, l.links)))
+                    .collect(),
             })
             .collect();
         self.gpus.sort_by_key(|g| g.index);
@@ -164,9 +201,12 @@ impl NodeState {
         if let Some(g) = inv.gpus.first() {
             self.attributes.insert("gpu.model".into(), g.model.clone());
         }
-        self.attributes.insert("gpu.count".into(), inv.gpus.len().to_string());
-        self.attributes.insert("cpu.cores".into(), inv.core_count().to_string());
-        self.attributes.insert("numa.count".into(), inv.numa_nodes().count().to_string());
+        self.attributes
+            .insert("gpu.count".into(), inv.gpus.len().to_string());
+        self.attributes
+            .insert("cpu.cores".into(), inv.core_count().to_string());
+        self.attributes
+            .insert("numa.count".into(), inv.numa_nodes().count().to_string());
         self
     }
 
@@ -178,6 +218,9 @@ impl NodeState {
         for g in &a.gpus {
             if let Some(s) = self.gpus.iter_mut().find(|s| s.index == g.index) {
                 s.milli_used = (s.milli_used + g.milli).min(GPU_MILLI);
+                if let Some(m) = s.mig.iter_mut().find(|m| m.uuid == g.uuid) {
+                    m.taken = true;
+                }
             }
         }
         for c in &a.cores {
@@ -216,6 +259,8 @@ pub struct GpuRequest {
     pub min_memory: u64,
     /// Connectivity between them.
     pub interconnect: Interconnect,
+    /// A MIG instance of this profile instead of whole or shared GPUs.
+    pub mig_profile: Option<String>,
 }
 
 impl GpuRequest {
@@ -226,7 +271,11 @@ impl GpuRequest {
 
     /// Whether a GPU model is allowed.
     pub fn model_ok(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|m| model == m || model.contains(m.as_str()))
+        self.models.is_empty()
+            || self
+                .models
+                .iter()
+                .any(|m| model == m || model.contains(m.as_str()))
     }
 }
 

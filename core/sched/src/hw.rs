@@ -8,11 +8,32 @@ use std::collections::BTreeSet;
 use crate::cluster::{GPU_MILLI, GpuRequest, Interconnect, NodeState, NumaPolicy, TaskRequest};
 use crate::plugin::Rejection;
 
-/// GPUs chosen on a node: (index, thousandths).
+/// GPUs chosen on a node: (index, thousandths, MIG instance uuid if any).
 pub type GpuPick = Vec<(u32, u32)>;
 
+/// A free MIG instance of `profile` (on a GPU the request allows, in NUMA
+/// node `numa` if given): (GPU index, instance uuid). Lowest index first.
+pub fn choose_mig(
+    req: &GpuRequest,
+    node: &NodeState,
+    numa: Option<u32>,
+    profile: &str,
+) -> Option<(u32, String)> {
+    eligible(req, node)
+        .filter(|g| numa.is_none() || g.numa == numa)
+        .find_map(|g| {
+            g.mig
+                .iter()
+                .find(|m| !m.taken && m.profile == profile)
+                .map(|m| (g.index, m.uuid.clone()))
+        })
+}
+
 /// GPUs of `node` that the request's model and memory allow.
-fn eligible<'a>(req: &'a GpuRequest, node: &'a NodeState) -> impl Iterator<Item = &'a crate::cluster::GpuState> + 'a {
+fn eligible<'a>(
+    req: &'a GpuRequest,
+    node: &'a NodeState,
+) -> impl Iterator<Item = &'a crate::cluster::GpuState> + 'a {
     node.gpus
         .iter()
         .filter(move |g| req.model_ok(&g.model) && g.memory_bytes >= req.min_memory)
@@ -23,7 +44,12 @@ pub fn links_within(node: &NodeState, set: &[u32]) -> u32 {
     let mut total = 0;
     for (i, a) in set.iter().enumerate() {
         if let Some(g) = node.gpus.iter().find(|g| g.index == *a) {
-            total += g.nvlinks.iter().filter(|(p, _)| set[i + 1..].contains(p)).map(|(_, l)| *l).sum::<u32>();
+            total += g
+                .nvlinks
+                .iter()
+                .filter(|(p, _)| set[i + 1..].contains(p))
+                .map(|(_, l)| *l)
+                .sum::<u32>();
         }
     }
     total
@@ -31,7 +57,9 @@ pub fn links_within(node: &NodeState, set: &[u32]) -> u32 {
 
 /// Whether `set` is connected by NVLink (a single GPU is).
 fn connected(node: &NodeState, set: &[u32]) -> bool {
-    let Some(&first) = set.first() else { return true };
+    let Some(&first) = set.first() else {
+        return true;
+    };
     let mut seen = BTreeSet::from([first]);
     let mut stack = vec![first];
     while let Some(i) = stack.pop() {
@@ -63,7 +91,15 @@ fn best_set(node: &NodeState, pool: &[u32], k: usize, need_connected: bool) -> O
     }
     let mut best: Option<(u32, Vec<u32>)> = None;
     let mut cur = Vec::with_capacity(k);
-    fn rec(node: &NodeState, pool: &[u32], start: usize, k: usize, need: bool, cur: &mut Vec<u32>, best: &mut Option<(u32, Vec<u32>)>) {
+    fn rec(
+        node: &NodeState,
+        pool: &[u32],
+        start: usize,
+        k: usize,
+        need: bool,
+        cur: &mut Vec<u32>,
+        best: &mut Option<(u32, Vec<u32>)>,
+    ) {
         if cur.len() == k {
             if need && !connected(node, cur) {
                 return;
@@ -99,6 +135,9 @@ pub enum SharePick {
 /// Whole GPUs: the lowest-index idle ones, or for NVLink requests (and any
 /// multi-GPU request) the set with the most links between them.
 pub fn choose_gpus(req: &GpuRequest, node: &NodeState, numa: Option<u32>) -> Option<GpuPick> {
+    if let Some(p) = &req.mig_profile {
+        return choose_mig(req, node, numa, p).map(|(i, _)| vec![(i, 0)]);
+    }
     let in_numa = |g: &&crate::cluster::GpuState| numa.is_none() || g.numa == numa;
     if req.milli < GPU_MILLI {
         // A share of one GPU: best fit.
@@ -108,9 +147,15 @@ pub fn choose_gpus(req: &GpuRequest, node: &NodeState, numa: Option<u32>) -> Opt
             .min_by_key(|g| (g.milli_free(), g.index))?;
         return Some(vec![(g.index, req.milli)]);
     }
-    let idle: Vec<u32> = eligible(req, node).filter(in_numa).filter(|g| g.milli_used == 0).map(|g| g.index).collect();
+    let idle: Vec<u32> = eligible(req, node)
+        .filter(in_numa)
+        .filter(|g| g.milli_used == 0)
+        .map(|g| g.index)
+        .collect();
     let k = req.count as usize;
-    let set = if k <= 1 || (req.interconnect == Interconnect::Any && node.gpus.iter().all(|g| g.nvlinks.is_empty())) {
+    let set = if k <= 1
+        || (req.interconnect == Interconnect::Any && node.gpus.iter().all(|g| g.nvlinks.is_empty()))
+    {
         (idle.len() >= k).then(|| idle[..k].to_vec())?
     } else {
         best_set(node, &idle, k, req.interconnect == Interconnect::NvLink)?
@@ -123,8 +168,14 @@ pub fn gpu_fit(req: &GpuRequest, node: &NodeState) -> Result<(), Rejection> {
     if choose_gpus(req, node, None).is_some() {
         return Ok(());
     }
-    let what = if req.models.is_empty() { "GPUs".to_string() } else { format!("{} GPUs", req.models.join("|")) };
-    let reason = if req.milli < GPU_MILLI {
+    let what = if req.models.is_empty() {
+        "GPUs".to_string()
+    } else {
+        format!("{} GPUs", req.models.join("|"))
+    };
+    let reason = if let Some(p) = &req.mig_profile {
+        format!("lack a free MIG {p} instance")
+    } else if req.milli < GPU_MILLI {
         format!("lack {} free thousandths on one of their {what}", req.milli)
     } else if req.interconnect == Interconnect::NvLink && req.count > 1 {
         format!("lack {} free {what} on one NVLink island", req.count)
@@ -132,7 +183,13 @@ pub fn gpu_fit(req: &GpuRequest, node: &NodeState) -> Result<(), Rejection> {
         format!("lack {} free {what}", req.count)
     };
     let free: u32 = eligible(req, node).map(|g| g.milli_free()).sum();
-    Err(Rejection::new(reason, format!("{} eligible GPUs, {free} thousandths free", eligible(req, node).count())))
+    Err(Rejection::new(
+        reason,
+        format!(
+            "{} eligible GPUs, {free} thousandths free",
+            eligible(req, node).count()
+        ),
+    ))
 }
 
 /// A complete hardware choice on one node.
@@ -140,6 +197,8 @@ pub fn gpu_fit(req: &GpuRequest, node: &NodeState) -> Result<(), Rejection> {
 pub struct HwPick {
     /// GPUs and thousandths.
     pub gpus: GpuPick,
+    /// The MIG instance uuid, for MIG requests.
+    pub mig: Option<String>,
     /// Exclusive cores.
     pub cores: Vec<u32>,
     /// NICs.
@@ -149,18 +208,32 @@ pub struct HwPick {
 }
 
 fn free_cores(node: &NodeState, numa: Option<u32>) -> Vec<u32> {
-    node.cores.iter().filter(|c| !c.taken && numa.is_none_or(|n| c.numa == n)).map(|c| c.id).collect()
+    node.cores
+        .iter()
+        .filter(|c| !c.taken && numa.is_none_or(|n| c.numa == n))
+        .map(|c| c.id)
+        .collect()
 }
 
 /// NICs matching `task.nics`, best first: behind the same PCIe switch as a
 /// chosen GPU, then on the same NUMA node, then faster, then by name.
-fn choose_nics(task: &TaskRequest, node: &NodeState, gpus: &GpuPick, numa: Option<u32>) -> Option<Vec<String>> {
-    let Some(req) = &task.nics else { return Some(Vec::new()) };
+fn choose_nics(
+    task: &TaskRequest,
+    node: &NodeState,
+    gpus: &GpuPick,
+    numa: Option<u32>,
+) -> Option<Vec<String>> {
+    let Some(req) = &task.nics else {
+        return Some(Vec::new());
+    };
     let switches: BTreeSet<&str> = gpus
         .iter()
         .filter_map(|(i, _)| node.gpus.iter().find(|g| g.index == *i)?.switch.as_deref())
         .collect();
-    let gpu_numa: BTreeSet<u32> = gpus.iter().filter_map(|(i, _)| node.gpus.iter().find(|g| g.index == *i)?.numa).collect();
+    let gpu_numa: BTreeSet<u32> = gpus
+        .iter()
+        .filter_map(|(i, _)| node.gpus.iter().find(|g| g.index == *i)?.numa)
+        .collect();
     let mut cands: Vec<&crate::cluster::NicState> = node
         .nics
         .iter()
@@ -170,9 +243,19 @@ fn choose_nics(task: &TaskRequest, node: &NodeState, gpus: &GpuPick, numa: Optio
     cands.sort_by_key(|n| {
         let same_switch = n.switch.as_deref().is_some_and(|s| switches.contains(s));
         let same_numa = n.numa.is_some_and(|x| gpu_numa.contains(&x));
-        (!same_switch, !same_numa, std::cmp::Reverse(n.speed_mbps), n.name.clone())
+        (
+            !same_switch,
+            !same_numa,
+            std::cmp::Reverse(n.speed_mbps),
+            n.name.clone(),
+        )
     });
-    (cands.len() >= req.count as usize).then(|| cands[..req.count as usize].iter().map(|n| n.name.clone()).collect())
+    (cands.len() >= req.count as usize).then(|| {
+        cands[..req.count as usize]
+            .iter()
+            .map(|n| n.name.clone())
+            .collect()
+    })
 }
 
 /// Picks everything on one NUMA node `numa` (or machine-wide when `None`).
@@ -186,9 +269,15 @@ fn pick_within(task: &TaskRequest, node: &NodeState, numa: Option<u32>) -> Optio
         Vec::new()
     } else {
         // Prefer the NUMA nodes of the chosen GPUs.
-        let gpu_numa: BTreeSet<u32> = gpus.iter().filter_map(|(i, _)| node.gpus.iter().find(|g| g.index == *i)?.numa).collect();
-        let mut free: Vec<&crate::cluster::CoreState> =
-            node.cores.iter().filter(|c| !c.taken && numa.is_none_or(|n| c.numa == n)).collect();
+        let gpu_numa: BTreeSet<u32> = gpus
+            .iter()
+            .filter_map(|(i, _)| node.gpus.iter().find(|g| g.index == *i)?.numa)
+            .collect();
+        let mut free: Vec<&crate::cluster::CoreState> = node
+            .cores
+            .iter()
+            .filter(|c| !c.taken && numa.is_none_or(|n| c.numa == n))
+            .collect();
         free.sort_by_key(|c| (!gpu_numa.contains(&c.numa), c.numa, c.id));
         if free.len() < want {
             return None;
@@ -203,19 +292,43 @@ fn pick_within(task: &TaskRequest, node: &NodeState, numa: Option<u32>) -> Optio
         }
     }
     for (i, _) in &gpus {
-        if let Some(n) = node.gpus.iter().find(|g| g.index == *i).and_then(|g| g.numa) {
+        if let Some(n) = node
+            .gpus
+            .iter()
+            .find(|g| g.index == *i)
+            .and_then(|g| g.numa)
+        {
             used.insert(n);
         }
     }
     for name in &nics {
-        if let Some(n) = node.nics.iter().find(|x| &x.name == name).and_then(|x| x.numa) {
+        if let Some(n) = node
+            .nics
+            .iter()
+            .find(|x| &x.name == name)
+            .and_then(|x| x.numa)
+        {
             used.insert(n);
         }
     }
     if let Some(n) = numa {
         used.insert(n);
     }
-    Some(HwPick { gpus, cores, nics, numa: used.into_iter().collect() })
+    let mig = match task
+        .gpus
+        .as_ref()
+        .and_then(|g| g.mig_profile.as_deref().map(|p| (g, p)))
+    {
+        Some((req, p)) => Some(choose_mig(req, node, numa, p)?.1),
+        None => None,
+    };
+    Some(HwPick {
+        gpus,
+        mig,
+        cores,
+        nics,
+        numa: used.into_iter().collect(),
+    })
 }
 
 /// Whether a task needs any device-level decision.
@@ -227,43 +340,54 @@ pub fn needs_hardware(task: &TaskRequest) -> bool {
 /// there is none.
 pub fn pick(task: &TaskRequest, node: &NodeState) -> Result<HwPick, Rejection> {
     if task.cores > 0 && node.cores.is_empty() {
-        return Err(Rejection::new("no core inventory", "the node registered no hardware inventory"));
+        return Err(Rejection::new(
+            "no core inventory",
+            "the node registered no hardware inventory",
+        ));
     }
     let numas: Vec<u32> = node.numa_ids().into_iter().collect();
     let single = || numas.iter().find_map(|n| pick_within(task, node, Some(*n)));
-    let result = match task.numa {
-        NumaPolicy::SingleNumaNode => {
-            return single().ok_or_else(|| {
-                Rejection::new("cannot satisfy single-numa-node", "no NUMA node holds the GPUs, cores and NICs together")
-            });
-        }
-        NumaPolicy::BestEffort => single().or_else(|| pick_within(task, node, None)),
-        NumaPolicy::Restricted => single().or_else(|| {
-            // Machine-wide, but only if that is the fewest NUMA nodes possible:
-            // with no single node able to hold it, anything spanning is minimal
-            // for two-node machines; on larger ones, prefer fewer nodes.
-            pick_within(task, node, None)
-        }),
-        NumaPolicy::None => pick_within(task, node, None),
+    // Machine-wide first: if even that fails, say which device is missing.
+    let Some(anywhere) = pick_within(task, node, None) else {
+        return Err(why_not(task, node));
     };
-    result.ok_or_else(|| {
-        if let Some(req) = &task.gpus
-            && let Err(r) = gpu_fit(req, node)
-        {
-            return r;
-        }
-        if free_cores(node, None).len() < task.cores as usize {
-            return Rejection::new(
-                format!("lack {} free cores", task.cores),
-                format!("{} free", free_cores(node, None).len()),
-            );
-        }
-        match &task.nics {
-            Some(n) => Rejection::new(
-                format!("lack {} free NICs of {} Gb/s{}", n.count, n.min_speed_mbps / 1000, if n.rdma { " with RDMA" } else { "" }),
-                "not enough matching NICs".to_string(),
+    match task.numa {
+        NumaPolicy::SingleNumaNode => single().ok_or_else(|| {
+            Rejection::new(
+                "cannot satisfy single-numa-node",
+                "no NUMA node holds the GPUs, cores and NICs together",
+            )
+        }),
+        // Restricted: the fewest NUMA nodes; with one impossible, the
+        // machine-wide pick spans the nodes that hold the devices.
+        NumaPolicy::BestEffort | NumaPolicy::Restricted => Ok(single().unwrap_or(anywhere)),
+        NumaPolicy::None => Ok(anywhere),
+    }
+}
+
+/// The most specific reason a task's hardware does not fit a node.
+fn why_not(task: &TaskRequest, node: &NodeState) -> Rejection {
+    if let Some(req) = &task.gpus
+        && let Err(r) = gpu_fit(req, node)
+    {
+        return r;
+    }
+    if free_cores(node, None).len() < task.cores as usize {
+        return Rejection::new(
+            format!("lack {} free cores", task.cores),
+            format!("{} free", free_cores(node, None).len()),
+        );
+    }
+    match &task.nics {
+        Some(n) => Rejection::new(
+            format!(
+                "lack {} free NICs of {} Gb/s{}",
+                n.count,
+                n.min_speed_mbps / 1000,
+                if n.rdma { " with RDMA" } else { "" }
             ),
-            None => Rejection::new("hardware does not fit", "no combination of devices fits"),
-        }
-    })
+            "not enough matching NICs".to_string(),
+        ),
+        None => Rejection::new("hardware does not fit", "no combination of devices fits"),
+    }
 }

@@ -13,8 +13,8 @@ pub mod pipeline;
 pub mod plugin;
 
 pub use cluster::{
-    Cluster, CoreState, GpuRequest, GpuState, Interconnect, NicRequest, NicState, NodeState,
-    NumaPolicy, TaskRequest,
+    Cluster, CoreState, GpuRequest, GpuState, Interconnect, MigSlot, NicRequest, NicState,
+    NodeState, NumaPolicy, TaskRequest,
 };
 pub use pipeline::{Decision, NodeExplain, Pipeline};
 pub use plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};

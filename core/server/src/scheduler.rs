@@ -3,10 +3,14 @@
 
 use std::collections::HashMap;
 
+use berth_model::hardware;
 use berth_model::node::NodeStatus;
+use berth_model::spec::AppSpec;
 use berth_model::spec::RestartPolicy;
 use berth_model::task::{Desired, Task, TaskState};
-use berth_sched::{Cluster, NodeState, Pipeline, TaskRequest};
+use berth_sched::{
+    Cluster, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline, TaskRequest,
+};
 use berth_store::{ClusterState, Command, Envelope, Placement, Store};
 
 /// Whether a task still holds its node's resources.
@@ -37,16 +41,20 @@ pub fn snapshot(state: &ClusterState) -> Cluster {
         .nodes
         .values()
         .map(|n| {
-            (
-                n.info.name.as_str(),
-                NodeState {
-                    name: n.info.name.clone(),
-                    ready: n.status == NodeStatus::Ready,
-                    cpu_capacity: n.info.cpu.0,
-                    mem_capacity: n.info.memory.0,
-                    ..Default::default()
-                },
-            )
+            let mut node = NodeState {
+                name: n.info.name.clone(),
+                ready: n.status == NodeStatus::Ready,
+                cpu_capacity: n.info.cpu.0,
+                mem_capacity: n.info.memory.0,
+                ..Default::default()
+            };
+            if let Some(inv) = &n.info.inventory {
+                node = node.with_inventory(inv);
+            }
+            node.attributes
+                .insert("hostname".into(), n.info.name.clone());
+            node.attributes.extend(n.info.labels.clone());
+            (n.info.name.as_str(), node)
         })
         .collect();
     for t in state.tasks.values() {
@@ -62,6 +70,40 @@ pub fn snapshot(state: &ClusterState) -> Cluster {
     Cluster::new(nodes.into_values().collect())
 }
 
+/// What a task of `spec` asks the scheduler for.
+pub fn request(id: &str, spec: &AppSpec) -> TaskRequest {
+    let r = &spec.resources;
+    TaskRequest {
+        id: id.to_string(),
+        cpu: if r.cores > 0 { 0 } else { r.cpu.0 },
+        memory: r.memory.0,
+        ports: spec.ports.iter().map(|p| p.host).collect(),
+        cores: r.cores,
+        gpus: r.gpus.as_ref().map(|g| GpuRequest {
+            count: g.count,
+            milli: g.milli,
+            models: g.model.clone(),
+            min_memory: g.min_memory.map(|b| b.0).unwrap_or(0),
+            interconnect: match g.interconnect {
+                hardware::Interconnect::Nvlink => Interconnect::NvLink,
+                hardware::Interconnect::Any => Interconnect::Any,
+            },
+            mig_profile: g.mig_profile.clone(),
+        }),
+        nics: r.nics.as_ref().map(|n| NicRequest {
+            count: n.count,
+            min_speed_mbps: u64::from(n.min_speed) * 1000,
+            rdma: n.rdma,
+        }),
+        numa: match r.numa {
+            hardware::NumaPolicy::None => NumaPolicy::None,
+            hardware::NumaPolicy::BestEffort => NumaPolicy::BestEffort,
+            hardware::NumaPolicy::Restricted => NumaPolicy::Restricted,
+            hardware::NumaPolicy::SingleNumaNode => NumaPolicy::SingleNumaNode,
+        },
+    }
+}
+
 /// Decides placements for every pending task against one snapshot.
 /// Returns `None` when there is nothing new to commit.
 pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> Option<Command> {
@@ -72,12 +114,7 @@ pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> Option<Command> {
         let Some(app) = state.apps.get(&t.app) else {
             continue;
         };
-        let req = TaskRequest {
-            id: t.id.clone(),
-            cpu: app.spec.resources.cpu.0,
-            memory: app.spec.resources.memory.0,
-            ports: app.spec.ports.iter().map(|p| p.host).collect(),
-        };
+        let req = request(&t.id, &app.spec);
         let d = pipeline.decide(&cluster, &req);
         match d.placement {
             Some((node, allocation)) => {

@@ -1,0 +1,215 @@
+//! Hardware-aware placement on the shipped machine fixtures: NVLink sets,
+//! NUMA-local cores and NICs, MIG instances, and a property test that
+//! nothing is ever allocated twice.
+
+use std::collections::HashSet;
+
+use berth_hostprobe::load_fixture;
+use berth_sched::{
+    Cluster, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline, TaskRequest,
+};
+use proptest::prelude::*;
+
+fn node(name: &str, fixture: &str) -> NodeState {
+    let inv = load_fixture(fixture).unwrap();
+    NodeState {
+        name: name.into(),
+        ready: true,
+        cpu_capacity: inv.pu_count() as u64 * 1000,
+        mem_capacity: inv.memory_bytes(),
+        ..Default::default()
+    }
+    .with_inventory(&inv)
+}
+
+fn gpus(count: u32, nvlink: bool) -> Option<GpuRequest> {
+    Some(GpuRequest {
+        count,
+        milli: 1000,
+        interconnect: if nvlink {
+            Interconnect::NvLink
+        } else {
+            Interconnect::Any
+        },
+        ..Default::default()
+    })
+}
+
+#[test]
+fn four_nvlinked_h100s_with_local_cores_and_nic() {
+    let c = Cluster::new(vec![node("cpu", "cpu-2s"), node("dgx", "dgx-h100")]);
+    let t = TaskRequest {
+        id: "t".into(),
+        memory: 1 << 30,
+        cores: 8,
+        gpus: gpus(4, true),
+        nics: Some(NicRequest {
+            count: 1,
+            min_speed_mbps: 400_000,
+            rdma: true,
+        }),
+        numa: NumaPolicy::SingleNumaNode,
+        ..Default::default()
+    };
+    let d = Pipeline::default().decide(&c, &t);
+    let (n, a) = d.placement.expect("placed");
+    assert_eq!(n, "dgx");
+    assert_eq!(a.gpus.len(), 4);
+    let dgx = c.node("dgx").unwrap();
+    let numa: HashSet<Option<u32>> = a
+        .gpus
+        .iter()
+        .map(|g| dgx.gpus[g.index as usize].numa)
+        .collect();
+    assert_eq!(numa.len(), 1, "one NUMA node");
+    let numa = numa.into_iter().next().unwrap().unwrap();
+    assert_eq!(a.numa_nodes, vec![numa]);
+    assert_eq!(a.cores.len(), 8);
+    assert!(
+        a.cores
+            .iter()
+            .all(|c| dgx.cores.iter().find(|x| x.id == *c).unwrap().numa == numa)
+    );
+    assert_eq!(a.cpuset.len(), 16, "both SMT threads of each core");
+    let nic = dgx.nics.iter().find(|n| n.name == a.nics[0]).unwrap();
+    let switches: HashSet<&str> = a
+        .gpus
+        .iter()
+        .filter_map(|g| dgx.gpus[g.index as usize].switch.as_deref())
+        .collect();
+    assert!(
+        switches.contains(nic.switch.as_deref().unwrap()),
+        "NIC behind a chosen GPU's PCIe switch"
+    );
+    let cpu = d.nodes.iter().find(|e| e.node == "cpu").unwrap();
+    assert!(cpu.filtered.as_ref().unwrap().1.reason.contains("GPUs"));
+}
+
+#[test]
+fn nvlink_pairs_bound_multi_gpu_requests() {
+    let mut c = Cluster::new(vec![node("a", "a100-pcie-4x")]);
+    let p = Pipeline::default();
+    let three = TaskRequest {
+        id: "3".into(),
+        memory: 1,
+        gpus: gpus(3, true),
+        ..Default::default()
+    };
+    let d = p.decide(&c, &three);
+    assert!(d.placement.is_none());
+    assert_eq!(
+        d.summary,
+        "0/1 nodes: 1 lack 3 free GPUs on one NVLink island"
+    );
+    let two = TaskRequest {
+        id: "2".into(),
+        memory: 1,
+        gpus: gpus(2, true),
+        ..Default::default()
+    };
+    let (_, a) = p.decide(&c, &two).placement.unwrap();
+    let set: Vec<u32> = a.gpus.iter().map(|g| g.index).collect();
+    assert_eq!(set, vec![0, 1], "an NVLink-bridged pair");
+    c.commit("a", &a);
+    let (_, b) = p.decide(&c, &two).placement.unwrap();
+    assert_eq!(
+        b.gpus.iter().map(|g| g.index).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+}
+
+#[test]
+fn mig_instances_are_granted_by_uuid() {
+    let mut c = Cluster::new(vec![node("m", "a100-mig")]);
+    let p = Pipeline::default();
+    let req = |profile: &str| TaskRequest {
+        id: "m".into(),
+        memory: 1,
+        gpus: Some(GpuRequest {
+            count: 1,
+            milli: 1000,
+            mig_profile: Some(profile.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut seen = HashSet::new();
+    for _ in 0..2 {
+        let (_, a) = p.decide(&c, &req("1g.10gb")).placement.unwrap();
+        assert!(a.gpus[0].uuid.starts_with("MIG-"));
+        assert!(seen.insert(a.gpus[0].uuid.clone()));
+        c.commit("m", &a);
+    }
+    assert!(
+        p.decide(&c, &req("1g.10gb")).placement.is_none(),
+        "only two 1g.10gb instances"
+    );
+    // The MIG-enabled GPU is never handed out whole; the other one is.
+    let (_, a) = p
+        .decide(
+            &c,
+            &TaskRequest {
+                id: "w".into(),
+                memory: 1,
+                gpus: gpus(1, false),
+                ..Default::default()
+            },
+        )
+        .placement
+        .unwrap();
+    assert_eq!(a.gpus[0].index, 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn nothing_is_allocated_twice(
+        tasks in proptest::collection::vec((0u32..4, 0u32..9, 0u32..3, any::<bool>(), 0u32..4, 0u32..2), 1..40)
+    ) {
+        let mut c = Cluster::new(vec![node("d1", "dgx-h100"), node("d2", "dgx-h100"), node("a", "a100-pcie-4x"), node("m", "a100-mig"), node("c", "cpu-2s")]);
+        let p = Pipeline::default();
+        let mut gpu_milli: std::collections::HashMap<(String, u32), u32> = Default::default();
+        let mut cores: HashSet<(String, u32)> = HashSet::new();
+        let mut nics: HashSet<(String, String)> = HashSet::new();
+        let mut migs: HashSet<String> = HashSet::new();
+        for (i, (kind, count, ncores, nvlink, nnics, numa)) in tasks.into_iter().enumerate() {
+            let g = match kind {
+                0 => None,
+                1 => Some(GpuRequest { count: 1, milli: 250 * (count % 4 + 1), ..Default::default() }),
+                2 => gpus(count.max(1), nvlink),
+                _ => Some(GpuRequest { count: 1, milli: 1000, mig_profile: Some("1g.10gb".into()), ..Default::default() }),
+            };
+            let t = TaskRequest {
+                id: format!("t{i}"),
+                cpu: if ncores == 0 { 500 } else { 0 },
+                memory: 1 << 30,
+                cores: ncores * 4,
+                gpus: g,
+                nics: (nnics > 0).then_some(NicRequest { count: nnics, min_speed_mbps: 0, rdma: false }),
+                numa: if numa == 1 { NumaPolicy::SingleNumaNode } else { NumaPolicy::None },
+                ..Default::default()
+            };
+            let d = p.decide(&c, &t);
+            let Some((n, a)) = d.placement else { continue };
+            for g in &a.gpus {
+                if g.uuid.starts_with("MIG-") {
+                    prop_assert!(migs.insert(g.uuid.clone()), "MIG instance twice");
+                } else {
+                    let used = gpu_milli.entry((n.clone(), g.index)).or_default();
+                    *used += g.milli;
+                    prop_assert!(*used <= 1000, "GPU over 1000 thousandths");
+                }
+            }
+            for core in &a.cores {
+                prop_assert!(cores.insert((n.clone(), *core)), "core twice");
+            }
+            for nic in &a.nics {
+                prop_assert!(nics.insert((n.clone(), nic.clone())), "NIC twice");
+            }
+            if t.numa == NumaPolicy::SingleNumaNode {
+                prop_assert_eq!(a.numa_nodes.len(), 1);
+            }
+            prop_assert!(c.commit(&n, &a));
+        }
+    }
+}
