@@ -406,11 +406,19 @@ fn plan_for(task: &pb::Task, spec_json: &str) -> Result<TaskPlan, String> {
             image: spec.image.clone(),
             command: spec.command.clone(),
             env: spec.env.clone(),
-            cpu_millis: alloc.cpu_millis.max(1),
+            cpu_millis: (alloc.cpu_millis + 1000 * alloc.cores.len() as u64).max(1),
             memory_bytes: alloc.memory_bytes,
             hostname: task.id.clone(),
             restart: spec.restart,
             stop_grace_ms: spec.stop_grace.0,
+            cpuset: alloc.cpuset.clone(),
+            mems: alloc.numa_nodes.clone(),
+            // GPUs (and MIG instances) by uuid, as `nvidia-ctk cdi generate` names them.
+            devices: alloc
+                .gpus
+                .iter()
+                .map(|g| format!("nvidia.com/gpu={}", g.uuid))
+                .collect(),
         },
         restart: spec.restart,
         stop_grace: Duration::from_millis(spec.stop_grace.0),

@@ -143,6 +143,8 @@ pub struct AgentOpts {
     pub labels: Vec<String>,
     /// Fixture name or inventory file.
     pub inventory: Option<String>,
+    /// CDI spec directories (empty: the standard ones).
+    pub cdi_dirs: Vec<PathBuf>,
 }
 
 /// `berth agent`: a node agent talking to `addr`.
@@ -179,6 +181,10 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         None => InventorySource::Probe,
     };
     let node_name = o.node_name;
+    let mut runtime = runtime_config(data_dir)?;
+    if !o.cdi_dirs.is_empty() {
+        runtime.cdi_dirs = o.cdi_dirs;
+    }
     let (agent, rt, reports) = Agent::new(AgentConfig {
         node_name: node_name.unwrap_or_else(hostname),
         server: addr.to_string(),
@@ -188,7 +194,7 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         labels: label_map,
         inventory,
         heartbeat: Duration::from_secs(1),
-        runtime: runtime_config(data_dir)?,
+        runtime,
     })
     .await?;
     let (tx, rx) = watch::channel(false);

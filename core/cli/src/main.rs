@@ -66,6 +66,9 @@ enum Cmd {
         /// a100-mig, cpu-2s) or an inventory JSON file. Default: probe this machine.
         #[arg(long)]
         inventory: Option<String>,
+        /// Where CDI specs live (repeatable; default /etc/cdi and /var/run/cdi).
+        #[arg(long = "cdi-dir")]
+        cdi_dirs: Vec<PathBuf>,
     },
     /// Show this machine's hardware (or a fixture's) as a tree.
     Probe {
@@ -243,6 +246,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             memory,
             labels,
             inventory,
+            cdi_dirs,
         } => {
             let opts = daemon::AgentOpts {
                 listen,
@@ -251,6 +255,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 memory,
                 labels,
                 inventory,
+                cdi_dirs,
             };
             daemon::agent(&addr, &data_dir, opts).await
         }

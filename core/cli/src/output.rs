@@ -17,6 +17,16 @@ pub fn task_json(t: &pb::Task) -> Value {
         "exit_code": if t.has_exit_code { json!(t.exit_code) } else { Value::Null },
         "restarts": t.restarts,
         "message": t.message,
+        "allocation": t.allocation.as_ref().map(|a| json!({
+            "cpu_millis": a.cpu_millis,
+            "memory_bytes": a.memory_bytes,
+            "ports": a.ports,
+            "cores": a.cores,
+            "cpuset": a.cpuset,
+            "numa_nodes": a.numa_nodes,
+            "gpus": a.gpus.iter().map(|g| json!({"index": g.index, "uuid": g.uuid, "milli": g.milli})).collect::<Vec<_>>(),
+            "nics": a.nics,
+        })),
     })
 }
 

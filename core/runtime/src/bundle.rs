@@ -28,6 +28,52 @@ pub struct LaunchSpec {
     pub restart: berth_model::spec::RestartPolicy,
     /// Grace between SIGTERM and SIGKILL when stopping, in milliseconds.
     pub stop_grace_ms: u64,
+    /// PUs the container may run on (`cpuset.cpus`); empty: any.
+    #[serde(default)]
+    pub cpuset: Vec<u32>,
+    /// NUMA nodes whose memory it may use (`cpuset.mems`); empty: any.
+    #[serde(default)]
+    pub mems: Vec<u32>,
+    /// CDI devices (`vendor.com/class=name`) to inject.
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+/// Comma-separated list for cgroup cpuset files: `0,1,8`.
+pub fn cpu_list(xs: &[u32]) -> String {
+    xs.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether every PU and NUMA node exists on this machine. An allocation
+/// made for simulated hardware (a fixture node) is recorded, not enforced.
+pub fn host_has(cpus: &[u32], mems: &[u32]) -> bool {
+    let online = |path: &str| -> Vec<u32> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.trim()
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .flat_map(|p| match p.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
+                    (a..=b).collect::<Vec<u32>>()
+                }
+                None => p.parse().map(|x| vec![x]).unwrap_or_default(),
+            })
+            .collect()
+    };
+    let cpus_ok = cpus.is_empty() || {
+        let on = online("/sys/devices/system/cpu/online");
+        cpus.iter().all(|c| on.contains(c))
+    };
+    let mems_ok = mems.is_empty() || {
+        let on = online("/sys/devices/system/node/online");
+        let on = if on.is_empty() { vec![0] } else { on };
+        mems.iter().all(|m| on.contains(m))
+    };
+    cpus_ok && mems_ok
 }
 
 /// Default capabilities, the same set runc and Docker grant.
@@ -87,10 +133,19 @@ pub fn runtime_config(
 ) -> Value {
     let args = effective_args(spec, image);
     let cwd = image.working_dir.clone().filter(|d| d.starts_with('/'));
+    let mut cpu = json!({});
     // cpu.shares: 1024 per core, as Kubernetes maps requests. No CFS quota:
     // a request is a weight, and a quota would throttle even the container's
     // own setup under small requests.
     let shares = (spec.cpu_millis * 1024 / 1000).clamp(2, 262_144);
+    cpu["shares"] = json!(shares);
+    let enforce = host_has(&spec.cpuset, &spec.mems);
+    if enforce && !spec.cpuset.is_empty() {
+        cpu["cpus"] = json!(cpu_list(&spec.cpuset));
+    }
+    if enforce && !spec.mems.is_empty() {
+        cpu["mems"] = json!(cpu_list(&spec.mems));
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -106,6 +161,13 @@ pub fn runtime_config(
             "noNewPrivileges": true
         },
         "root": {"path": rootfs, "readonly": false},
+        // What was allocated, also when it cannot be enforced here.
+        "annotations": {
+            "berth.cpuset": cpu_list(&spec.cpuset),
+            "berth.mems": cpu_list(&spec.mems),
+            "berth.devices": spec.devices.join(","),
+            "berth.topology-enforced": enforce.to_string()
+        },
         "hostname": spec.hostname.chars().take(63).collect::<String>(),
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -128,7 +190,7 @@ pub fn runtime_config(
             "resources": {
                 "devices": [{"allow": false, "access": "rwm"}],
                 "memory": {"limit": spec.memory_bytes},
-                "cpu": {"shares": shares}
+                "cpu": cpu
             },
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
@@ -156,6 +218,9 @@ mod tests {
             hostname: "web-1-0".into(),
             restart: berth_model::spec::RestartPolicy::Never,
             stop_grace_ms: 1000,
+            cpuset: vec![],
+            mems: vec![],
+            devices: vec![],
         }
     }
 

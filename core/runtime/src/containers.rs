@@ -27,6 +27,9 @@ pub enum RuntimeError {
     /// The shim reported that the container could not start.
     #[error("container failed to start: {0}")]
     StartFailed(String),
+    /// A CDI spec or device problem.
+    #[error(transparent)]
+    Cdi(#[from] crate::cdi::CdiError),
     /// A shim for this task is already running.
     #[error("task {0} already has a running container")]
     AlreadyRunning(String),
@@ -45,6 +48,8 @@ pub struct RuntimeConfig {
     pub state_root: PathBuf,
     /// The executable that implements `shim` (the `berth` binary).
     pub shim_exe: PathBuf,
+    /// Directories holding CDI specs (default `/etc/cdi`, `/var/run/cdi`).
+    pub cdi_dirs: Vec<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -55,6 +60,7 @@ impl RuntimeConfig {
             root: data_dir.join("node"),
             state_root: state_root_for(data_dir),
             shim_exe,
+            cdi_dirs: crate::cdi::CDI_DIRS.iter().map(PathBuf::from).collect(),
         }
     }
 }
@@ -188,12 +194,17 @@ impl Runtime {
         // Each attempt starts from a clean writable layer.
         let spec2 = spec.clone();
         let td2 = td.clone();
+        let cdi_dirs = self.cfg.cdi_dirs.clone();
         tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
             // The overlay is mounted by the shim in its own mount namespace.
             let overlay = plan_rootfs(&image, &dir)?;
             td2.write_overlay(overlay.as_ref())
                 .map_err(io_err("writing overlay.json"))?;
-            let config = runtime_config(&spec2, &image.config, &dir.join("rootfs"), &cgroups);
+            let mut config = runtime_config(&spec2, &image.config, &dir.join("rootfs"), &cgroups);
+            if !spec2.devices.is_empty() {
+                let dirs: Vec<&Path> = cdi_dirs.iter().map(|d| d.as_path()).collect();
+                crate::cdi::Registry::load(&dirs)?.apply(&spec2.devices, &mut config)?;
+            }
             let bytes =
                 serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Io(e.to_string()))?;
             std::fs::write(td2.bundle_dir().join("config.json"), bytes)

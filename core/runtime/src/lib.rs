@@ -3,6 +3,7 @@
 //! It knows nothing of clusters: the agent tells it what to run.
 
 pub mod bundle;
+pub mod cdi;
 pub mod containers;
 pub mod image;
 pub mod shim;

@@ -23,6 +23,19 @@ pub fn task(t: &Task) -> pb::Task {
             cpu_millis: a.cpu.0,
             memory_bytes: a.memory.0,
             ports: a.ports.iter().map(|&p| u32::from(p)).collect(),
+            cores: a.cores.clone(),
+            cpuset: a.cpuset.clone(),
+            numa_nodes: a.numa_nodes.clone(),
+            gpus: a
+                .gpus
+                .iter()
+                .map(|g| pb::GpuGrant {
+                    index: g.index,
+                    uuid: g.uuid.clone(),
+                    milli: g.milli,
+                })
+                .collect(),
+            nics: a.nics.clone(),
         }),
     }
 }

@@ -67,7 +67,7 @@ impl StoreConfig {
 type Reply = oneshot::Sender<Result<(u64, Outcome), StoreError>>;
 
 enum Msg {
-    Propose(Envelope, Reply),
+    Propose(Box<Envelope>, Reply),
     Raft(Box<Message>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -162,7 +162,7 @@ impl Store {
     pub async fn propose(&self, env: Envelope) -> Result<(u64, Outcome), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Propose(env, reply))
+            .send(Msg::Propose(Box::new(env), reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         match tokio::time::timeout(Duration::from_secs(10), rx).await {
@@ -273,7 +273,7 @@ impl Driver {
     fn handle(&mut self, msg: Msg) -> Option<oneshot::Sender<()>> {
         match msg {
             Msg::Propose(env, reply) => {
-                let data = match serde_json::to_vec(&env) {
+                let data = match serde_json::to_vec(&*env) {
                     Ok(d) => d,
                     Err(e) => {
                         let _ = reply.send(Err(StoreError::Encode(e.to_string())));

@@ -112,7 +112,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A task was created or changed.
-    TaskUpdated(Task),
+    TaskUpdated(Box<Task>),
     /// A task was deleted.
     TaskRemoved(String),
     /// An app was created, changed or removed.
@@ -240,7 +240,7 @@ impl ClusterState {
                 restarts: 0,
                 message: "waiting for the scheduler".into(),
             };
-            events.push(Event::TaskUpdated(task.clone()));
+            events.push(Event::TaskUpdated(Box::new(task.clone())));
             self.tasks.insert(task.id.clone(), task);
         }
         self.apps.insert(
@@ -298,7 +298,7 @@ impl ClusterState {
                 task.state = TaskState::Stopped;
                 task.message = "stopped before it was placed".into();
             }
-            events.push(Event::TaskUpdated(task.clone()));
+            events.push(Event::TaskUpdated(Box::new(task.clone())));
         }
     }
 
@@ -323,7 +323,7 @@ impl ClusterState {
             task.node = Some(p.node);
             task.allocation = Some(p.allocation);
             task.message = "placed; waiting for the node to start it".into();
-            events.push(Event::TaskUpdated(task.clone()));
+            events.push(Event::TaskUpdated(Box::new(task.clone())));
         }
         for (id, reason) in unplaced {
             if let Some(task) = self.tasks.get_mut(&id)
@@ -331,7 +331,7 @@ impl ClusterState {
                 && task.message != reason
             {
                 task.message = reason;
-                events.push(Event::TaskUpdated(task.clone()));
+                events.push(Event::TaskUpdated(Box::new(task.clone())));
             }
         }
     }
@@ -360,7 +360,7 @@ impl ClusterState {
                 task.exit_code = s.exit_code;
                 task.restarts = s.restarts;
                 task.message = s.message;
-                events.push(Event::TaskUpdated(task.clone()));
+                events.push(Event::TaskUpdated(Box::new(task.clone())));
             }
         }
     }

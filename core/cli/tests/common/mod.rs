@@ -120,11 +120,24 @@ impl Dev {
     /// Starts an extra agent named `name` simulating `inventory` (a fixture
     /// name or file), with its own data dir; waits until it is ready.
     pub fn agent(&mut self, name: &str, inventory: &str) {
+        self.agent_with(name, inventory, &[]);
+    }
+
+    /// [`Dev::agent`] with extra flags.
+    pub fn agent_with(&mut self, name: &str, inventory: &str, extra: &[&str]) {
         let data = self.data.path().join("agents").join(name);
         std::fs::create_dir_all(&data).unwrap();
         let log = std::fs::File::create(data.join("agent.log")).unwrap();
+        // Each node has its own image store.
+        let import = Command::new(BERTH)
+            .args(["image", "import", demo_image().to_str().unwrap()])
+            .env("BERTH_DATA_DIR", &data)
+            .output()
+            .unwrap();
+        assert!(import.status.success());
         let child = Command::new(BERTH)
             .args(["agent", "--node-name", name, "--inventory", inventory])
+            .args(extra)
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .env("BERTH_ADDR", &self.addr)
             .env("BERTH_DATA_DIR", &data)

@@ -1,0 +1,183 @@
+//! Hardware-aware placement end to end: a simulated DGX H100 and a CPU-only
+//! server beside the real node; a 4-GPU NVLink, single-NUMA-node task lands
+//! on the DGX with NUMA-local cores and NIC, and its container sees exactly
+//! its GPUs (CDI, fake device nodes); real cpusets on the real node; an
+//! impossible request waits with a one-line reason.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::Dev;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(40);
+
+/// A CDI spec for the DGX fixture's GPUs with fake device nodes (they are
+/// /dev/null's numbers, so harmless) and one env var per device.
+fn write_cdi(dir: &std::path::Path) {
+    let inv = berth_hostprobe::load_fixture("dgx-h100").unwrap();
+    let mut yaml = String::from("cdiVersion: 0.6.0\nkind: nvidia.com/gpu\ndevices:\n");
+    for g in &inv.gpus {
+        let node = dir.join(format!("nvidia{}", g.index));
+        let st = Command::new("mknod")
+            .arg(&node)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        yaml.push_str(&format!(
+            "- name: {}\n  containerEdits:\n    env: [BERTH_TEST_GPU_{}=present]\n    deviceNodes: [{{path: /dev/nvidia{}, hostPath: {}}}]\n",
+            g.uuid,
+            g.index,
+            g.index,
+            node.display()
+        ));
+    }
+    std::fs::write(dir.join("nvidia.yaml"), yaml).unwrap();
+}
+
+#[test]
+fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
+    let mut dev = Dev::start();
+    let cdi = dev.data.path().join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    write_cdi(&cdi);
+    dev.agent_with("dgx1", "dgx-h100", &["--cdi-dir", cdi.to_str().unwrap()]);
+    dev.agent("cpu1", "cpu-2s");
+
+    dev.run_spec(
+        "train",
+        "name: train\nimage: busybox:latest\nrestart: never\n\
+         command: [/bin/sh, -c, 'ls /dev | grep nvidia; env | grep BERTH_TEST_GPU | sort']\n\
+         resources:\n  cores: 8\n  memory: 1Gi\n  gpus: {count: 4, interconnect: nvlink}\n  nics: {count: 1, min_speed: 400, rdma: true}\n  numa: single-numa-node\n",
+    );
+    let t = dev.wait_task("train", T, |t| t["state"] == "exited");
+    assert_eq!(t["node"], "dgx1", "{t}");
+    assert_eq!(t["exit_code"], 0, "{t}");
+    let a = &t["allocation"];
+    let inv = berth_hostprobe::load_fixture("dgx-h100").unwrap();
+    let gpus: Vec<u32> = a["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["index"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(gpus.len(), 4);
+    let numa = inv.gpus[gpus[0] as usize].numa_node.unwrap();
+    assert!(
+        gpus.iter()
+            .all(|g| inv.gpus[*g as usize].numa_node == Some(numa)),
+        "one NUMA node"
+    );
+    assert_eq!(a["numa_nodes"], serde_json::json!([numa]));
+    let local: Vec<u32> = inv
+        .numa_nodes()
+        .find(|n| n.id == numa)
+        .unwrap()
+        .cores
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    let cores: Vec<u32> = a["cores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(cores.len(), 8);
+    assert!(cores.iter().all(|c| local.contains(c)), "NUMA-local cores");
+    let nic = inv
+        .nics
+        .iter()
+        .find(|n| a["nics"][0] == n.name.as_str())
+        .unwrap();
+    assert_eq!(nic.numa_node, Some(numa));
+    assert!(
+        gpus.iter()
+            .any(|g| inv.gpus[*g as usize].pcie_switch == nic.pcie_switch),
+        "NIC paired with a GPU"
+    );
+
+    // The container saw exactly its GPUs.
+    let logs = dev.ok(&["logs", "train"]);
+    let mut expect: Vec<String> = gpus.iter().map(|g| format!("nvidia{g}")).collect();
+    expect.sort();
+    let seen: Vec<&str> = logs.lines().filter(|l| l.starts_with("nvidia")).collect();
+    assert_eq!(seen, expect, "{logs}");
+    let envs = logs
+        .lines()
+        .filter(|l| l.starts_with("BERTH_TEST_GPU_"))
+        .count();
+    assert_eq!(envs, 4, "{logs}");
+
+    // The allocation's cpuset is in the bundle (recorded: this machine lacks the DGX's CPUs).
+    let id = t["id"].as_str().unwrap();
+    let bundle = dev
+        .data
+        .path()
+        .join("agents/dgx1/node/tasks")
+        .join(id)
+        .join("bundle/config.json");
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(bundle).unwrap()).unwrap();
+    let want: Vec<String> = a["cpuset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(cfg["annotations"]["berth.cpuset"], want.join(","));
+    assert_eq!(cfg["annotations"]["berth.mems"], numa.to_string());
+
+    // An impossible request stays pending with a one-line reason; nothing is held.
+    dev.run_spec(
+        "huge",
+        "name: huge\nimage: busybox:latest\nresources:\n  gpus: {count: 16, interconnect: nvlink}\n",
+    );
+    let t = dev.wait_task("huge", T, |t| {
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("0/3 nodes"))
+    });
+    assert_eq!(t["state"], "pending");
+    let msg = t["message"].as_str().unwrap();
+    assert!(
+        msg.contains("lack 16 free GPUs on one NVLink island"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+}
+
+#[test]
+fn exclusive_cores_are_enforced_on_the_real_node() {
+    let dev = Dev::start();
+    dev.run_spec(
+        "pinned",
+        "name: pinned\nimage: busybox:latest\nrestart: never\n\
+         command: [/bin/sh, -c, 'grep -E \"Cpus_allowed_list|Mems_allowed_list\" /proc/self/status']\n\
+         resources: {cores: 1, memory: 64Mi, numa: single-numa-node}\n",
+    );
+    let t = dev.wait_task("pinned", T, |t| t["state"] == "exited");
+    assert_eq!(t["exit_code"], 0, "{t}");
+    let cpuset = &t["allocation"]["cpuset"];
+    assert_eq!(cpuset.as_array().unwrap().len(), 1, "{t}");
+    let logs = dev.ok(&["logs", "pinned"]);
+    let cpus = logs
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap();
+    assert_eq!(
+        cpus.split_whitespace().last().unwrap(),
+        cpuset[0].to_string(),
+        "{logs}"
+    );
+    let mems = logs
+        .lines()
+        .find(|l| l.starts_with("Mems_allowed_list"))
+        .unwrap();
+    assert_eq!(
+        mems.split_whitespace().last().unwrap(),
+        t["allocation"]["numa_nodes"][0].to_string()
+    );
+}
