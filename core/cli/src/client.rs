@@ -157,19 +157,114 @@ pub async fn ps(addr: &str, json: bool, app: Option<String>) -> anyhow::Result<(
     Ok(())
 }
 
+/// A task by id, or an app's newest task (placed ones first).
+fn find_task<'a>(tasks: &'a [pb::Task], name: &str) -> anyhow::Result<&'a pb::Task> {
+    tasks
+        .iter()
+        .find(|t| t.id == name)
+        .or_else(|| {
+            tasks
+                .iter()
+                .filter(|t| t.app == name)
+                .max_by_key(|t| (!t.node.is_empty(), t.version, std::cmp::Reverse(t.instance)))
+        })
+        .ok_or_else(|| anyhow!("no task or app named {name:?} (see `berth ps`)"))
+}
+
+/// `berth explain TASK`.
+pub async fn explain(addr: &str, name: &str, json: bool) -> anyhow::Result<()> {
+    let tasks = list_tasks(addr, None).await?;
+    let t = find_task(&tasks, name)?;
+    let ex = control(addr)
+        .await?
+        .explain(pb::ExplainRequest { task: t.id.clone() })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if json {
+        let nodes: Vec<serde_json::Value> = ex
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "node": n.node, "filtered_by": n.filtered_by, "reason": n.reason, "detail": n.detail,
+                    "scores": n.scores.iter().map(|s| (s.plugin.clone(), s.score)).collect::<std::collections::BTreeMap<_, _>>(),
+                    "total": n.total,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({"task": ex.task, "summary": ex.summary, "node": ex.node, "nodes": nodes,
+            "allocation": task_json(t)["allocation"].clone()});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("task {}: {}", ex.task, ex.summary);
+    if let Some(a) = &t.allocation {
+        let gpus: Vec<String> = a
+            .gpus
+            .iter()
+            .map(|g| {
+                if g.milli == 1000 {
+                    format!("{}", g.index)
+                } else {
+                    format!("{}({}m)", g.index, g.milli)
+                }
+            })
+            .collect();
+        println!(
+            "allocation on {}: cpu {}m, memory {}, cores [{}], cpuset [{}], numa [{}], gpus [{}], nics [{}], ports {:?}",
+            t.node,
+            a.cpu_millis,
+            crate::output::human_bytes(a.memory_bytes),
+            join(&a.cores),
+            join(&a.cpuset),
+            join(&a.numa_nodes),
+            gpus.join(","),
+            a.nics.join(","),
+            a.ports
+        );
+    }
+    if !ex.detail_available {
+        println!("(per-node detail is held by the server that decided; it restarted since)");
+        return Ok(());
+    }
+    let rows = ex
+        .nodes
+        .iter()
+        .map(|n| {
+            let verdict = if n.filtered_by.is_empty() {
+                let scores: Vec<String> = n
+                    .scores
+                    .iter()
+                    .map(|s| format!("{} {:.1}", s.plugin, s.score))
+                    .collect();
+                format!(
+                    "feasible: {} (total {:.1}){}",
+                    scores.join(", "),
+                    n.total,
+                    if n.node == ex.node { "  <- chosen" } else { "" }
+                )
+            } else {
+                format!("filtered by {}: {} ({})", n.filtered_by, n.reason, n.detail)
+            };
+            vec![n.node.clone(), verdict]
+        })
+        .collect();
+    table(&["NODE", "VERDICT"], rows);
+    Ok(())
+}
+
+fn join(xs: &[u32]) -> String {
+    xs.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// `berth logs TASK [-f]`: finds the task's node and streams from its agent.
 pub async fn logs(addr: &str, task: &str, follow: bool) -> anyhow::Result<()> {
     let tasks = list_tasks(addr, None).await?;
-    let found = tasks.iter().find(|t| t.id == task).or_else(|| {
-        // An app name means its newest task that reached a node.
-        tasks
-            .iter()
-            .filter(|t| t.app == task && !t.node.is_empty())
-            .max_by_key(|t| (t.version, std::cmp::Reverse(t.instance)))
-    });
-    let Some(t) = found else {
-        bail!("no task or app named {task:?} (see `berth ps`)")
-    };
+    let t = find_task(&tasks, task)?;
     if t.node.is_empty() {
         bail!(
             "task {} has not been placed on a node yet: {}",

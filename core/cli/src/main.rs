@@ -133,6 +133,13 @@ enum Cmd {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Why a task went where it went, or why it waits (a task id, or an app name).
+    Explain {
+        task: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop an app's tasks (kept, with their logs).
     Stop { app: String },
     /// Remove an app, its tasks and their files.
@@ -275,6 +282,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Apps { json } => client::apps(&addr, json).await,
         Cmd::Ps { json, app } => client::ps(&addr, json, app).await,
         Cmd::Logs { task, follow } => client::logs(&addr, &task, follow).await,
+        Cmd::Explain { task, json } => client::explain(&addr, &task, json).await,
         Cmd::Stop { app } => client::stop(&addr, &app).await,
         Cmd::Rm { app } => client::rm(&addr, &app).await,
         Cmd::Nodes { json } => client::nodes(&addr, json).await,

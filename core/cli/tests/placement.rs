@@ -100,6 +100,20 @@ fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
         "NIC paired with a GPU"
     );
 
+    // Explain: the chosen node, and why each other node was not.
+    let ex = dev.ok(&["explain", "train"]);
+    assert!(ex.contains("placed on dgx1"), "{ex}");
+    let cpu_line = ex.lines().find(|l| l.starts_with("cpu1")).unwrap();
+    assert!(
+        cpu_line.contains("filtered by hardware-fit: lack 4 free GPUs on one NVLink island"),
+        "{ex}"
+    );
+    assert!(
+        ex.lines()
+            .any(|l| l.starts_with("dgx1") && l.contains("<- chosen")),
+        "{ex}"
+    );
+
     // The container saw exactly its GPUs.
     let logs = dev.ok(&["logs", "train"]);
     let mut expect: Vec<String> = gpus.iter().map(|g| format!("nvidia{g}")).collect();
@@ -147,6 +161,16 @@ fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
         "{msg}"
     );
     assert!(!msg.contains('\n'));
+    let ex: Value = serde_json::from_str(&dev.ok(&["explain", "huge", "--json"])).unwrap();
+    assert_eq!(ex["nodes"].as_array().unwrap().len(), 3);
+    assert!(
+        ex["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["filtered_by"] != ""),
+        "{ex}"
+    );
 }
 
 #[test]

@@ -25,6 +25,8 @@ pub struct Api {
     pub(crate) store: Store,
     /// Last heartbeat per node, kept in memory on the server that got it.
     pub(crate) heartbeats: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The latest scheduling decision per task, with per-node detail.
+    pub(crate) explanations: crate::scheduler::Explanations,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -241,6 +243,72 @@ impl Control for Api {
             .map(|n| node_summary(&state, n))
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn explain(
+        &self,
+        req: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::Explanation>, Status> {
+        let id = req.into_inner().task;
+        let task = self
+            .store
+            .read()
+            .tasks
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no task named {id}")))?;
+        let ex = self.explanations.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(d) = ex.get(&id) else {
+            return Ok(Response::new(pb::Explanation {
+                task: id,
+                summary: task.message.clone(),
+                node: task.node.clone().unwrap_or_default(),
+                nodes: Vec::new(),
+                detail_available: false,
+            }));
+        };
+        let nodes = d
+            .nodes
+            .iter()
+            .map(|n| pb::NodeVerdict {
+                node: n.node.clone(),
+                filtered_by: n
+                    .filtered
+                    .as_ref()
+                    .map(|(p, _)| p.clone())
+                    .unwrap_or_default(),
+                reason: n
+                    .filtered
+                    .as_ref()
+                    .map(|(_, r)| r.reason.clone())
+                    .unwrap_or_default(),
+                detail: n
+                    .filtered
+                    .as_ref()
+                    .map(|(_, r)| r.detail.clone())
+                    .unwrap_or_default(),
+                scores: n
+                    .scores
+                    .iter()
+                    .map(|(p, v)| pb::PluginScore {
+                        plugin: p.clone(),
+                        score: *v,
+                    })
+                    .collect(),
+                total: n.total,
+            })
+            .collect();
+        Ok(Response::new(pb::Explanation {
+            task: id,
+            summary: d.summary.clone(),
+            node: d
+                .placement
+                .as_ref()
+                .map(|(n, _)| n.clone())
+                .unwrap_or_default(),
+            nodes,
+            detail_available: true,
+        }))
     }
 
     async fn get_node(

@@ -33,8 +33,13 @@ impl Server {
         let api = Api {
             store: store.clone(),
             heartbeats: Arc::new(Mutex::new(HashMap::new())),
+            explanations: Arc::new(Mutex::new(HashMap::new())),
         };
-        tokio::spawn(scheduler::run(store.clone(), Pipeline::default()));
+        tokio::spawn(scheduler::run(
+            store.clone(),
+            Pipeline::default(),
+            api.explanations.clone(),
+        ));
         tokio::spawn(liveness(store, api.heartbeats.clone()));
         Server { api }
     }

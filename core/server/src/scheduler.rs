@@ -2,6 +2,7 @@
 //! pending tasks with `berth-sched` and commit the results.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use berth_model::hardware;
 use berth_model::node::NodeStatus;
@@ -9,7 +10,8 @@ use berth_model::spec::AppSpec;
 use berth_model::spec::RestartPolicy;
 use berth_model::task::{Desired, Task, TaskState};
 use berth_sched::{
-    Cluster, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline, TaskRequest,
+    Cluster, Decision, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline,
+    TaskRequest,
 };
 use berth_store::{ClusterState, Command, Envelope, Placement, Store};
 
@@ -106,8 +108,9 @@ pub fn request(id: &str, spec: &AppSpec) -> TaskRequest {
 
 /// Decides placements for every pending task against one snapshot.
 /// Returns `None` when there is nothing new to commit.
-pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> Option<Command> {
+pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> (Option<Command>, Vec<Decision>) {
     let mut cluster = snapshot(state);
+    let mut decisions = Vec::new();
     let mut placements = Vec::new();
     let mut unplaced = Vec::new();
     for t in state.unplaced() {
@@ -116,36 +119,50 @@ pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> Option<Command> {
         };
         let req = request(&t.id, &app.spec);
         let d = pipeline.decide(&cluster, &req);
-        match d.placement {
+        match &d.placement {
             Some((node, allocation)) => {
-                cluster.commit(&node, &allocation);
+                cluster.commit(node, allocation);
                 placements.push(Placement {
                     task: t.id.clone(),
-                    node,
-                    allocation,
+                    node: node.clone(),
+                    allocation: allocation.clone(),
                 });
             }
             None => {
                 if t.message != d.summary {
-                    unplaced.push((t.id.clone(), d.summary));
+                    unplaced.push((t.id.clone(), d.summary.clone()));
                 }
             }
         }
+        decisions.push(d);
     }
-    (!placements.is_empty() || !unplaced.is_empty()).then_some(Command::Schedule {
+    let cmd = (!placements.is_empty() || !unplaced.is_empty()).then_some(Command::Schedule {
         placements,
         unplaced,
-    })
+    });
+    (cmd, decisions)
 }
 
+/// The latest decision for each task, with its per-node explanation, kept
+/// in memory by the server that made it (the leader). The one-line summary
+/// is also committed (as the task's message); the per-node detail is not,
+/// since it grows with the cluster.
+pub type Explanations = Arc<Mutex<HashMap<String, Decision>>>;
+
 /// Runs until the store shuts down.
-pub async fn run(store: Store, pipeline: Pipeline) {
+pub async fn run(store: Store, pipeline: Pipeline, explanations: Explanations) {
     let mut applied = store.applied();
     loop {
         if store.is_leader() {
             let cmd = {
                 let state = store.read();
-                plan(&state, &pipeline)
+                let (cmd, decisions) = plan(&state, &pipeline);
+                let mut ex = explanations.lock().unwrap_or_else(|p| p.into_inner());
+                ex.retain(|id, _| state.tasks.contains_key(id));
+                for d in decisions {
+                    ex.insert(d.task.clone(), d);
+                }
+                cmd
             };
             if let Some(cmd) = cmd {
                 if let Err(e) = store
