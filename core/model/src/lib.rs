@@ -4,6 +4,7 @@
 
 pub mod hardware;
 pub mod node;
+pub mod placement;
 pub mod quantity;
 pub mod spec;
 pub mod task;

@@ -24,6 +24,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::hardware::{GpuSpec, NicSpec, NumaPolicy};
+use crate::placement::Constraint;
 use crate::quantity::{Bytes, DurationMs, MilliCpu};
 
 mod parse;
@@ -84,6 +85,15 @@ pub struct AppSpec {
     /// Grace between SIGTERM and SIGKILL when stopping (at most 10m).
     #[serde(default = "default_stop_grace")]
     pub stop_grace: DurationMs,
+    /// Marathon-style placement constraints.
+    #[serde(default)]
+    pub constraints: Vec<Constraint>,
+    /// Place all instances or none, in one decision.
+    #[serde(default)]
+    pub gang: bool,
+    /// Higher may preempt lower (-1000..=1000; default 0).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// Cpu and memory for one instance of an app.
@@ -342,6 +352,9 @@ impl AppSpec {
             ports: Vec::new(),
             restart: RestartPolicy::default(),
             stop_grace: DEFAULT_STOP_GRACE,
+            constraints: Vec::new(),
+            gang: false,
+            priority: 0,
         }
     }
 
@@ -453,6 +466,13 @@ impl AppSpec {
             );
         }
 
+        if !(-1000..=1000).contains(&self.priority) {
+            problems.push(FieldError::new(
+                "priority",
+                format!("{} is not between -1000 and 1000", self.priority),
+            ));
+        }
+        crate::placement::validate(&self.constraints, &mut problems);
         crate::hardware::validate(
             self.resources.cores,
             self.resources.gpus.as_ref(),

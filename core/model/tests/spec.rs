@@ -39,6 +39,9 @@ fn example() -> AppSpec {
         ports: vec![PortSpec { host: 8080 }],
         restart: RestartPolicy::OnFailure,
         stop_grace: DurationMs(5000),
+        constraints: Vec::new(),
+        gang: false,
+        priority: 0,
     }
 }
 
@@ -472,6 +475,9 @@ fn arb_spec() -> impl Strategy<Value = AppSpec> {
                     ports,
                     restart,
                     stop_grace: DurationMs(grace),
+                    constraints: Vec::new(),
+                    gang: false,
+                    priority: 0,
                 }
             },
         )
@@ -546,6 +552,33 @@ fn hardware_requests_parse_and_bad_ones_name_the_field() {
     for (yaml, field) in cases {
         let text = format!("name: x\nimage: busybox:latest\nresources:\n  {yaml}\n");
         let err = parse_spec(&text).unwrap_err().to_string();
+        assert!(err.contains(field), "{yaml}: {err}");
+    }
+}
+
+#[test]
+fn constraints_gangs_and_priority() {
+    let spec = parse_spec(
+        "name: x\nimage: busybox:latest\ngang: true\npriority: 10\nconstraints: [[hostname, UNIQUE], [gpu.model, LIKE, \".*H100.*\"], [rack, MAX_PER, \"2\"]]\n",
+    )
+    .unwrap();
+    assert!(spec.gang);
+    assert_eq!(spec.priority, 10);
+    assert_eq!(spec.constraints.len(), 3);
+    assert_eq!(
+        parse_spec(&serde_json::to_string(&spec).unwrap()).unwrap(),
+        spec
+    );
+    for (yaml, field) in [
+        ("constraints: [[hostname, SOMETIMES]]", "constraints[0]"),
+        ("constraints: [[rack, MAX_PER]]", "constraints[0]"),
+        ("constraints: [[rack, LIKE, \"(\"]]", "constraints[0]"),
+        ("constraints: [[hostname, UNIQUE, x]]", "constraints[0]"),
+        ("priority: 5000", "priority"),
+    ] {
+        let err = parse_spec(&format!("name: x\nimage: busybox:latest\n{yaml}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(field), "{yaml}: {err}");
     }
 }

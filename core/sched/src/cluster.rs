@@ -108,6 +108,8 @@ pub struct NodeState {
     pub nics: Vec<NicState>,
     /// Labels and facts for constraints (`hostname`, `gpu.model`, ...).
     pub attributes: BTreeMap<String, String>,
+    /// Tasks per group (app) on this node, for constraints.
+    pub groups: BTreeMap<String, u32>,
 }
 
 impl NodeState {
@@ -324,6 +326,12 @@ pub struct TaskRequest {
     pub nics: Option<NicRequest>,
     /// NUMA policy.
     pub numa: NumaPolicy,
+    /// The group (app) it belongs to, for constraints.
+    pub group: String,
+    /// Placement constraints.
+    pub constraints: Vec<berth_model::placement::Constraint>,
+    /// Priority: higher may preempt lower.
+    pub priority: i32,
 }
 
 impl TaskRequest {
@@ -360,6 +368,18 @@ impl Cluster {
     /// A node by name.
     pub fn node(&self, name: &str) -> Option<&NodeState> {
         self.by_name.get(name).map(|&i| &self.nodes[i])
+    }
+
+    /// [`Cluster::commit`] for a task of `group`, counted for constraints.
+    pub fn commit_for(&mut self, node: &str, group: &str, a: &Allocation) -> bool {
+        match self.by_name.get(node) {
+            Some(&i) => {
+                self.nodes[i].take(a);
+                *self.nodes[i].groups.entry(group.to_string()).or_default() += 1;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Accounts a placement so the next decision sees it. Returns false if

@@ -67,6 +67,7 @@ pub fn snapshot(state: &ClusterState) -> Cluster {
             && let Some(n) = nodes.get_mut(node)
         {
             n.take(a);
+            *n.groups.entry(t.app.clone()).or_default() += 1;
         }
     }
     Cluster::new(nodes.into_values().collect())
@@ -103,6 +104,9 @@ pub fn request(id: &str, spec: &AppSpec) -> TaskRequest {
             hardware::NumaPolicy::Restricted => NumaPolicy::Restricted,
             hardware::NumaPolicy::SingleNumaNode => NumaPolicy::SingleNumaNode,
         },
+        group: spec.name.clone(),
+        constraints: spec.constraints.clone(),
+        priority: spec.priority,
     }
 }
 
@@ -113,28 +117,73 @@ pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> (Option<Command>, Vec<
     let mut decisions = Vec::new();
     let mut placements = Vec::new();
     let mut unplaced = Vec::new();
+    // Pending tasks by app version (instances in order); a gang is decided whole.
+    let mut batches: std::collections::BTreeMap<(&str, u64), Vec<&Task>> = Default::default();
     for t in state.unplaced() {
-        let Some(app) = state.apps.get(&t.app) else {
+        batches
+            .entry((t.app.as_str(), t.version))
+            .or_default()
+            .push(t);
+    }
+    for (_, mut batch) in batches {
+        batch.sort_by_key(|t| t.instance);
+        let Some(app) = state.apps.get(&batch[0].app) else {
             continue;
         };
-        let req = request(&t.id, &app.spec);
-        let d = pipeline.decide(&cluster, &req);
-        match &d.placement {
-            Some((node, allocation)) => {
-                cluster.commit(node, allocation);
-                placements.push(Placement {
-                    task: t.id.clone(),
-                    node: node.clone(),
-                    allocation: allocation.clone(),
-                });
-            }
-            None => {
-                if t.message != d.summary {
-                    unplaced.push((t.id.clone(), d.summary.clone()));
+        let gang = app.spec.gang;
+        // A gang is tried on a scratch copy and committed only if all fit.
+        let mut scratch = if gang { Some(cluster.clone()) } else { None };
+        let mut ok = Vec::new();
+        let mut failed: Option<String> = None;
+        for t in &batch {
+            let req = request(&t.id, &app.spec);
+            let target = scratch.as_mut().unwrap_or(&mut cluster);
+            let d = pipeline.decide(target, &req);
+            match &d.placement {
+                Some((node, allocation)) => {
+                    target.commit_for(node, &t.app, allocation);
+                    ok.push(Placement {
+                        task: t.id.clone(),
+                        node: node.clone(),
+                        allocation: allocation.clone(),
+                    });
+                }
+                None => {
+                    failed.get_or_insert_with(|| d.summary.clone());
+                    if !gang && t.message != d.summary {
+                        unplaced.push((t.id.clone(), d.summary.clone()));
+                    }
                 }
             }
+            decisions.push(d);
+            if gang && failed.is_some() {
+                break;
+            }
         }
-        decisions.push(d);
+        match (gang, failed) {
+            (true, Some(why)) => {
+                // All or none: nothing is held; every member says why.
+                let msg = format!(
+                    "gang of {}: {} of {} fit; {}",
+                    batch.len(),
+                    ok.len(),
+                    batch.len(),
+                    why
+                );
+                for t in &batch {
+                    if t.message != msg {
+                        unplaced.push((t.id.clone(), msg.clone()));
+                    }
+                }
+            }
+            (true, None) => {
+                if let Some(s) = scratch {
+                    cluster = s;
+                }
+                placements.extend(ok);
+            }
+            (false, _) => placements.extend(ok),
+        }
     }
     let cmd = (!placements.is_empty() || !unplaced.is_empty()).then_some(Command::Schedule {
         placements,

@@ -230,3 +230,96 @@ async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
     let inv = berth_hostprobe::parse_inventory(&n.inventory_json, "t").unwrap();
     assert_eq!(inv.nvlink_islands().len(), 1);
 }
+
+async fn register_fixture(s: &Server, name: &str, fixture: &str) {
+    let inv = berth_hostprobe::load_fixture(fixture).unwrap();
+    s.api()
+        .register(Request::new(pb::RegisterRequest {
+            name: name.into(),
+            address: "127.0.0.1:1".into(),
+            cpu_millis: inv.pu_count() as u64 * 1000,
+            memory_bytes: inv.memory_bytes(),
+            labels: Default::default(),
+            inventory_json: serde_json::to_string(&inv).unwrap(),
+        }))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_that_does_not_fit_holds_nothing() {
+    let (_d, s) = start();
+    register_fixture(&s, "dgx1", "dgx-h100").await;
+    register_fixture(&s, "dgx2", "dgx-h100").await;
+    let gang = "name: gang\nimage: busybox:latest\ninstances: 3\ngang: true\nresources: {cpu: 1, memory: 1Gi, gpus: {count: 8, interconnect: nvlink}}\n";
+    s.api().run_app(run(gang, "g1")).await.unwrap();
+    eventually("the gang's reason", || async {
+        let t = tasks(&s).await;
+        t.len() == 3
+            && t.iter()
+                .all(|t| t.message.starts_with("gang of 3: 2 of 3 fit;"))
+    })
+    .await;
+    assert!(
+        tasks(&s).await.iter().all(|t| t.node.is_empty()),
+        "nothing placed"
+    );
+    // Nothing is held: a non-gang 8-GPU task still finds a whole DGX.
+    let one = "name: one\nimage: busybox:latest\nresources: {cpu: 1, memory: 1Gi, gpus: {count: 8, interconnect: nvlink}}\n";
+    s.api().run_app(run(one, "o1")).await.unwrap();
+    eventually("the single task to be placed", || async {
+        tasks(&s)
+            .await
+            .iter()
+            .any(|t| t.app == "one" && !t.node.is_empty())
+    })
+    .await;
+    // On a fresh cluster, a gang of two fits the two DGXs and is placed at once.
+    let (_d2, s) = start();
+    register_fixture(&s, "dgx1", "dgx-h100").await;
+    register_fixture(&s, "dgx2", "dgx-h100").await;
+    let two = gang
+        .replace("instances: 3", "instances: 2")
+        .replace("name: gang", "name: pair");
+    s.api().run_app(run(&two, "p1")).await.unwrap();
+    eventually("the pair placed on both DGXs", || async {
+        let placed: std::collections::BTreeSet<String> = tasks(&s)
+            .await
+            .into_iter()
+            .filter(|t| t.app == "pair")
+            .map(|t| t.node)
+            .collect();
+        placed
+            == ["dgx1".to_string(), "dgx2".to_string()]
+                .into_iter()
+                .collect()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraints_shape_placement() {
+    let (_d, s) = start();
+    register_fixture(&s, "dgx1", "dgx-h100").await;
+    register_fixture(&s, "cpu1", "cpu-2s").await;
+    let spec =
+        "name: web\nimage: busybox:latest\ninstances: 3\nconstraints: [[hostname, UNIQUE]]\n";
+    s.api().run_app(run(spec, "w")).await.unwrap();
+    eventually("two placed, one waiting on the constraint", || async {
+        let t = tasks(&s).await;
+        t.iter().filter(|t| !t.node.is_empty()).count() == 2
+            && t.iter()
+                .any(|t| t.message == "0/2 nodes: 2 constraint hostname UNIQUE")
+    })
+    .await;
+    let gpu =
+        "name: infer\nimage: busybox:latest\nconstraints: [[gpu.model, LIKE, \".*H100.*\"]]\n";
+    s.api().run_app(run(gpu, "i")).await.unwrap();
+    eventually("the H100 constraint", || async {
+        tasks(&s)
+            .await
+            .iter()
+            .any(|t| t.app == "infer" && t.node == "dgx1")
+    })
+    .await;
+}
