@@ -238,6 +238,37 @@ impl NodeState {
     }
 }
 
+impl NodeState {
+    /// Undoes [`NodeState::take`]: the allocation's resources are free again.
+    pub fn release(&mut self, a: &Allocation) {
+        self.cpu_used = self
+            .cpu_used
+            .saturating_sub(a.cpu.0 + 1000 * a.cores.len() as u64);
+        self.mem_used = self.mem_used.saturating_sub(a.memory.0);
+        for p in &a.ports {
+            self.ports_used.remove(p);
+        }
+        for g in &a.gpus {
+            if let Some(s) = self.gpus.iter_mut().find(|s| s.index == g.index) {
+                s.milli_used = s.milli_used.saturating_sub(g.milli);
+                if let Some(m) = s.mig.iter_mut().find(|m| m.uuid == g.uuid) {
+                    m.taken = false;
+                }
+            }
+        }
+        for c in &a.cores {
+            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c) {
+                s.taken = false;
+            }
+        }
+        for n in &a.nics {
+            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n) {
+                s.taken = false;
+            }
+        }
+    }
+}
+
 /// How a multi-GPU task wants its GPUs connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Interconnect {

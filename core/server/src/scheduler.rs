@@ -9,6 +9,7 @@ use berth_model::node::NodeStatus;
 use berth_model::spec::AppSpec;
 use berth_model::spec::RestartPolicy;
 use berth_model::task::{Desired, Task, TaskState};
+use berth_sched::preempt::{self, Victim};
 use berth_sched::{
     Cluster, Decision, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline,
     TaskRequest,
@@ -125,7 +126,17 @@ pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> (Option<Command>, Vec<
             .or_default()
             .push(t);
     }
-    for (_, mut batch) in batches {
+    // Higher priority first, so freed resources go to the task that freed them.
+    let mut batches: Vec<Vec<&Task>> = batches.into_values().collect();
+    batches.sort_by_key(|b| {
+        let prio = state
+            .apps
+            .get(&b[0].app)
+            .map(|a| a.spec.priority)
+            .unwrap_or(0);
+        (std::cmp::Reverse(prio), b[0].app.clone(), b[0].version)
+    });
+    for mut batch in batches {
         batch.sort_by_key(|t| t.instance);
         let Some(app) = state.apps.get(&batch[0].app) else {
             continue;
@@ -185,11 +196,86 @@ pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> (Option<Command>, Vec<
             (false, _) => placements.extend(ok),
         }
     }
+    if placements.is_empty()
+        && let Some(cmd) = preemption(state, pipeline, &cluster, &mut unplaced)
+    {
+        return (Some(cmd), decisions);
+    }
     let cmd = (!placements.is_empty() || !unplaced.is_empty()).then_some(Command::Schedule {
         placements,
         unplaced,
     });
     (cmd, decisions)
+}
+
+/// For the highest-priority task that fits nowhere, the smallest set of
+/// lower-priority tasks to evict (one preemption per round, so victims are
+/// never counted twice). Tasks already being removed count as free; while
+/// they stop, the task waits with a message saying so.
+fn preemption(
+    state: &ClusterState,
+    pipeline: &Pipeline,
+    cluster: &Cluster,
+    unplaced: &mut Vec<(String, String)>,
+) -> Option<Command> {
+    let prio = |app: &str| state.apps.get(app).map(|a| a.spec.priority).unwrap_or(0);
+    let victims: Vec<Victim> = state
+        .tasks
+        .values()
+        .filter(|t| holds_resources(state, t))
+        .filter_map(|t| {
+            Some(Victim {
+                id: t.id.clone(),
+                node: t.node.clone()?,
+                group: t.app.clone(),
+                priority: prio(&t.app),
+                allocation: t.allocation.clone()?,
+                leaving: t.desired != Desired::Run,
+            })
+        })
+        .collect();
+    let lowest = victims
+        .iter()
+        .filter(|v| !v.leaving)
+        .map(|v| v.priority)
+        .min()?;
+    let mut waiting: Vec<&Task> = state
+        .unplaced()
+        .filter(|t| {
+            state
+                .apps
+                .get(&t.app)
+                .is_some_and(|a| !a.spec.gang && a.spec.priority > lowest)
+        })
+        .collect();
+    waiting.sort_by_key(|t| (std::cmp::Reverse(prio(&t.app)), t.id.clone()));
+    for t in waiting {
+        let app = state.apps.get(&t.app)?;
+        let Some(plan) = preempt::find(pipeline, cluster, &request(&t.id, &app.spec), &victims)
+        else {
+            continue;
+        };
+        if plan.evict.is_empty() {
+            let msg = format!(
+                "waiting for {} preempted task(s) to stop on {}",
+                plan.waiting_on.len(),
+                plan.node
+            );
+            // Never propose a message the task already has (that would loop).
+            unplaced.retain(|(id, _)| *id != t.id);
+            if t.message != msg {
+                unplaced.push((t.id.clone(), msg));
+            }
+            continue;
+        }
+        tracing::info!(task = %t.id, node = %plan.node, victims = ?plan.evict, "preempting");
+        return Some(Command::Preempt {
+            task: t.id.clone(),
+            node: plan.node,
+            evict: plan.evict,
+        });
+    }
+    None
 }
 
 /// The latest decision for each task, with its per-node explanation, kept

@@ -323,3 +323,74 @@ async fn constraints_shape_placement() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_preempts_the_fewest_lower_tasks() {
+    let (_d, s) = start();
+    register_fixture(&s, "a100", "a100-pcie-4x").await;
+    let low = "name: batch\nimage: busybox:latest\ninstances: 4\npriority: -10\nresources: {cpu: 1, memory: 1Gi, gpus: {count: 1}}\n";
+    s.api().run_app(run(low, "l")).await.unwrap();
+    eventually("four batch tasks placed", || async {
+        tasks(&s)
+            .await
+            .iter()
+            .filter(|t| !t.node.is_empty())
+            .count()
+            == 4
+    })
+    .await;
+    let high = "name: train\nimage: busybox:latest\npriority: 100\nresources: {cpu: 1, memory: 1Gi, gpus: {count: 2, interconnect: nvlink}}\n";
+    s.api().run_app(run(high, "h")).await.unwrap();
+    eventually("two victims told why", || async {
+        let t = tasks(&s).await;
+        let victims: Vec<_> = t.iter().filter(|t| t.desired == "remove").collect();
+        victims.len() == 2
+            && victims.iter().all(|v| {
+                v.message.starts_with("preempted by train-")
+                    && v.message.contains("(priority 100 > -10)")
+            })
+            && t.iter()
+                .filter(|t| t.app == "batch" && t.desired == "run" && t.node.is_empty())
+                .count()
+                == 2
+    })
+    .await;
+    // The victims stop (their agent reports them gone): the task is placed.
+    let victims: Vec<pb::Task> = tasks(&s)
+        .await
+        .into_iter()
+        .filter(|t| t.desired == "remove")
+        .collect();
+    let pair: Vec<u32> = victims
+        .iter()
+        .map(|v| v.allocation.as_ref().unwrap().gpus[0].index)
+        .collect();
+    s.api()
+        .report_tasks(Request::new(pb::ReportTasksRequest {
+            node: "a100".into(),
+            statuses: victims
+                .iter()
+                .map(|v| pb::TaskStatus {
+                    id: v.id.clone(),
+                    state: "stopped".into(),
+                    gone: true,
+                    ..Default::default()
+                })
+                .collect(),
+        }))
+        .await
+        .unwrap();
+    eventually("the preemptor placed on the freed NVLink pair", || async {
+        tasks(&s).await.iter().any(|t| {
+            t.app == "train"
+                && t.allocation.as_ref().is_some_and(|a| {
+                    let mut got: Vec<u32> = a.gpus.iter().map(|g| g.index).collect();
+                    got.sort();
+                    let mut want = pair.clone();
+                    want.sort();
+                    got == want
+                })
+        })
+    })
+    .await;
+}

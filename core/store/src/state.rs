@@ -74,6 +74,16 @@ pub enum Command {
         /// Tasks that did not fit, with the one-line reason.
         unplaced: Vec<(String, String)>,
     },
+    /// Evict lower-priority tasks so `task` can take their place on `node`.
+    /// Each victim is told why and replaced by a new pending instance.
+    Preempt {
+        /// The higher-priority task.
+        task: String,
+        /// Where it will go once the victims are gone.
+        node: String,
+        /// Victims.
+        evict: Vec<String>,
+    },
     /// Status reports from a node's agent.
     ReportTasks {
         /// Reporting node.
@@ -206,6 +216,10 @@ impl ClusterState {
                 self.schedule(placements, unplaced, events);
                 Outcome::Ok
             }
+            Command::Preempt { task, node, evict } => {
+                self.preempt(index, &task, &node, &evict, events);
+                Outcome::Ok
+            }
             Command::ReportTasks { node, statuses } => {
                 self.report(&node, statuses, events);
                 Outcome::Ok
@@ -333,6 +347,55 @@ impl ClusterState {
                 task.message = reason;
                 events.push(Event::TaskUpdated(Box::new(task.clone())));
             }
+        }
+    }
+
+    fn preempt(
+        &mut self,
+        index: u64,
+        task: &str,
+        node: &str,
+        evict: &[String],
+        events: &mut Vec<Event>,
+    ) {
+        let prio = |s: &ClusterState, id: &str| -> i32 {
+            s.tasks
+                .get(id)
+                .and_then(|t| s.apps.get(&t.app))
+                .map(|a| a.spec.priority)
+                .unwrap_or(0)
+        };
+        let mine = prio(self, task);
+        let mut evicted = Vec::new();
+        for id in evict {
+            let theirs = prio(self, id);
+            let Some(v) = self.tasks.get_mut(id) else {
+                continue;
+            };
+            // Decided on an older snapshot: only still-valid victims go.
+            if v.desired != Desired::Run || v.node.as_deref() != Some(node) || theirs >= mine {
+                continue;
+            }
+            v.desired = Desired::Remove;
+            v.message = format!("preempted by {task} (priority {mine} > {theirs})");
+            events.push(Event::TaskUpdated(Box::new(v.clone())));
+            // The victim's instance waits again, under a new id.
+            let replacement = Task {
+                id: format!("{}-{}-{}-r{index}", v.app, v.version, v.instance),
+                node: None,
+                allocation: None,
+                desired: Desired::Run,
+                state: TaskState::Pending,
+                exit_code: None,
+                restarts: 0,
+                message: format!("replaces {id}, preempted by {task}"),
+                ..v.clone()
+            };
+            evicted.push(replacement);
+        }
+        for r in evicted {
+            events.push(Event::TaskUpdated(Box::new(r.clone())));
+            self.tasks.insert(r.id.clone(), r);
         }
     }
 
