@@ -582,3 +582,23 @@ fn constraints_gangs_and_priority() {
         assert!(err.contains(field), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn every_example_spec_parses() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut n = 0;
+    let mut dirs = vec![std::path::PathBuf::from(root)];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                parse_spec(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 4, "found {n} example specs");
+}
