@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Dev;
+use common::{Dev, wait_for};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(40);
@@ -45,6 +45,7 @@ fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
     std::fs::create_dir_all(&cdi).unwrap();
     write_cdi(&cdi);
     dev.agent_with("dgx1", "dgx-h100", &["--cdi-dir", cdi.to_str().unwrap()]);
+    dev.agent_with("dgx2", "dgx-h100", &["--cdi-dir", cdi.to_str().unwrap()]);
     dev.agent("cpu1", "cpu-2s");
 
     dev.run_spec(
@@ -54,7 +55,8 @@ fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
          resources:\n  cores: 8\n  memory: 1Gi\n  gpus: {count: 4, interconnect: nvlink}\n  nics: {count: 1, min_speed: 400, rdma: true}\n  numa: single-numa-node\n",
     );
     let t = dev.wait_task("train", T, |t| t["state"] == "exited");
-    assert_eq!(t["node"], "dgx1", "{t}");
+    let dgx = t["node"].as_str().unwrap().to_string();
+    assert!(dgx.starts_with("dgx"), "{t}");
     assert_eq!(t["exit_code"], 0, "{t}");
     let a = &t["allocation"];
     let inv = berth_hostprobe::load_fixture("dgx-h100").unwrap();
@@ -102,7 +104,7 @@ fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
 
     // Explain: the chosen node, and why each other node was not.
     let ex = dev.ok(&["explain", "train"]);
-    assert!(ex.contains("placed on dgx1"), "{ex}");
+    assert!(ex.contains(&format!("placed on {dgx}")), "{ex}");
     let cpu_line = ex.lines().find(|l| l.starts_with("cpu1")).unwrap();
     assert!(
         cpu_line.contains("filtered by hardware-fit: lack 4 free GPUs on one NVLink island"),
@@ -152,7 +154,7 @@ fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
     let t = dev.wait_task("huge", T, |t| {
         t["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("0/3 nodes"))
+            .is_some_and(|m| m.starts_with("0/4 nodes"))
     });
     assert_eq!(t["state"], "pending");
     let msg = t["message"].as_str().unwrap();
@@ -162,7 +164,7 @@ fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
     );
     assert!(!msg.contains('\n'));
     let ex: Value = serde_json::from_str(&dev.ok(&["explain", "huge", "--json"])).unwrap();
-    assert_eq!(ex["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(ex["nodes"].as_array().unwrap().len(), 4);
     assert!(
         ex["nodes"]
             .as_array()
@@ -171,6 +173,27 @@ fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
             .all(|n| n["filtered_by"] != ""),
         "{ex}"
     );
+
+    // A gang of 3 x 8 GPUs on two DGXs: pending, all or none, nothing held.
+    let before: Value = serde_json::from_str(&dev.ok(&["nodes", "--json"])).unwrap();
+    dev.run_spec(
+        "gang",
+        "name: gang\nimage: busybox:latest\ninstances: 3\ngang: true\nresources:\n  memory: 1Gi\n  gpus: {count: 8, interconnect: nvlink}\n",
+    );
+    wait_for("the gang's reason", T, || {
+        let ps = dev.ps();
+        let g: Vec<&Value> = ps.iter().filter(|t| t["app"] == "gang").collect();
+        let waiting = g.iter().all(|t| {
+            t["state"] == "pending"
+                && t["node"].is_null()
+                && t["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("gang of 3: 2 of 3 fit"))
+        });
+        (g.len() == 3 && waiting).then_some(())
+    });
+    let after: Value = serde_json::from_str(&dev.ok(&["nodes", "--json"])).unwrap();
+    assert_eq!(before, after, "the gang holds nothing");
 }
 
 #[test]
