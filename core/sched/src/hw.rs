@@ -8,6 +8,24 @@ use std::collections::BTreeSet;
 use crate::cluster::{GPU_MILLI, GpuRequest, Interconnect, NodeState, NumaPolicy, TaskRequest};
 use crate::plugin::Rejection;
 
+/// Which NUMA nodes a pick may use.
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
+    /// Any.
+    Any,
+    /// Only these.
+    Only(&'a [u32]),
+}
+
+impl Scope<'_> {
+    fn allows(self, n: Option<u32>) -> bool {
+        match self {
+            Scope::Any => true,
+            Scope::Only(set) => n.is_some_and(|n| set.contains(&n)),
+        }
+    }
+}
+
 /// GPUs chosen on a node: (index, thousandths, MIG instance uuid if any).
 pub type GpuPick = Vec<(u32, u32)>;
 
@@ -19,8 +37,25 @@ pub fn choose_mig(
     numa: Option<u32>,
     profile: &str,
 ) -> Option<(u32, String)> {
+    let one: [u32; 1];
+    let scope = match numa {
+        Some(n) => {
+            one = [n];
+            Scope::Only(&one)
+        }
+        None => Scope::Any,
+    };
+    choose_mig_in(req, node, scope, profile)
+}
+
+fn choose_mig_in(
+    req: &GpuRequest,
+    node: &NodeState,
+    scope: Scope<'_>,
+    profile: &str,
+) -> Option<(u32, String)> {
     eligible(req, node)
-        .filter(|g| numa.is_none() || g.numa == numa)
+        .filter(|g| scope.allows(g.numa))
         .find_map(|g| {
             g.mig
                 .iter()
@@ -135,10 +170,22 @@ pub enum SharePick {
 /// Whole GPUs: the lowest-index idle ones, or for NVLink requests (and any
 /// multi-GPU request) the set with the most links between them.
 pub fn choose_gpus(req: &GpuRequest, node: &NodeState, numa: Option<u32>) -> Option<GpuPick> {
+    let one: [u32; 1];
+    let scope = match numa {
+        Some(n) => {
+            one = [n];
+            Scope::Only(&one)
+        }
+        None => Scope::Any,
+    };
+    choose_gpus_in(req, node, scope)
+}
+
+fn choose_gpus_in(req: &GpuRequest, node: &NodeState, scope: Scope<'_>) -> Option<GpuPick> {
     if let Some(p) = &req.mig_profile {
-        return choose_mig(req, node, numa, p).map(|(i, _)| vec![(i, 0)]);
+        return choose_mig_in(req, node, scope, p).map(|(i, _)| vec![(i, 0)]);
     }
-    let in_numa = |g: &&crate::cluster::GpuState| numa.is_none() || g.numa == numa;
+    let in_numa = |g: &&crate::cluster::GpuState| scope.allows(g.numa);
     if req.milli < GPU_MILLI {
         // A share of one GPU: best fit.
         let g = eligible(req, node)
@@ -207,10 +254,10 @@ pub struct HwPick {
     pub numa: Vec<u32>,
 }
 
-fn free_cores(node: &NodeState, numa: Option<u32>) -> Vec<u32> {
+fn free_cores(node: &NodeState, numa: Scope<'_>) -> Vec<u32> {
     node.cores
         .iter()
-        .filter(|c| !c.taken && numa.is_none_or(|n| c.numa == n))
+        .filter(|c| !c.taken && numa.allows(Some(c.numa)))
         .map(|c| c.id)
         .collect()
 }
@@ -221,7 +268,7 @@ fn choose_nics(
     task: &TaskRequest,
     node: &NodeState,
     gpus: &GpuPick,
-    numa: Option<u32>,
+    numa: Scope<'_>,
 ) -> Option<Vec<String>> {
     let Some(req) = &task.nics else {
         return Some(Vec::new());
@@ -238,7 +285,7 @@ fn choose_nics(
         .nics
         .iter()
         .filter(|n| !n.taken && n.up && n.speed_mbps >= req.min_speed_mbps && (!req.rdma || n.rdma))
-        .filter(|n| numa.is_none() || n.numa == numa)
+        .filter(|n| numa.allows(n.numa))
         .collect();
     cands.sort_by_key(|n| {
         let same_switch = n.switch.as_deref().is_some_and(|s| switches.contains(s));
@@ -259,9 +306,9 @@ fn choose_nics(
 }
 
 /// Picks everything on one NUMA node `numa` (or machine-wide when `None`).
-fn pick_within(task: &TaskRequest, node: &NodeState, numa: Option<u32>) -> Option<HwPick> {
+fn pick_within(task: &TaskRequest, node: &NodeState, numa: Scope<'_>) -> Option<HwPick> {
     let gpus = match &task.gpus {
-        Some(req) => choose_gpus(req, node, numa)?,
+        Some(req) => choose_gpus_in(req, node, numa)?,
         None => Vec::new(),
     };
     let want = task.cores as usize;
@@ -276,7 +323,7 @@ fn pick_within(task: &TaskRequest, node: &NodeState, numa: Option<u32>) -> Optio
         let mut free: Vec<&crate::cluster::CoreState> = node
             .cores
             .iter()
-            .filter(|c| !c.taken && numa.is_none_or(|n| c.numa == n))
+            .filter(|c| !c.taken && numa.allows(Some(c.numa)))
             .collect();
         free.sort_by_key(|c| (!gpu_numa.contains(&c.numa), c.numa, c.id));
         if free.len() < want {
@@ -311,15 +358,15 @@ fn pick_within(task: &TaskRequest, node: &NodeState, numa: Option<u32>) -> Optio
             used.insert(n);
         }
     }
-    if let Some(n) = numa {
-        used.insert(n);
+    if let Scope::Only([n]) = numa {
+        used.insert(*n);
     }
     let mig = match task
         .gpus
         .as_ref()
         .and_then(|g| g.mig_profile.as_deref().map(|p| (g, p)))
     {
-        Some((req, p)) => Some(choose_mig(req, node, numa, p)?.1),
+        Some((req, p)) => Some(choose_mig_in(req, node, numa, p)?.1),
         None => None,
     };
     Some(HwPick {
@@ -346,9 +393,13 @@ pub fn pick(task: &TaskRequest, node: &NodeState) -> Result<HwPick, Rejection> {
         ));
     }
     let numas: Vec<u32> = node.numa_ids().into_iter().collect();
-    let single = || numas.iter().find_map(|n| pick_within(task, node, Some(*n)));
+    let single = || {
+        numas
+            .iter()
+            .find_map(|n| pick_within(task, node, Scope::Only(std::slice::from_ref(n))))
+    };
     // Machine-wide first: if even that fails, say which device is missing.
-    let Some(anywhere) = pick_within(task, node, None) else {
+    let Some(anywhere) = pick_within(task, node, Scope::Any) else {
         return Err(why_not(task, node));
     };
     match task.numa {
@@ -358,11 +409,39 @@ pub fn pick(task: &TaskRequest, node: &NodeState) -> Result<HwPick, Rejection> {
                 "no NUMA node holds the GPUs, cores and NICs together",
             )
         }),
-        // Restricted: the fewest NUMA nodes; with one impossible, the
-        // machine-wide pick spans the nodes that hold the devices.
-        NumaPolicy::BestEffort | NumaPolicy::Restricted => Ok(single().unwrap_or(anywhere)),
+        NumaPolicy::BestEffort => Ok(single().unwrap_or(anywhere)),
+        // Restricted: the fewest NUMA nodes that can hold it (sets of
+        // increasing size, lowest ids first).
+        NumaPolicy::Restricted => Ok(fewest_numa(task, node, &numas).unwrap_or(anywhere)),
         NumaPolicy::None => Ok(anywhere),
     }
+}
+
+/// The pick confined to the smallest set of NUMA nodes that holds it.
+fn fewest_numa(task: &TaskRequest, node: &NodeState, numas: &[u32]) -> Option<HwPick> {
+    let n = numas.len().min(16);
+    for size in 1..=n {
+        // All subsets of `size` NUMA nodes, in lexicographic order.
+        let mut idx: Vec<usize> = (0..size).collect();
+        loop {
+            let set: Vec<u32> = idx.iter().map(|&i| numas[i]).collect();
+            if let Some(p) = pick_within(task, node, Scope::Only(&set)) {
+                return Some(p);
+            }
+            let mut i = size;
+            while i > 0 && idx[i - 1] == n - size + i - 1 {
+                i -= 1;
+            }
+            if i == 0 {
+                break;
+            }
+            idx[i - 1] += 1;
+            for j in i..size {
+                idx[j] = idx[j - 1] + 1;
+            }
+        }
+    }
+    None
 }
 
 /// The most specific reason a task's hardware does not fit a node.
@@ -372,10 +451,11 @@ fn why_not(task: &TaskRequest, node: &NodeState) -> Rejection {
     {
         return r;
     }
-    if free_cores(node, None).len() < task.cores as usize {
+    let free = free_cores(node, Scope::Any).len();
+    if free < task.cores as usize {
         return Rejection::new(
             format!("lack {} free cores", task.cores),
-            format!("{} free", free_cores(node, None).len()),
+            format!("{free} free"),
         );
     }
     match &task.nics {
@@ -389,5 +469,67 @@ fn why_not(task: &TaskRequest, node: &NodeState) -> Rejection {
             "not enough matching NICs".to_string(),
         ),
         None => Rejection::new("hardware does not fit", "no combination of devices fits"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::GpuRequest;
+
+    /// Four NUMA nodes with two cores each.
+    fn four_numa() -> NodeState {
+        NodeState {
+            name: "n".into(),
+            ready: true,
+            cores: (0..8)
+                .map(|i| crate::cluster::CoreState {
+                    id: i,
+                    numa: i / 2,
+                    pus: vec![i],
+                    taken: false,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn restricted_uses_the_fewest_numa_nodes() {
+        let mut node = four_numa();
+        node.cores[0].taken = true; // NUMA 0 has one free core
+        let t = TaskRequest {
+            id: "t".into(),
+            cores: 3,
+            numa: NumaPolicy::Restricted,
+            ..Default::default()
+        };
+        let p = pick(&t, &node).unwrap();
+        assert_eq!(p.numa.len(), 2, "{p:?}");
+        let t = TaskRequest { cores: 2, ..t };
+        assert_eq!(pick(&t, &node).unwrap().numa, vec![1]);
+        let single = TaskRequest {
+            cores: 3,
+            numa: NumaPolicy::SingleNumaNode,
+            ..t
+        };
+        assert_eq!(
+            pick(&single, &node).unwrap_err().reason,
+            "cannot satisfy single-numa-node"
+        );
+        let gpu = TaskRequest {
+            gpus: Some(GpuRequest {
+                count: 1,
+                milli: 1000,
+                ..Default::default()
+            }),
+            ..single
+        };
+        assert!(
+            pick(&gpu, &node)
+                .unwrap_err()
+                .reason
+                .starts_with("lack 1 free GPUs")
+        );
     }
 }
