@@ -4,6 +4,7 @@ mod client;
 mod daemon;
 mod output;
 mod probe;
+mod sim;
 
 use std::path::PathBuf;
 
@@ -88,6 +89,11 @@ enum Cmd {
         #[arg(long)]
         timings: bool,
     },
+    /// Run the real scheduler on simulated clusters.
+    Sim {
+        #[command(subcommand)]
+        cmd: SimCmd,
+    },
     /// Show one node.
     Node {
         #[command(subcommand)]
@@ -160,6 +166,45 @@ enum Cmd {
     Image {
         #[command(subcommand)]
         cmd: ImageCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCmd {
+    /// Replay an Alibaba openb GPU trace (ATC'23 FGD method) and print the
+    /// allocation curve and the section-6 table.
+    Openb {
+        /// Pod list CSV (openb_pod_list_*.csv).
+        #[arg(long)]
+        trace: PathBuf,
+        /// Node list CSV (default: openb_node_list_gpu_node.csv next to the trace).
+        #[arg(long)]
+        nodes: Option<PathBuf>,
+        /// random | bestfit | fgd | default (Berth's own) | ...
+        #[arg(long, default_value = "default")]
+        policy: String,
+        /// Seeds, e.g. 42-51 or 42,43.
+        #[arg(long, default_value = "42-51")]
+        seeds: String,
+        /// Print {"trace","policy","seeds","columns":{...}} (mean over seeds).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Placement throughput on a synthetic cluster built from the fixtures.
+    Scale {
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 100_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value = "default")]
+        policy: String,
+        /// Score at most this many feasible nodes per decision.
+        #[arg(long)]
+        sample: Option<usize>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -273,6 +318,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             xml,
             timings,
         } => probe::run(json, fixture, synthetic, xml, timings),
+        Cmd::Sim {
+            cmd:
+                SimCmd::Openb {
+                    trace,
+                    nodes,
+                    policy,
+                    seeds,
+                    json,
+                },
+        } => sim::openb(trace, nodes, policy, &seeds, json),
+        Cmd::Sim {
+            cmd:
+                SimCmd::Scale {
+                    nodes,
+                    tasks,
+                    seed,
+                    policy,
+                    sample,
+                    json,
+                },
+        } => sim::scale(nodes, tasks, seed, policy, sample, json),
         Cmd::Node {
             cmd: NodeCmd::Show { name, json },
         } => client::node_show(&addr, &name, json).await,

@@ -127,13 +127,12 @@ pub fn validate(constraints: &[Constraint], problems: &mut Vec<FieldError>) {
                     ));
                 }
             }
-            (Operator::MaxPer, v) => {
+            (Operator::MaxPer, v)
                 if v.as_deref()
                     .and_then(|v| v.parse::<u32>().ok())
-                    .is_none_or(|n| n == 0)
-                {
-                    problems.push(FieldError::new(at, "MAX_PER needs a positive number"));
-                }
+                    .is_none_or(|n| n == 0) =>
+            {
+                problems.push(FieldError::new(at, "MAX_PER needs a positive number"));
             }
             (Operator::GroupBy, Some(v)) if v.parse::<u32>().is_err() => problems.push(
                 FieldError::new(at, "GROUP_BY's optional value is a number of groups"),

@@ -8,9 +8,13 @@
 
 pub mod builtin;
 pub mod cluster;
+pub mod constraints;
 pub mod hw;
 pub mod pipeline;
 pub mod plugin;
+pub mod policy;
+pub mod preempt;
+pub mod topology;
 
 pub use cluster::{
     Cluster, CoreState, GpuRequest, GpuState, Interconnect, MigSlot, NicRequest, NicState,

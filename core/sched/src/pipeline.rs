@@ -1,12 +1,15 @@
 //! The placement pipeline: filter, score, allocate, explain.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth_model::task::Allocation;
 
 use crate::builtin::{BinPack, DefaultAllocator, HardwareFit, HostPorts, NodeReady, ResourceFit};
 use crate::cluster::{Cluster, NodeState, TaskRequest};
+use crate::constraints::Constraints;
 use crate::plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};
+use crate::topology::{GpuTopology, NumaAlign};
 
 /// What the pipeline found out about one node.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,18 +42,30 @@ pub struct Pipeline {
     filters: Vec<Box<dyn FilterPlugin>>,
     scorers: Vec<(Box<dyn ScorePlugin>, f64)>,
     allocator: Box<dyn AllocatePlugin>,
+    /// [`Pipeline::place`] stops filtering once this many feasible nodes
+    /// are found (`None`: filter every node).
+    sample: Option<usize>,
+    /// Where the next sampled scan starts (advanced past the nodes each
+    /// scan examined, like kube-scheduler's `nextStartNodeIndex`).
+    next_start: AtomicUsize,
 }
+
+/// Nodes filtered per batch while sampling.
+const SAMPLE_BATCH: usize = 32;
 
 impl Default for Pipeline {
     /// The built-in chain: node-ready, resource-fit, host-ports; binpack;
     /// the default allocator.
     fn default() -> Pipeline {
         Pipeline::new(Box::new(DefaultAllocator))
+            .filter(Box::new(Constraints))
             .filter(Box::new(NodeReady))
             .filter(Box::new(ResourceFit))
             .filter(Box::new(HostPorts))
             .filter(Box::new(HardwareFit))
             .score(Box::new(BinPack), 1.0)
+            .score(Box::new(NumaAlign), 1.0)
+            .score(Box::new(GpuTopology), 1.0)
     }
 }
 
@@ -61,7 +76,19 @@ impl Pipeline {
             filters: Vec::new(),
             scorers: Vec::new(),
             allocator,
+            sample: None,
+            next_start: AtomicUsize::new(0),
         }
+    }
+
+    /// Bounded sampling for [`Pipeline::place`], like kube-scheduler's
+    /// `percentageOfNodesToScore`: filtering stops once `n` feasible nodes
+    /// are found, and each scan starts where the previous one stopped, so
+    /// every node gets its turn. `None` (or 0) filters every node.
+    /// [`Pipeline::decide`] always considers every node.
+    pub fn sample(mut self, n: Option<usize>) -> Pipeline {
+        self.sample = n.filter(|&n| n > 0);
+        self
     }
 
     /// Appends a filter.
@@ -167,6 +194,101 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// The lean path for simulations and bulk placement: the same filters,
+    /// scores, tie-break (best total, then the node that sorts first) and
+    /// allocation as [`Pipeline::decide`], without building explanations.
+    /// Returns the chosen node's index in `cluster.nodes()` and the
+    /// allocation, or `None` when nothing fits. With [`Pipeline::sample`],
+    /// only the first feasible nodes found from a rotating start are scored.
+    pub fn place(&self, cluster: &Cluster, task: &TaskRequest) -> Option<(usize, Allocation)> {
+        let all = cluster.nodes();
+        let n = all.len();
+        if n == 0 {
+            return None;
+        }
+        let (start, limit) = match self.sample {
+            Some(s) if s < n => (self.next_start.load(Ordering::Relaxed) % n, s),
+            _ => (0, usize::MAX),
+        };
+        let mut feasible: Vec<usize> = Vec::new();
+        let mut idx: Vec<usize> = Vec::new();
+        let mut view: Vec<&NodeState> = Vec::new();
+        let mut out: Vec<Option<Rejection>> = Vec::new();
+        let mut scanned = 0;
+        while scanned < n && feasible.len() < limit {
+            let batch = if limit == usize::MAX {
+                n
+            } else {
+                (limit - feasible.len()).max(SAMPLE_BATCH).min(n - scanned)
+            };
+            idx.clear();
+            idx.extend((scanned..scanned + batch).map(|k| (start + k) % n));
+            for f in &self.filters {
+                if idx.is_empty() {
+                    break;
+                }
+                view.clear();
+                view.extend(idx.iter().map(|&i| &all[i]));
+                out.clear();
+                out.resize(idx.len(), None);
+                f.filter(task, &view, &mut out);
+                let mut k = 0;
+                idx.retain(|_| {
+                    k += 1;
+                    out[k - 1].is_none()
+                });
+            }
+            scanned += batch;
+            if feasible.len() + idx.len() >= limit {
+                idx.truncate(limit - feasible.len());
+                if let Some(&last) = idx.last() {
+                    scanned = (last + n - start) % n + 1;
+                }
+            }
+            feasible.extend_from_slice(&idx);
+        }
+        if limit != usize::MAX {
+            self.next_start
+                .store((start + scanned) % n, Ordering::Relaxed);
+        }
+        if feasible.is_empty() {
+            return None;
+        }
+
+        let view: Vec<&NodeState> = feasible.iter().map(|&i| &all[i]).collect();
+        let mut total = vec![0.0; feasible.len()];
+        let mut scores = vec![0.0; feasible.len()];
+        for (s, weight) in &self.scorers {
+            scores.fill(0.0);
+            s.score(task, &view, &mut scores);
+            for (t, v) in total.iter_mut().zip(&scores) {
+                let v = if v.is_finite() {
+                    v.clamp(0.0, 100.0)
+                } else {
+                    0.0
+                };
+                *t += v * weight;
+            }
+        }
+        let better = |a: usize, b: usize| {
+            total[b]
+                .total_cmp(&total[a])
+                .then(feasible[a].cmp(&feasible[b]))
+        };
+        let best = (0..feasible.len()).min_by(|&a, &b| better(a, b))?;
+        if let Ok(a) = self.allocator.allocate(task, &all[feasible[best]]) {
+            return Some((feasible[best], a));
+        }
+        let mut order: Vec<usize> = (0..feasible.len()).filter(|&k| k != best).collect();
+        order.sort_by(|&a, &b| better(a, b));
+        order.into_iter().find_map(|k| {
+            let i = feasible[k];
+            self.allocator.allocate(task, &all[i]).ok().map(|a| (i, a))
+        })
+    }
+}
+
 /// `0/3 nodes: 2 insufficient memory, 1 port 8080 in use`.
 fn pending_summary(total: usize, explain: &[NodeExplain]) -> String {
     if total == 0 {
@@ -265,5 +387,57 @@ mod tests {
     fn no_nodes_is_explained() {
         let d = Pipeline::default().decide(&Cluster::new(vec![]), &task(1, 1, &[]));
         assert_eq!(d.summary, "0/0 nodes: no nodes registered");
+    }
+
+    #[test]
+    fn place_agrees_with_decide() {
+        let mut nodes = Vec::new();
+        for i in 0..12u64 {
+            let mut n = node(
+                &format!("n{:02}", (i * 7) % 12),
+                1000 + 500 * (i % 4),
+                4 << 30,
+            );
+            n.cpu_used = 250 * (i % 3);
+            nodes.push(n);
+        }
+        let mut c = Cluster::new(nodes);
+        let p = Pipeline::default();
+        for k in 0..40u64 {
+            let t = task(100 + 50 * (k % 5), 1 << 20, &[]);
+            let d = p.decide(&c, &t);
+            let fast = p.place(&c, &t);
+            match (d.placement, fast) {
+                (Some((name, a)), Some((i, b))) => {
+                    assert_eq!(c.nodes()[i].name, name);
+                    assert_eq!(a, b);
+                    assert!(c.commit(&name, &a));
+                }
+                (None, None) => {}
+                (x, y) => panic!("decide {x:?} vs place {y:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sampling_bounds_the_scan_and_rotates() {
+        let nodes: Vec<NodeState> = (0..10)
+            .map(|i| node(&format!("n{i}"), 1000, 1 << 30))
+            .collect();
+        let c = Cluster::new(nodes);
+        let p = Pipeline::default().sample(Some(2));
+        // All nodes tie; each scan sees 2 nodes from a rotating start.
+        let picks: Vec<usize> = (0..5)
+            .map(|_| p.place(&c, &task(1, 1, &[])).unwrap().0)
+            .collect();
+        assert_eq!(picks, vec![0, 2, 4, 6, 8]);
+        // Unsampled: always the first name.
+        let full = Pipeline::default();
+        assert_eq!(full.place(&c, &task(1, 1, &[])).unwrap().0, 0);
+        assert!(full.place(&c, &task(5000, 1, &[])).is_none());
+        assert!(
+            full.place(&Cluster::new(vec![]), &task(1, 1, &[]))
+                .is_none()
+        );
     }
 }

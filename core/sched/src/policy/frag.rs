@@ -1,0 +1,506 @@
+//! FGD's fragmentation measure (Weng et al., USENIX ATC'23), memoised.
+//!
+//! For a node `n` and a typical shape `p`, `frag_p(n)` is the GPU capacity
+//! of `n` that `p` cannot use: all of it when `p` is CPU-only, when `n`'s
+//! model is not allowed, or when `n` lacks the GPUs or CPU for `p`;
+//! otherwise only the GPUs with less free than `p` asks per GPU. The node's
+//! fragmentation is `F(n) = Σ_p w_p · frag_p(n)`, with the same floating
+//! point accumulation as the FGD simulator (per-kind buckets, summed in a
+//! fixed order) so truncated scores match it.
+//!
+//! `F` depends only on the node's model, on which of the shapes' CPU
+//! requests its free CPU covers, and on the multiset of its GPUs' free
+//! thousandths, so it is memoised on that signature: idle nodes of one
+//! kind share one entry, and a placement changes one node only. Optional
+//! terms for policies built on FGD (a CPU-stranding term and a value per
+//! model, see [`crate::policy::pack`]) are added outside the memo.
+
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::cluster::{GPU_MILLI, NodeState, TaskRequest};
+use crate::policy::hash::{FxBuild, FxHasher};
+use crate::policy::typical::{PodShape, TypicalPod};
+
+/// Most GPUs per node for which `F` is memoised (more are computed directly).
+const MEMO_GPUS: usize = 8;
+/// The memo is cleared when it grows past this many entries.
+const MEMO_CAP: usize = 4 << 20;
+
+struct Class {
+    shape: PodShape,
+    weight: f64,
+    /// Index of its CPU request among the distinct requests, ascending.
+    cpu_rank: usize,
+}
+
+/// A node model label as seen by the memo.
+struct ModelEntry {
+    hash: u64,
+    label: String,
+    /// Per class: whether the label is allowed.
+    allowed: Vec<bool>,
+    /// Value per free thousandth.
+    value: f64,
+}
+
+struct Memo {
+    models: Vec<ModelEntry>,
+    /// FGD's part of `F`, keyed by model, CPU level and sorted free GPUs.
+    map: HashMap<[u64; 3], f64, FxBuild>,
+}
+
+fn label_hash(label: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(label.as_bytes());
+    h.write_u64(label.len() as u64);
+    h.finish()
+}
+
+/// The fragmentation measure for one typical-pod distribution.
+pub struct FragModel {
+    classes: Vec<Class>,
+    /// Distinct CPU requests of the classes, ascending: `F` depends on a
+    /// node's free CPU only through how many of them it covers (and the
+    /// CPU term, computed outside the memo).
+    cpu_levels: Vec<u64>,
+    memo: Mutex<Memo>,
+    /// Optional CPU-stranding term: (weight, CPU millicores per GPU thousandth).
+    cpu_term: Option<(f64, f64)>,
+    /// Value per free GPU thousandth by model label (subtracted from `F`).
+    values: Vec<(String, f64)>,
+}
+
+impl FragModel {
+    /// A model for `typical` (see [`crate::policy::typical_pods`]).
+    pub fn new(typical: &[TypicalPod]) -> FragModel {
+        let mut cpu_levels: Vec<u64> = typical.iter().map(|t| t.shape.cpu).collect();
+        cpu_levels.sort_unstable();
+        cpu_levels.dedup();
+        FragModel {
+            classes: typical
+                .iter()
+                .map(|t| Class {
+                    shape: t.shape.clone(),
+                    weight: t.weight,
+                    cpu_rank: cpu_levels.partition_point(|&c| c < t.shape.cpu),
+                })
+                .collect(),
+            cpu_levels,
+            memo: Mutex::new(Memo {
+                models: Vec::new(),
+                map: HashMap::default(),
+            }),
+            cpu_term: None,
+            values: Vec::new(),
+        }
+    }
+
+    /// Subtracts `value × S` from `F` on nodes of each listed model label:
+    /// free GPUs of that model are worth keeping free.
+    pub fn with_model_values(mut self, values: Vec<(String, f64)>) -> FragModel {
+        self.values = values;
+        self
+    }
+
+    /// Adds `weight × max(0, S − cpu_free / ratio)` to `F`: the free GPU
+    /// thousandths the node's free CPU cannot serve at `ratio` millicores
+    /// per GPU thousandth.
+    pub fn with_cpu_term(mut self, weight: f64, ratio: f64) -> FragModel {
+        self.cpu_term = (weight > 0.0 && ratio > 0.0).then_some((weight, ratio));
+        self
+    }
+
+    /// The typical shapes, with weights.
+    pub fn classes(&self) -> impl Iterator<Item = (&PodShape, f64)> {
+        self.classes.iter().map(|c| (&c.shape, c.weight))
+    }
+
+    /// Locks the memo for a batch of evaluations.
+    pub fn session(&self) -> FragSession<'_> {
+        FragSession {
+            model: self,
+            memo: self.memo.lock().unwrap_or_else(PoisonError::into_inner),
+            buf: Vec::new(),
+        }
+    }
+
+    /// FGD's `F` for a node whose free CPU covers the first `level` CPU
+    /// levels and whose GPUs' free thousandths are `sorted` (ascending).
+    fn compute(&self, allowed: &[bool], level: usize, sorted: &[u32]) -> f64 {
+        let total: u32 = sorted.iter().sum();
+        let s = f64::from(total);
+        // Buckets as in the FGD simulator: q1 lack both, q2 lack gpu, q4 lack
+        // cpu, xl/xr cpu-only, na no access (q3, the usable part, excluded).
+        let (mut q1, mut q2, mut q4, mut xl, mut xr, mut na) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for (c, ok) in self.classes.iter().zip(allowed) {
+            let w = c.weight;
+            let cpu_ok = c.cpu_rank < level;
+            if c.shape.cpu_only() {
+                if cpu_ok {
+                    xl += w * s;
+                } else {
+                    xr += w * s;
+                }
+                continue;
+            }
+            if !ok {
+                na += w * s;
+                continue;
+            }
+            let small = sorted.partition_point(|&f| f < c.shape.milli);
+            let fits = (sorted.len() - small) as u32 >= c.shape.count;
+            match (fits, cpu_ok) {
+                (true, true) => {
+                    let frag: u32 = sorted[..small].iter().sum();
+                    q2 += w * f64::from(frag);
+                }
+                (true, false) => q4 += w * s,
+                (false, true) => q2 += w * s,
+                (false, false) => q1 += w * s,
+            }
+        }
+        q1 + q2 + q4 + xl + xr + na
+    }
+
+    /// `F` from FGD's part: the model's value and the CPU term added.
+    fn finish(&self, base: f64, value: f64, cpu_free: u64, frees: &[u32]) -> f64 {
+        let s = f64::from(frees.iter().sum::<u32>());
+        let f = base - value * s;
+        match self.cpu_term {
+            Some((w, ratio)) => f + w * (s - cpu_free as f64 / ratio).max(0.0),
+            None => f,
+        }
+    }
+}
+
+/// A locked view of a [`FragModel`] for a batch of evaluations.
+pub struct FragSession<'a> {
+    model: &'a FragModel,
+    memo: MutexGuard<'a, Memo>,
+    buf: Vec<u32>,
+}
+
+/// FGD's verdict for one task on one node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FgdChoice {
+    /// `trunc(100·σ((F(n) − F(n′))/1000))`.
+    pub score: i64,
+    /// `F(n) − F(n′)`: positive when the placement lowers fragmentation.
+    pub delta: f64,
+    /// For shared GPU requests, the GPU chosen (first index reaching the
+    /// best truncated score).
+    pub gpu: Option<u32>,
+}
+
+/// `trunc(100·σ(delta/1000))`.
+pub fn fgd_score(delta: f64) -> i64 {
+    (1.0 / (1.0 + (-(delta / 1000.0)).exp()) * 100.0) as i64
+}
+
+impl FragSession<'_> {
+    /// The interned id of a node's GPU model (that of its first GPU).
+    fn model_id(&mut self, node: &NodeState) -> usize {
+        let label = node.gpus.first().map_or("", |g| g.model.as_str());
+        let hash = label_hash(label);
+        if let Some(i) = self
+            .memo
+            .models
+            .iter()
+            .position(|m| m.hash == hash && m.label == label)
+        {
+            return i;
+        }
+        let allowed = self
+            .model
+            .classes
+            .iter()
+            .map(|c| c.shape.model_ok(label))
+            .collect();
+        let value = self
+            .model
+            .values
+            .iter()
+            .find(|(m, _)| m == label)
+            .map_or(0.0, |v| v.1);
+        self.memo.models.push(ModelEntry {
+            hash,
+            label: label.to_string(),
+            allowed,
+            value,
+        });
+        self.memo.models.len() - 1
+    }
+
+    /// `F` for a node of model `model` with `cpu_free` and GPUs' `frees`.
+    fn frag(&mut self, model: usize, cpu_free: u64, frees: &[u32]) -> f64 {
+        if frees.is_empty() {
+            return 0.0;
+        }
+        let level = self.model.cpu_levels.partition_point(|&c| c <= cpu_free);
+        let value = self.memo.models[model].value;
+        if frees.len() > MEMO_GPUS || level >= 1 << 40 || model >= 1 << 16 {
+            let mut sorted = frees.to_vec();
+            sorted.sort_unstable();
+            let base = self
+                .model
+                .compute(&self.memo.models[model].allowed, level, &sorted);
+            return self.model.finish(base, value, cpu_free, frees);
+        }
+        let mut sorted = [0u32; MEMO_GPUS];
+        let n = frees.len();
+        sorted[..n].copy_from_slice(frees);
+        sorted[..n].sort_unstable();
+        let mut key = [(model as u64) << 48 | (n as u64) << 40 | level as u64, 0, 0];
+        for (i, f) in sorted[..n].iter().enumerate() {
+            key[1 + i / 4] |= u64::from((*f).min(0xFFFF)) << (16 * (i % 4));
+        }
+        let base = match self.memo.map.get(&key) {
+            Some(v) => *v,
+            None => {
+                let v = self
+                    .model
+                    .compute(&self.memo.models[model].allowed, level, &sorted[..n]);
+                if self.memo.map.len() >= MEMO_CAP {
+                    self.memo.map.clear();
+                }
+                self.memo.map.insert(key, v);
+                v
+            }
+        };
+        self.model.finish(base, value, cpu_free, frees)
+    }
+
+    /// `F(n)` for a node as it is.
+    pub fn node_frag(&mut self, node: &NodeState) -> f64 {
+        let model = self.model_id(node);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.extend(node.gpus.iter().map(|g| g.milli_free()));
+        let f = self.frag(model, node.cpu_free(), &buf);
+        self.buf = buf;
+        f
+    }
+
+    /// What FGD makes of `task` on `node`: `None` if its GPUs cannot hold it.
+    pub fn choose(&mut self, task: &TaskRequest, node: &NodeState) -> Option<FgdChoice> {
+        let model = self.model_id(node);
+        let mut frees = std::mem::take(&mut self.buf);
+        frees.clear();
+        frees.extend(node.gpus.iter().map(|g| g.milli_free()));
+        let cpu = node.cpu_free();
+        let f0 = self.frag(model, cpu, &frees);
+        let cpu1 = cpu.saturating_sub(task.cpu_demand());
+        let result = match &task.gpus {
+            Some(req)
+                if req.mig_profile.is_none()
+                    && req.milli > 0
+                    && req.count > 0
+                    && req.milli < GPU_MILLI =>
+            {
+                // A share of one GPU: try each GPU with room, in index order.
+                let mut best: Option<FgdChoice> = None;
+                let mut seen: [(u32, i64, f64); MEMO_GPUS] = [(u32::MAX, 0, 0.0); MEMO_GPUS];
+                let mut nseen = 0;
+                for (i, g) in node.gpus.iter().enumerate() {
+                    let free = frees[i];
+                    if free < req.milli
+                        || !req.model_ok(&g.model)
+                        || g.memory_bytes < req.min_memory
+                    {
+                        continue;
+                    }
+                    let (score, delta) = match seen[..nseen].iter().find(|s| s.0 == free) {
+                        Some(s) => (s.1, s.2),
+                        None => {
+                            frees[i] = free - req.milli;
+                            let delta = f0 - self.frag(model, cpu1, &frees);
+                            frees[i] = free;
+                            let score = fgd_score(delta);
+                            if nseen < MEMO_GPUS {
+                                seen[nseen] = (free, score, delta);
+                                nseen += 1;
+                            }
+                            (score, delta)
+                        }
+                    };
+                    if best.is_none_or(|b| score > b.score) {
+                        best = Some(FgdChoice {
+                            score,
+                            delta,
+                            gpu: Some(g.index),
+                        });
+                    }
+                }
+                best
+            }
+            Some(req) if req.mig_profile.is_none() && req.milli > 0 && req.count > 0 => {
+                // Whole GPUs: the lowest-index idle ones.
+                let mut need = req.count;
+                for (i, g) in node.gpus.iter().enumerate() {
+                    if need > 0
+                        && frees[i] >= GPU_MILLI
+                        && req.model_ok(&g.model)
+                        && g.memory_bytes >= req.min_memory
+                    {
+                        frees[i] = 0;
+                        need -= 1;
+                    }
+                }
+                (need == 0).then(|| {
+                    let delta = f0 - self.frag(model, cpu1, &frees);
+                    FgdChoice {
+                        score: fgd_score(delta),
+                        delta,
+                        gpu: None,
+                    }
+                })
+            }
+            _ => {
+                let delta = f0 - self.frag(model, cpu1, &frees);
+                Some(FgdChoice {
+                    score: fgd_score(delta),
+                    delta,
+                    gpu: None,
+                })
+            }
+        };
+        self.buf = frees;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{GpuRequest, GpuState};
+    use crate::policy::typical::typical_pods;
+
+    pub(crate) fn gpu_node(model: &str, cpu: u64, used: &[u32]) -> NodeState {
+        NodeState {
+            name: "n".into(),
+            ready: true,
+            cpu_capacity: cpu,
+            mem_capacity: 1 << 40,
+            gpus: used
+                .iter()
+                .enumerate()
+                .map(|(i, u)| GpuState {
+                    index: i as u32,
+                    model: model.into(),
+                    milli_used: *u,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn share(cpu: u64, milli: u32) -> TaskRequest {
+        TaskRequest {
+            cpu,
+            gpus: Some(GpuRequest {
+                count: 1,
+                milli,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn model(shapes: Vec<PodShape>) -> FragModel {
+        FragModel::new(&typical_pods(shapes, 100.0))
+    }
+
+    #[test]
+    fn frag_follows_the_definition() {
+        // Half the tasks want 500 of a GPU, half a whole GPU.
+        let m = model(vec![
+            PodShape::new(1000, 500, 1, ""),
+            PodShape::new(1000, 1000, 1, ""),
+        ]);
+        let mut s = m.session();
+        // Idle 2-GPU node: nothing is fragment.
+        assert_eq!(s.node_frag(&gpu_node("T4", 8000, &[0, 0])), 0.0);
+        // 700 used on one GPU: its 300 free are fragment for both shapes,
+        // and the whole-GPU shape still fits on the other GPU.
+        assert_eq!(s.node_frag(&gpu_node("T4", 8000, &[700, 0])), 300.0);
+        // 400 used: 600 free serve the 500 shape but not the whole one.
+        assert_eq!(s.node_frag(&gpu_node("T4", 8000, &[400, 0])), 300.0);
+        // No CPU left: everything is fragment.
+        assert_eq!(s.node_frag(&gpu_node("T4", 500, &[400, 0])), 1600.0);
+    }
+
+    #[test]
+    fn model_constraints_and_cpu_only_shapes_count_all_free() {
+        let m = model(vec![
+            PodShape::new(1000, 500, 1, "V100M32"),
+            PodShape::new(1000, 0, 0, ""),
+        ]);
+        let mut s = m.session();
+        assert_eq!(s.node_frag(&gpu_node("T4", 8000, &[0, 0])), 2000.0);
+        assert_eq!(s.node_frag(&gpu_node("V100M32", 8000, &[0, 0])), 1000.0);
+        // Memoised: same answer again.
+        assert_eq!(s.node_frag(&gpu_node("V100M32", 8000, &[0, 0])), 1000.0);
+    }
+
+    #[test]
+    fn share_choice_prefers_the_gpu_that_fragments_least() {
+        let m = model(vec![PodShape::new(1000, 500, 1, "")]);
+        let mut s = m.session();
+        // GPU 0 has 600 free, GPU 1 has 500: taking 500 from GPU 1 leaves
+        // nothing stranded, from GPU 0 leaves 100.
+        let n = gpu_node("T4", 8000, &[400, 500]);
+        let c = s.choose(&share(1000, 500), &n).unwrap();
+        assert_eq!(c.gpu, Some(1));
+        assert_eq!(c.score, fgd_score(0.0));
+        assert_eq!(fgd_score(0.0), 50);
+        // Nothing fits: no choice.
+        assert!(s.choose(&share(1000, 700), &n).is_none());
+    }
+
+    #[test]
+    fn whole_and_cpu_tasks_are_scored() {
+        let m = model(vec![
+            PodShape::new(1000, 1000, 2, ""),
+            PodShape::new(4000, 0, 0, ""),
+        ]);
+        let mut s = m.session();
+        let n = gpu_node("G2", 8000, &[0, 0, 0, 0]);
+        let whole = TaskRequest {
+            cpu: 1000,
+            gpus: Some(GpuRequest {
+                count: 2,
+                milli: 1000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = s.choose(&whole, &n).unwrap();
+        assert_eq!(c.gpu, None);
+        assert!(c.delta > 0.0, "{c:?}");
+        let cpu = TaskRequest {
+            cpu: 7500,
+            ..Default::default()
+        };
+        let c = s.choose(&cpu, &n).unwrap();
+        // Taking the CPU strands all four GPUs for the 2-GPU shape.
+        assert!(c.delta < 0.0);
+        let three = TaskRequest {
+            cpu: 1,
+            gpus: Some(GpuRequest {
+                count: 5,
+                milli: 1000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(s.choose(&three, &n).is_none());
+    }
+
+    #[test]
+    fn labels_hash_apart() {
+        assert_ne!(label_hash("NVIDIA A100"), label_hash("NVIDIA H100"));
+    }
+}
