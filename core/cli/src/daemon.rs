@@ -130,20 +130,29 @@ pub async fn server(addr: &str, data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The flags of `berth agent`.
+#[derive(clap::Args)]
 pub struct AgentOpts {
-    /// Where the agent's API listens.
+    /// Where this agent's API (logs) listens.
+    #[arg(long, default_value = "127.0.0.1:7701")]
     pub listen: String,
-    /// Node name.
+    /// Node name (default: the hostname).
+    #[arg(long)]
     pub node_name: Option<String>,
-    /// Allocatable CPU override.
+    /// Allocatable CPU (cores or millicores, e.g. 2 or 1500m; default: one per PU).
+    #[arg(long)]
     pub cpu: Option<String>,
-    /// Allocatable memory override.
+    /// Allocatable memory (e.g. 4Gi; default: all).
+    #[arg(long)]
     pub memory: Option<String>,
-    /// key=value labels.
+    /// Node labels, key=value (repeatable).
+    #[arg(long = "label")]
     pub labels: Vec<String>,
-    /// Fixture name or inventory file.
+    /// Simulate hardware: a built-in fixture name (dgx-h100, a100-pcie-4x,
+    /// a100-mig, cpu-2s) or an inventory JSON file. Default: probe this machine.
+    #[arg(long)]
     pub inventory: Option<String>,
-    /// CDI spec directories (empty: the standard ones).
+    /// Where CDI specs live (repeatable; default /etc/cdi and /var/run/cdi).
+    #[arg(long = "cdi-dir")]
     pub cdi_dirs: Vec<PathBuf>,
 }
 

@@ -48,28 +48,8 @@ enum Cmd {
         /// Where images and task files live.
         #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
         data_dir: PathBuf,
-        /// Where this agent's API (logs) listens.
-        #[arg(long, default_value = "127.0.0.1:7701")]
-        listen: String,
-        /// Node name (default: the hostname).
-        #[arg(long)]
-        node_name: Option<String>,
-        /// Allocatable CPU (cores or millicores, e.g. 2 or 1500m; default: all).
-        #[arg(long)]
-        cpu: Option<String>,
-        /// Allocatable memory (e.g. 4Gi; default: all).
-        #[arg(long)]
-        memory: Option<String>,
-        /// Node labels, key=value (repeatable).
-        #[arg(long = "label")]
-        labels: Vec<String>,
-        /// Simulate hardware: a built-in fixture name (dgx-h100, a100-pcie-4x,
-        /// a100-mig, cpu-2s) or an inventory JSON file. Default: probe this machine.
-        #[arg(long)]
-        inventory: Option<String>,
-        /// Where CDI specs live (repeatable; default /etc/cdi and /var/run/cdi).
-        #[arg(long = "cdi-dir")]
-        cdi_dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        opts: daemon::AgentOpts,
     },
     /// Show this machine's hardware (or a fixture's) as a tree.
     Probe {
@@ -290,27 +270,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             node_name,
         } => daemon::dev(&addr, &data_dir, node_name).await,
         Cmd::Server { data_dir } => daemon::server(&addr, &data_dir).await,
-        Cmd::Agent {
-            data_dir,
-            listen,
-            node_name,
-            cpu,
-            memory,
-            labels,
-            inventory,
-            cdi_dirs,
-        } => {
-            let opts = daemon::AgentOpts {
-                listen,
-                node_name,
-                cpu,
-                memory,
-                labels,
-                inventory,
-                cdi_dirs,
-            };
-            daemon::agent(&addr, &data_dir, opts).await
-        }
+        Cmd::Agent { data_dir, opts } => daemon::agent(&addr, &data_dir, opts).await,
         Cmd::Probe {
             json,
             fixture,

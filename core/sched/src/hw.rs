@@ -17,7 +17,12 @@ enum Scope<'a> {
     Only(&'a [u32]),
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    /// One NUMA node, or any.
+    fn of(one: Option<&'a [u32; 1]>) -> Scope<'a> {
+        one.map_or(Scope::Any, |o| Scope::Only(o))
+    }
+
     fn allows(self, n: Option<u32>) -> bool {
         match self {
             Scope::Any => true,
@@ -37,15 +42,8 @@ pub fn choose_mig(
     numa: Option<u32>,
     profile: &str,
 ) -> Option<(u32, String)> {
-    let one: [u32; 1];
-    let scope = match numa {
-        Some(n) => {
-            one = [n];
-            Scope::Only(&one)
-        }
-        None => Scope::Any,
-    };
-    choose_mig_in(req, node, scope, profile)
+    let one = numa.map(|n| [n]);
+    choose_mig_in(req, node, Scope::of(one.as_ref()), profile)
 }
 
 fn choose_mig_in(
@@ -170,15 +168,8 @@ pub enum SharePick {
 /// Whole GPUs: the lowest-index idle ones, or for NVLink requests (and any
 /// multi-GPU request) the set with the most links between them.
 pub fn choose_gpus(req: &GpuRequest, node: &NodeState, numa: Option<u32>) -> Option<GpuPick> {
-    let one: [u32; 1];
-    let scope = match numa {
-        Some(n) => {
-            one = [n];
-            Scope::Only(&one)
-        }
-        None => Scope::Any,
-    };
-    choose_gpus_in(req, node, scope)
+    let one = numa.map(|n| [n]);
+    choose_gpus_in(req, node, Scope::of(one.as_ref()))
 }
 
 fn choose_gpus_in(req: &GpuRequest, node: &NodeState, scope: Scope<'_>) -> Option<GpuPick> {
