@@ -145,6 +145,25 @@ pub struct Task {
     pub message: String,
 }
 
+impl Task {
+    /// A new task waiting for the scheduler.
+    pub fn pending(id: String, app: &str, instance: u32, version: u64, message: String) -> Task {
+        Task {
+            id,
+            app: app.to_string(),
+            instance,
+            version,
+            node: None,
+            allocation: None,
+            desired: Desired::Run,
+            state: TaskState::Pending,
+            exit_code: None,
+            restarts: 0,
+            message,
+        }
+    }
+}
+
 /// A status report from a node about one of its tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStatus {

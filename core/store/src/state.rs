@@ -241,19 +241,13 @@ impl ClusterState {
         let name = spec.name.clone();
         self.retire_tasks(&name, Desired::Remove, events);
         for instance in 0..spec.instances {
-            let task = Task {
-                id: task_id(&name, index, instance),
-                app: name.clone(),
+            let task = Task::pending(
+                task_id(&name, index, instance),
+                &name,
                 instance,
-                version: index,
-                node: None,
-                allocation: None,
-                desired: Desired::Run,
-                state: TaskState::Pending,
-                exit_code: None,
-                restarts: 0,
-                message: "waiting for the scheduler".into(),
-            };
+                index,
+                "waiting for the scheduler".into(),
+            );
             events.push(Event::TaskUpdated(Box::new(task.clone())));
             self.tasks.insert(task.id.clone(), task);
         }
@@ -380,17 +374,13 @@ impl ClusterState {
             v.message = format!("preempted by {task} (priority {mine} > {theirs})");
             events.push(Event::TaskUpdated(Box::new(v.clone())));
             // The victim's instance waits again, under a new id.
-            let replacement = Task {
-                id: format!("{}-{}-{}-r{index}", v.app, v.version, v.instance),
-                node: None,
-                allocation: None,
-                desired: Desired::Run,
-                state: TaskState::Pending,
-                exit_code: None,
-                restarts: 0,
-                message: format!("replaces {id}, preempted by {task}"),
-                ..v.clone()
-            };
+            let replacement = Task::pending(
+                format!("{}-{}-{}-r{index}", v.app, v.version, v.instance),
+                &v.app,
+                v.instance,
+                v.version,
+                format!("replaces {id}, preempted by {task}"),
+            );
             evicted.push(replacement);
         }
         for r in evicted {
