@@ -387,6 +387,7 @@ pub fn from_topology(topo: &Topology, source: &str) -> Inventory {
         packages,
         gpus: Vec::new(),
         nics: Vec::new(),
+        devices: Vec::new(),
         probe_notes: Vec::new(),
     }
 }

@@ -31,6 +31,10 @@ pub struct Inventory {
     /// Network interfaces.
     #[serde(default)]
     pub nics: Vec<Nic>,
+    /// Other devices handed out whole by the scheduler (FPGAs, NPUs,
+    /// anything a CDI spec describes), by CDI kind and name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
     /// What a backend could not see, and why (no driver means no GPUs, not an error).
     #[serde(default)]
     pub probe_notes: Vec<String>,
@@ -207,6 +211,47 @@ pub struct Nic {
     /// SR-IOV virtual functions: configured / supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sriov: Option<Sriov>,
+}
+
+/// A device other than a GPU or NIC, as CDI names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// CDI kind, `vendor.com/class` (e.g. `example.com/fpga`).
+    pub kind: String,
+    /// Device name within the kind (the CDI spec's `devices[].name`).
+    pub name: String,
+    /// NUMA node it is attached to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+}
+
+impl Device {
+    /// The qualified CDI name, `kind=name`.
+    pub fn qualified(&self) -> String {
+        format!("{}={}", self.kind, self.name)
+    }
+}
+
+/// Whether `kind` is a CDI device kind, `vendor.com/class`: a vendor that
+/// is a DNS name (lowercase letters, digits, `-` and `.`, with a dot) and
+/// a class of 1 to 63 letters, digits, `-`, `_` and `.`.
+pub fn valid_cdi_kind(kind: &str) -> bool {
+    let Some((vendor, class)) = kind.split_once('/') else {
+        return false;
+    };
+    let vendor_ok = vendor.contains('.')
+        && !vendor.starts_with(['.', '-'])
+        && !vendor.ends_with(['.', '-'])
+        && vendor
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let class_ok = !class.is_empty()
+        && class.len() <= 63
+        && class
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    vendor_ok && class_ok
 }
 
 /// SR-IOV capability of a NIC.

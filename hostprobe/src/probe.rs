@@ -187,6 +187,7 @@ pub fn inventory_from_proc(cpuinfo: &str, meminfo: &str) -> Inventory {
         }],
         gpus: Vec::new(),
         nics: Vec::new(),
+        devices: Vec::new(),
         probe_notes: Vec::new(),
     }
 }

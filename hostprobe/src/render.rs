@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::inventory::{Gpu, Inventory, MigMode, Nic};
+use crate::inventory::{Device, Gpu, Inventory, MigMode, Nic};
 
 /// `0-3,8,10-11` from a list of numbers.
 pub fn ranges(xs: &[u32]) -> String {
@@ -193,17 +193,28 @@ pub fn tree(inv: &Inventory) -> String {
             for nic in inv.nics.iter().filter(|x| x.numa_node == Some(n.id)) {
                 let _ = writeln!(o, "    {}", nic_line(inv, nic));
             }
+            for d in inv.devices.iter().filter(|d| d.numa_node == Some(n.id)) {
+                let _ = writeln!(o, "    device {}", d.qualified());
+            }
         }
     }
     let loose_gpus: Vec<&Gpu> = inv.gpus.iter().filter(|g| g.numa_node.is_none()).collect();
     let loose_nics: Vec<&Nic> = inv.nics.iter().filter(|n| n.numa_node.is_none()).collect();
-    if !loose_gpus.is_empty() || !loose_nics.is_empty() {
+    let loose_devices: Vec<&Device> = inv
+        .devices
+        .iter()
+        .filter(|d| d.numa_node.is_none())
+        .collect();
+    if !loose_gpus.is_empty() || !loose_nics.is_empty() || !loose_devices.is_empty() {
         let _ = writeln!(o, "devices with no NUMA affinity:");
         for g in loose_gpus {
             let _ = writeln!(o, "  {}", gpu_line(inv, g));
         }
         for n in loose_nics {
             let _ = writeln!(o, "  {}", nic_line(inv, n));
+        }
+        for d in loose_devices {
+            let _ = writeln!(o, "  device {}", d.qualified());
         }
     }
     if !inv.gpus.is_empty() {

@@ -173,6 +173,28 @@ pub fn validate(inv: &Inventory) -> Result<(), Problem> {
             );
         }
     }
+    let mut devices = HashSet::new();
+    for (di, d) in inv.devices.iter().enumerate() {
+        let at = format!("devices[{di}]");
+        if !crate::inventory::valid_cdi_kind(&d.kind) {
+            return err(
+                format!("{at}.kind"),
+                format!("{:?} is not a CDI kind like example.com/fpga", d.kind),
+            );
+        }
+        if d.name.is_empty() || d.name.contains(['=', '/']) || !devices.insert(d.qualified()) {
+            return err(
+                format!("{at}.name"),
+                format!("{:?} is empty, has = or /, or appears twice", d.name),
+            );
+        }
+        if !numa_ok(d.numa_node) {
+            return err(
+                format!("{at}.numa_node"),
+                format!("NUMA node {} does not exist", d.numa_node.unwrap_or(0)),
+            );
+        }
+    }
     Ok(())
 }
 
@@ -218,6 +240,22 @@ mod tests {
             "gpus[0].compute_capability"
         );
         assert_eq!(broken(|v| v["version"] = 2.into()), "version");
+        let fpga = |kind: &str, name: &str, numa: u32| serde_json::json!({"kind": kind, "name": name, "numa_node": numa});
+        assert_eq!(
+            broken(|v| v["devices"] = serde_json::json!([fpga("fpga", "a", 0)])),
+            "devices[0].kind"
+        );
+        assert_eq!(
+            broken(|v| v["devices"] = serde_json::json!([
+                fpga("example.com/fpga", "a", 0),
+                fpga("example.com/fpga", "a", 1)
+            ])),
+            "devices[1].name"
+        );
+        assert_eq!(
+            broken(|v| v["devices"] = serde_json::json!([fpga("example.com/fpga", "a", 5)])),
+            "devices[0].numa_node"
+        );
         assert_eq!(
             broken(|v| v["packages"] = serde_json::json!([])),
             "packages"

@@ -102,13 +102,14 @@ impl Agent {
     pub async fn new(
         cfg: AgentConfig,
     ) -> Result<(Agent, Arc<Runtime>, mpsc::UnboundedReceiver<TaskStatus>), AgentError> {
-        let inv = inventory::load(&cfg.inventory).await?;
+        let inv = inventory::load(&cfg.inventory, &cfg.runtime.cdi_dirs).await?;
         for note in &inv.probe_notes {
             tracing::info!("inventory: {note}");
         }
         let (inv_tx, inv_rx) = watch::channel(inv);
         tokio::spawn(inventory::watch_changes(
             cfg.inventory.clone(),
+            cfg.runtime.cdi_dirs.clone(),
             inv_tx,
             Duration::from_secs(5),
         ));
@@ -413,11 +414,13 @@ fn plan_for(task: &pb::Task, spec_json: &str) -> Result<TaskPlan, String> {
             stop_grace_ms: spec.stop_grace.0,
             cpuset: alloc.cpuset.clone(),
             mems: alloc.numa_nodes.clone(),
-            // GPUs (and MIG instances) by uuid, as `nvidia-ctk cdi generate` names them.
+            // GPUs (and MIG instances) by uuid, as `nvidia-ctk cdi generate`
+            // names them, then the other devices by their qualified names.
             devices: alloc
                 .gpus
                 .iter()
                 .map(|g| format!("nvidia.com/gpu={}", g.uuid))
+                .chain(alloc.devices.iter().cloned())
                 .collect(),
         },
         restart: spec.restart,

@@ -212,7 +212,7 @@ pub async fn explain(addr: &str, name: &str, json: bool) -> anyhow::Result<()> {
             })
             .collect();
         println!(
-            "allocation on {}: cpu {}m, memory {}, cores [{}], cpuset [{}], numa [{}], gpus [{}], nics [{}], ports {:?}",
+            "allocation on {}: cpu {}m, memory {}, cores [{}], cpuset [{}], numa [{}], gpus [{}], nics [{}], devices [{}], ports {:?}",
             t.node,
             a.cpu_millis,
             crate::output::human_bytes(a.memory_bytes),
@@ -221,6 +221,7 @@ pub async fn explain(addr: &str, name: &str, json: bool) -> anyhow::Result<()> {
             join(&a.numa_nodes),
             gpus.join(","),
             a.nics.join(","),
+            a.devices.join(","),
             a.ports
         );
     }

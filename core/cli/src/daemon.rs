@@ -76,10 +76,16 @@ fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
 }
 
 /// `berth dev`: one server and one agent in one process, one port.
-pub async fn dev(addr: &str, data_dir: &Path, node_name: Option<String>) -> anyhow::Result<()> {
+pub async fn dev(
+    addr: &str,
+    data_dir: &Path,
+    node_name: Option<String>,
+    policy: &str,
+) -> anyhow::Result<()> {
     let listen = socket(addr)?;
+    berth_server::check_policy(policy).context("--policy")?;
     let store = open_store(data_dir)?;
-    let server = Server::start(store.clone());
+    let server = Server::start(store.clone(), policy).context("--policy")?;
     let (agent, rt, reports) = Agent::new(AgentConfig {
         node_name: node_name.unwrap_or_else(hostname),
         server: addr.to_string(),
@@ -112,10 +118,11 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 }
 
 /// `berth server`: a single-voter control plane.
-pub async fn server(addr: &str, data_dir: &Path) -> anyhow::Result<()> {
+pub async fn server(addr: &str, data_dir: &Path, policy: &str) -> anyhow::Result<()> {
     let listen = socket(addr)?;
+    berth_server::check_policy(policy).context("--policy")?;
     let store = open_store(data_dir)?;
-    let server = Server::start(store.clone());
+    let server = Server::start(store.clone(), policy).context("--policy")?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
     tracing::info!(%listen, "berth server is up");

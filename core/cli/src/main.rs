@@ -36,12 +36,19 @@ enum Cmd {
         /// Node name of the embedded agent.
         #[arg(long)]
         node_name: Option<String>,
+        /// Placement policy: binpack, spread, random, bestfit, dotprod,
+        /// gpupacking, fgd, fgd-pack or default (= fgd-pack).
+        #[arg(long, env = "BERTH_POLICY", default_value = "default")]
+        policy: String,
     },
     /// Run a control-plane server.
     Server {
         /// Where the raft log and state live.
         #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
         data_dir: PathBuf,
+        /// Placement policy (see `berth dev --help`).
+        #[arg(long, env = "BERTH_POLICY", default_value = "default")]
+        policy: String,
     },
     /// Run a node agent.
     Agent {
@@ -268,8 +275,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Dev {
             data_dir,
             node_name,
-        } => daemon::dev(&addr, &data_dir, node_name).await,
-        Cmd::Server { data_dir } => daemon::server(&addr, &data_dir).await,
+            policy,
+        } => daemon::dev(&addr, &data_dir, node_name, &policy).await,
+        Cmd::Server { data_dir, policy } => daemon::server(&addr, &data_dir, &policy).await,
         Cmd::Agent { data_dir, opts } => daemon::agent(&addr, &data_dir, opts).await,
         Cmd::Probe {
             json,

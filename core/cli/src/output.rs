@@ -26,6 +26,7 @@ pub fn task_json(t: &pb::Task) -> Value {
             "numa_nodes": a.numa_nodes,
             "gpus": a.gpus.iter().map(|g| json!({"index": g.index, "uuid": g.uuid, "milli": g.milli})).collect::<Vec<_>>(),
             "nics": a.nics,
+            "devices": a.devices,
         })),
     })
 }

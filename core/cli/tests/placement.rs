@@ -228,3 +228,78 @@ fn exclusive_cores_are_enforced_on_the_real_node() {
         t["allocation"]["numa_nodes"][0].to_string()
     );
 }
+
+/// A CDI spec of two fake FPGAs (device nodes with /dev/null's numbers).
+fn write_fpga_cdi(dir: &std::path::Path) {
+    let mut yaml = String::from("cdiVersion: 0.6.0\nkind: example.com/fpga\ndevices:\n");
+    for i in 0..2 {
+        let node = dir.join(format!("fpga{i}"));
+        let st = Command::new("mknod")
+            .arg(&node)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        yaml.push_str(&format!(
+            "- name: fpga{i}\n  containerEdits:\n    deviceNodes: [{{path: /dev/fpga{i}, hostPath: {}}}]\n",
+            node.display()
+        ));
+    }
+    std::fs::write(dir.join("fpga.yaml"), yaml).unwrap();
+}
+
+#[test]
+fn custom_devices_come_from_cdi_and_are_held_exclusively() {
+    let mut dev = Dev::start();
+    let cdi = dev.data.path().join("cdi-fpga");
+    std::fs::create_dir_all(&cdi).unwrap();
+    write_fpga_cdi(&cdi);
+    dev.agent_with("fpga1", "cpu-2s", &["--cdi-dir", cdi.to_str().unwrap()]);
+    let show = dev.ok(&["node", "show", "fpga1"]);
+    assert!(show.contains("device example.com/fpga=fpga0"), "{show}");
+
+    dev.run_spec(
+        "fpga",
+        "name: fpga\nimage: busybox:latest\nrestart: never\n\
+         command: [/bin/sh, -c, 'ls /dev | grep fpga; sleep 30']\n\
+         resources: {memory: 64Mi, devices: {example.com/fpga: 1}}\n",
+    );
+    let t = dev.wait_task("fpga", T, |t| t["state"] == "running");
+    assert_eq!(t["node"], "fpga1", "{t}");
+    let held = t["allocation"]["devices"][0].as_str().unwrap().to_string();
+    assert!(held.starts_with("example.com/fpga=fpga"), "{t}");
+    let logs = wait_for("the device listing", T, || {
+        let l = dev.ok(&["logs", "fpga"]);
+        (!l.trim().is_empty()).then_some(l)
+    });
+    let seen: Vec<&str> = logs.lines().filter(|l| l.starts_with("fpga")).collect();
+    assert_eq!(seen, vec![held.split('=').nth(1).unwrap()], "{logs}");
+
+    // One of two is held: a task asking for two waits and says why.
+    dev.run_spec(
+        "fpga2",
+        "name: fpga2\nimage: busybox:latest\nresources: {devices: {example.com/fpga: 2}}\n",
+    );
+    let t = dev.wait_task("fpga2", T, |t| {
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("0/2 nodes"))
+    });
+    assert_eq!(t["state"], "pending");
+    assert_eq!(
+        t["message"], "0/2 nodes: 2 lack 2 free example.com/fpga",
+        "{t}"
+    );
+    // A bad kind is refused naming the field, and nothing is stored.
+    let bad = dev.data.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: bad\nimage: busybox:latest\nresources: {devices: {fpga: 1}}\n",
+    )
+    .unwrap();
+    let out = dev.berth(&["run", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resources.devices[\"fpga\"]"), "{err}");
+    assert!(dev.ps().iter().all(|t| t["app"] != "bad"));
+}

@@ -2,6 +2,8 @@
 //! by thousandths, by model, memory, MIG profile and interconnect), NICs
 //! and a NUMA policy. Parsed strictly and validated with field paths.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::quantity::Bytes;
@@ -87,6 +89,7 @@ pub fn validate(
     cores: u32,
     gpus: Option<&GpuSpec>,
     nics: Option<&NicSpec>,
+    devices: &BTreeMap<String, u32>,
     problems: &mut Vec<FieldError>,
 ) {
     let mut p = |path: &str, msg: String| problems.push(FieldError::new(path, msg));
@@ -156,4 +159,25 @@ pub fn validate(
             format!("{} is not between 1 and 16", n.count),
         );
     }
+    for (kind, &count) in devices {
+        let path = format!("resources.devices[{}]", crate::spec::quoted(kind));
+        if let Err(why) = check_device_kind(kind) {
+            p(&path, why);
+        } else if count == 0 || count > 64 {
+            p(&path, format!("{count} is not between 1 and 64"));
+        }
+    }
+}
+
+/// Checks a device kind a spec asks for: a CDI kind (see
+/// [`berth_hostprobe::valid_cdi_kind`]) other than GPUs, which are asked for
+/// with `resources.gpus` (it knows their topology).
+pub fn check_device_kind(kind: &str) -> Result<(), String> {
+    if !berth_hostprobe::valid_cdi_kind(kind) {
+        return Err(format!("{kind:?} is not a CDI kind like example.com/fpga"));
+    }
+    if kind == "nvidia.com/gpu" {
+        return Err("GPUs are requested with resources.gpus".into());
+    }
+    Ok(())
 }

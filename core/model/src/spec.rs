@@ -115,9 +115,14 @@ pub struct Resources {
     /// NICs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nics: Option<NicSpec>,
-    /// NUMA policy for cores, GPUs and NICs.
+    /// NUMA policy for cores, GPUs, NICs and devices.
     #[serde(default, skip_serializing_if = "is_default_numa")]
     pub numa: NumaPolicy,
+    /// Other devices, exclusively, by CDI kind and count
+    /// (`{"example.com/fpga": 2}`); nodes offer what their CDI specs or
+    /// inventory list.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub devices: BTreeMap<String, u32>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -217,6 +222,7 @@ impl Default for Resources {
             gpus: None,
             nics: None,
             numa: NumaPolicy::None,
+            devices: BTreeMap::new(),
         }
     }
 }
@@ -477,6 +483,7 @@ impl AppSpec {
             self.resources.cores,
             self.resources.gpus.as_ref(),
             self.resources.nics.as_ref(),
+            &self.resources.devices,
             &mut problems,
         );
         if problems.is_empty() {

@@ -105,6 +105,9 @@ pub struct Allocation {
     /// NICs, by interface name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<String>,
+    /// Other devices, by qualified CDI name (`example.com/fpga=fpga0`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A GPU, or a share of one, granted to a task.

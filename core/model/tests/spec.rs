@@ -111,7 +111,7 @@ fn unknown_fields_are_rejected_with_their_path() {
     assert_eq!(p[0].0, "resources.gpu");
     assert_eq!(
         p[0].1,
-        "unknown field (expected one of: cpu, memory, cores, gpus, nics, numa)"
+        "unknown field (expected one of: cpu, memory, cores, gpus, nics, numa, devices)"
     );
 
     let p = problems(&with("ports: [{host: 80, proto: tcp}]"));
@@ -411,7 +411,7 @@ fn schema_matches_the_struct() {
     let resources = &schema["properties"]["resources"];
     // Optional hardware fields are left out when unset; set them all.
     let full = parse_spec(
-        "name: x\nimage: busybox:latest\nresources: {cores: 1, gpus: {count: 1}, nics: {count: 1}, numa: restricted}\n",
+        "name: x\nimage: busybox:latest\nresources: {cores: 1, gpus: {count: 1}, nics: {count: 1}, numa: restricted, devices: {example.com/fpga: 1}}\n",
     )
     .unwrap();
     let full = serde_json::to_value(full).unwrap();
@@ -538,6 +538,12 @@ fn hardware_requests_parse_and_bad_ones_name_the_field() {
     );
     let back = serde_json::to_string(&spec).unwrap();
     assert_eq!(parse_spec(&back).unwrap(), spec);
+    let fpga = parse_spec(
+        "name: x\nimage: busybox:latest\nresources: {devices: {example.com/fpga: 2, acme.io/npu_v2: 1}}\n",
+    )
+    .unwrap();
+    assert_eq!(fpga.resources.devices["example.com/fpga"], 2);
+    assert_eq!(fpga.resources.devices["acme.io/npu_v2"], 1);
 
     let cases = [
         ("gpus: {count: 0}", "resources.gpus.count"),
@@ -546,6 +552,17 @@ fn hardware_requests_parse_and_bad_ones_name_the_field() {
         ("gpus: {interconnect: pcie}", "resources.gpus.interconnect"),
         ("gpus: {count: 1, colour: red}", "resources.gpus"),
         ("nics: {count: 99}", "resources.nics.count"),
+        ("devices: {fpga: 1}", "resources.devices[\"fpga\"]"),
+        (
+            "devices: {Example.com/fpga: 1}",
+            "resources.devices[\"Example.com/fpga\"]",
+        ),
+        ("devices: {example.com/fpga: 0}", "not between 1 and 64"),
+        (
+            "devices: {nvidia.com/gpu: 1}",
+            "requested with resources.gpus",
+        ),
+        ("devices: {example.com/fpga: lots}", "resources.devices"),
         ("numa: strict", "resources.numa"),
         ("cores: 4\n  cpu: 2", "resources.cpu"),
     ];

@@ -162,6 +162,11 @@ impl Registry {
         Registry::load(&dirs)
     }
 
+    /// Every device: (kind, name), in name order.
+    pub fn devices(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.devices.keys().filter_map(|q| q.split_once('='))
+    }
+
     /// Whether a qualified device name is known.
     pub fn has(&self, name: &str) -> bool {
         self.devices.contains_key(name)

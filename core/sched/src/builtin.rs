@@ -192,5 +192,6 @@ pub fn allocation(task: &TaskRequest, node: &NodeState, pick: hw::HwPick) -> All
         numa_nodes: pick.numa,
         gpus,
         nics: pick.nics,
+        devices: pick.devices,
     }
 }

@@ -83,6 +83,19 @@ pub struct NicState {
     pub taken: bool,
 }
 
+/// A device other than a GPU or NIC (an FPGA, an NPU), handed out whole.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeviceState {
+    /// CDI kind, `vendor.com/class`.
+    pub kind: String,
+    /// Qualified CDI name, `kind=name`.
+    pub qualified: String,
+    /// NUMA node.
+    pub numa: Option<u32>,
+    /// Held exclusively by a task.
+    pub taken: bool,
+}
+
 /// One node as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeState {
@@ -106,6 +119,8 @@ pub struct NodeState {
     pub cores: Vec<CoreState>,
     /// NICs.
     pub nics: Vec<NicState>,
+    /// Other devices, by qualified name.
+    pub devices: Vec<DeviceState>,
     /// Labels and facts for constraints (`hostname`, `gpu.model`, ...).
     pub attributes: BTreeMap<String, String>,
     /// Tasks per group (app) on this node, for constraints.
@@ -200,6 +215,25 @@ impl NodeState {
                 taken: false,
             })
             .collect();
+        self.devices = inv
+            .devices
+            .iter()
+            .map(|d| DeviceState {
+                kind: d.kind.clone(),
+                qualified: d.qualified(),
+                numa: d.numa_node,
+                taken: false,
+            })
+            .collect();
+        self.devices.sort_by(|a, b| a.qualified.cmp(&b.qualified));
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for d in &inv.devices {
+            *kinds.entry(d.kind.as_str()).or_default() += 1;
+        }
+        for (kind, n) in kinds {
+            self.attributes
+                .insert(format!("device.{kind}.count"), n.to_string());
+        }
         if let Some(g) = inv.gpus.first() {
             self.attributes.insert("gpu.model".into(), g.model.clone());
         }
@@ -235,6 +269,15 @@ impl NodeState {
                 s.taken = true;
             }
         }
+        self.mark_devices(&a.devices, true);
+    }
+
+    fn mark_devices(&mut self, names: &[String], taken: bool) {
+        for d in names {
+            if let Some(s) = self.devices.iter_mut().find(|s| &s.qualified == d) {
+                s.taken = taken;
+            }
+        }
     }
 }
 
@@ -266,6 +309,7 @@ impl NodeState {
                 s.taken = false;
             }
         }
+        self.mark_devices(&a.devices, false);
     }
 }
 
@@ -357,6 +401,8 @@ pub struct TaskRequest {
     pub nics: Option<NicRequest>,
     /// NUMA policy.
     pub numa: NumaPolicy,
+    /// Other devices: (CDI kind, count), exclusively.
+    pub devices: Vec<(String, u32)>,
     /// The group (app) it belongs to, for constraints.
     pub group: String,
     /// Placement constraints.

@@ -241,6 +241,8 @@ pub struct HwPick {
     pub cores: Vec<u32>,
     /// NICs.
     pub nics: Vec<String>,
+    /// Other devices, by qualified CDI name.
+    pub devices: Vec<String>,
     /// NUMA nodes used.
     pub numa: Vec<u32>,
 }
@@ -296,6 +298,34 @@ fn choose_nics(
     })
 }
 
+/// Devices of each requested kind: free, allowed by `numa`, on the GPUs'
+/// NUMA nodes first, then by name.
+fn choose_devices(
+    task: &TaskRequest,
+    node: &NodeState,
+    gpus: &GpuPick,
+    numa: Scope<'_>,
+) -> Option<Vec<String>> {
+    let gpu_numa: BTreeSet<u32> = gpus
+        .iter()
+        .filter_map(|(i, _)| node.gpus.iter().find(|g| g.index == *i)?.numa)
+        .collect();
+    let mut out = Vec::new();
+    for (kind, count) in &task.devices {
+        let mut cands: Vec<&crate::cluster::DeviceState> = node
+            .devices
+            .iter()
+            .filter(|d| !d.taken && &d.kind == kind && numa.allows(d.numa))
+            .collect();
+        if cands.len() < *count as usize {
+            return None;
+        }
+        cands.sort_by_key(|d| (!d.numa.is_some_and(|n| gpu_numa.contains(&n)), &d.qualified));
+        out.extend(cands[..*count as usize].iter().map(|d| d.qualified.clone()));
+    }
+    Some(out)
+}
+
 /// Picks everything on one NUMA node `numa` (or machine-wide when `None`).
 fn pick_within(task: &TaskRequest, node: &NodeState, numa: Scope<'_>) -> Option<HwPick> {
     let gpus = match &task.gpus {
@@ -323,6 +353,7 @@ fn pick_within(task: &TaskRequest, node: &NodeState, numa: Scope<'_>) -> Option<
         free[..want].iter().map(|c| c.id).collect()
     };
     let nics = choose_nics(task, node, &gpus, numa)?;
+    let devices = choose_devices(task, node, &gpus, numa)?;
     let mut used: BTreeSet<u32> = BTreeSet::new();
     for c in &cores {
         if let Some(s) = node.cores.iter().find(|s| s.id == *c) {
@@ -349,6 +380,16 @@ fn pick_within(task: &TaskRequest, node: &NodeState, numa: Scope<'_>) -> Option<
             used.insert(n);
         }
     }
+    for name in &devices {
+        if let Some(n) = node
+            .devices
+            .iter()
+            .find(|d| &d.qualified == name)
+            .and_then(|d| d.numa)
+        {
+            used.insert(n);
+        }
+    }
     if let Scope::Only([n]) = numa {
         used.insert(*n);
     }
@@ -365,13 +406,18 @@ fn pick_within(task: &TaskRequest, node: &NodeState, numa: Scope<'_>) -> Option<
         mig,
         cores,
         nics,
+        devices,
         numa: used.into_iter().collect(),
     })
 }
 
 /// Whether a task needs any device-level decision.
 pub fn needs_hardware(task: &TaskRequest) -> bool {
-    task.gpus.is_some() || task.nics.is_some() || task.cores > 0 || task.numa != NumaPolicy::None
+    task.gpus.is_some()
+        || task.nics.is_some()
+        || task.cores > 0
+        || task.numa != NumaPolicy::None
+        || !task.devices.is_empty()
 }
 
 /// The hardware choice for `task` on `node` under its NUMA policy, or why
@@ -448,6 +494,16 @@ fn why_not(task: &TaskRequest, node: &NodeState) -> Rejection {
             format!("lack {} free cores", task.cores),
             format!("{free} free"),
         );
+    }
+    for (kind, count) in &task.devices {
+        let free = node
+            .devices
+            .iter()
+            .filter(|d| !d.taken && &d.kind == kind)
+            .count();
+        if free < *count as usize {
+            return Rejection::new(format!("lack {count} free {kind}"), format!("{free} free"));
+        }
     }
     match &task.nics {
         Some(n) => Rejection::new(

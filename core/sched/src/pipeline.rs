@@ -54,18 +54,13 @@ pub struct Pipeline {
 const SAMPLE_BATCH: usize = 32;
 
 impl Default for Pipeline {
-    /// The built-in chain: node-ready, resource-fit, host-ports; binpack;
-    /// the default allocator.
+    /// The built-in chain: constraints, node-ready, resource-fit,
+    /// host-ports, hardware-fit; binpack, numa-align, gpu-topology; the
+    /// default allocator.
     fn default() -> Pipeline {
-        Pipeline::new(Box::new(DefaultAllocator))
-            .filter(Box::new(Constraints))
-            .filter(Box::new(NodeReady))
-            .filter(Box::new(ResourceFit))
-            .filter(Box::new(HostPorts))
-            .filter(Box::new(HardwareFit))
+        Pipeline::filters_only(Box::new(DefaultAllocator))
             .score(Box::new(BinPack), 1.0)
-            .score(Box::new(NumaAlign), 1.0)
-            .score(Box::new(GpuTopology), 1.0)
+            .numa_and_topology()
     }
 }
 
@@ -79,6 +74,23 @@ impl Pipeline {
             sample: None,
             next_start: AtomicUsize::new(0),
         }
+    }
+
+    /// Every built-in filter (constraints, node-ready, resource-fit,
+    /// host-ports, hardware-fit) and no scorer, with `allocator`.
+    pub fn filters_only(allocator: Box<dyn AllocatePlugin>) -> Pipeline {
+        Pipeline::new(allocator)
+            .filter(Box::new(Constraints))
+            .filter(Box::new(NodeReady))
+            .filter(Box::new(ResourceFit))
+            .filter(Box::new(HostPorts))
+            .filter(Box::new(HardwareFit))
+    }
+
+    /// Appends the `numa-align` and `gpu-topology` scorers (weight 1 each).
+    pub fn numa_and_topology(self) -> Pipeline {
+        self.score(Box::new(NumaAlign), 1.0)
+            .score(Box::new(GpuTopology), 1.0)
     }
 
     /// Bounded sampling for [`Pipeline::place`], like kube-scheduler's

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use berth_hostprobe::load_fixture;
+use berth_sched::cluster::DeviceState;
 use berth_sched::{
     Cluster, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline, TaskRequest,
 };
@@ -160,19 +161,78 @@ fn mig_instances_are_granted_by_uuid() {
     assert_eq!(a.gpus[0].index, 1);
 }
 
+/// `node` plus four FPGAs, two on each of NUMA nodes 0 and 1.
+fn with_fpgas(mut n: NodeState) -> NodeState {
+    n.devices = (0..4)
+        .map(|i| DeviceState {
+            kind: "example.com/fpga".into(),
+            qualified: format!("example.com/fpga=fpga{i}"),
+            numa: Some(i / 2),
+            taken: false,
+        })
+        .collect();
+    n
+}
+
+#[test]
+fn devices_are_exclusive_numa_local_and_explained() {
+    let mut c = Cluster::new(vec![
+        node("cpu", "cpu-2s"),
+        with_fpgas(node("dgx", "dgx-h100")),
+    ]);
+    let fpga = |count: u32, gpu: bool| TaskRequest {
+        id: "t".into(),
+        memory: 1 << 30,
+        gpus: if gpu { gpus(1, false) } else { None },
+        devices: vec![("example.com/fpga".into(), count)],
+        numa: NumaPolicy::SingleNumaNode,
+        ..Default::default()
+    };
+    let p = Pipeline::default();
+    // With a GPU on one NUMA node, the FPGA comes from that node.
+    let (n, a) = p.decide(&c, &fpga(1, true)).placement.unwrap();
+    assert_eq!(n, "dgx");
+    assert_eq!(a.devices, vec!["example.com/fpga=fpga0".to_string()]);
+    assert_eq!(a.numa_nodes, vec![0]);
+    assert!(c.commit(&n, &a));
+    // Two on one NUMA node: NUMA 0 has one left, NUMA 1 has two.
+    let (_, b) = p.decide(&c, &fpga(2, false)).placement.unwrap();
+    assert_eq!(
+        b.devices,
+        vec!["example.com/fpga=fpga2", "example.com/fpga=fpga3"]
+    );
+    assert!(c.commit(&n, &b));
+    // One left; two cannot be had, and the reason says so.
+    let d = p.decide(&c, &fpga(2, false));
+    assert!(d.placement.is_none());
+    assert_eq!(
+        d.summary, "0/2 nodes: 2 lack 2 free example.com/fpga",
+        "{:?}",
+        d.nodes
+    );
+    // Releasing makes them free again.
+    c = Cluster::new(vec![{
+        let mut n = c.node("dgx").unwrap().clone();
+        n.release(&b);
+        n
+    }]);
+    assert!(p.decide(&c, &fpga(2, false)).placement.is_some());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn nothing_is_allocated_twice(
-        tasks in proptest::collection::vec((0u32..4, 0u32..9, 0u32..3, any::<bool>(), 0u32..4, 0u32..2), 1..40)
+        tasks in proptest::collection::vec((0u32..4, 0u32..9, 0u32..3, any::<bool>(), 0u32..4, 0u32..2, 0u32..3), 1..40)
     ) {
-        let mut c = Cluster::new(vec![node("d1", "dgx-h100"), node("d2", "dgx-h100"), node("a", "a100-pcie-4x"), node("m", "a100-mig"), node("c", "cpu-2s")]);
+        let mut c = Cluster::new(vec![with_fpgas(node("d1", "dgx-h100")), with_fpgas(node("d2", "dgx-h100")), node("a", "a100-pcie-4x"), node("m", "a100-mig"), node("c", "cpu-2s")]);
         let p = Pipeline::default();
         let mut gpu_milli: std::collections::HashMap<(String, u32), u32> = Default::default();
         let mut cores: HashSet<(String, u32)> = HashSet::new();
         let mut nics: HashSet<(String, String)> = HashSet::new();
         let mut migs: HashSet<String> = HashSet::new();
-        for (i, (kind, count, ncores, nvlink, nnics, numa)) in tasks.into_iter().enumerate() {
+        let mut devices: HashSet<(String, String)> = HashSet::new();
+        for (i, (kind, count, ncores, nvlink, nnics, numa, ndev)) in tasks.into_iter().enumerate() {
             let g = match kind {
                 0 => None,
                 1 => Some(GpuRequest { count: 1, milli: 250 * (count % 4 + 1), ..Default::default() }),
@@ -187,6 +247,7 @@ proptest! {
                 gpus: g,
                 nics: (nnics > 0).then_some(NicRequest { count: nnics, min_speed_mbps: 0, rdma: false }),
                 numa: if numa == 1 { NumaPolicy::SingleNumaNode } else { NumaPolicy::None },
+                devices: if ndev > 0 { vec![("example.com/fpga".into(), ndev)] } else { Vec::new() },
                 ..Default::default()
             };
             let d = p.decide(&c, &t);
@@ -205,6 +266,10 @@ proptest! {
             }
             for nic in &a.nics {
                 prop_assert!(nics.insert((n.clone(), nic.clone())), "NIC twice");
+            }
+            prop_assert_eq!(a.devices.len() as u32, ndev);
+            for dev in &a.devices {
+                prop_assert!(devices.insert((n.clone(), dev.clone())), "device twice");
             }
             if t.numa == NumaPolicy::SingleNumaNode {
                 prop_assert_eq!(a.numa_nodes.len(), 1);

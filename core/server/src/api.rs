@@ -87,7 +87,12 @@ impl Control for Api {
         let spec = parse_spec(&req.spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let name = spec.name.clone();
         let (_, outcome) = self
-            .commit(request_id(req.request_id), Command::PutApp { spec })
+            .commit(
+                request_id(req.request_id),
+                Command::PutApp {
+                    spec: Box::new(spec),
+                },
+            )
             .await?;
         let (version, changed) = match outcome {
             Outcome::App { version, changed } => (version, changed),

@@ -36,6 +36,7 @@ pub fn task(t: &Task) -> pb::Task {
                 })
                 .collect(),
             nics: a.nics.clone(),
+            devices: a.devices.clone(),
         }),
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use berth_model::node::NodeStatus;
 use berth_proto::control_server::ControlServer;
 use berth_proto::node_api_server::NodeApiServer;
-use berth_sched::Pipeline;
+use berth_sched::policy::{self, PolicyContext, UnknownPolicy};
 use berth_store::{Command, Envelope, Store};
 
 pub use api::Api;
@@ -22,14 +22,22 @@ pub use api::Api;
 /// How long a node may go without a heartbeat before it is marked down.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether the servers know the placement policy `name`.
+pub fn check_policy(name: &str) -> Result<(), UnknownPolicy> {
+    policy::cluster_pipeline(name, &PolicyContext::default()).map(|_| ())
+}
+
 /// A control-plane server over an open store.
 pub struct Server {
     api: Api,
 }
 
 impl Server {
-    /// Wraps the store and starts the leader's loops (scheduling, node liveness).
-    pub fn start(store: Store) -> Server {
+    /// Wraps the store and starts the leader's loops (scheduling with the
+    /// placement policy `policy`, node liveness). An unknown policy is an
+    /// error naming the known ones (see [`policy::CLUSTER_POLICIES`]).
+    pub fn start(store: Store, policy: &str) -> Result<Server, UnknownPolicy> {
+        check_policy(policy)?;
         let api = Api {
             store: store.clone(),
             heartbeats: Arc::new(Mutex::new(HashMap::new())),
@@ -37,11 +45,11 @@ impl Server {
         };
         tokio::spawn(scheduler::run(
             store.clone(),
-            Pipeline::default(),
+            policy.to_string(),
             api.explanations.clone(),
         ));
         tokio::spawn(liveness(store, api.heartbeats.clone()));
-        Server { api }
+        Ok(Server { api })
     }
 
     /// The service implementation (for in-process callers and tests).

@@ -1,7 +1,7 @@
 //! The scheduling loop: on the leader, whenever state changes, place the
 //! pending tasks with `berth-sched` and commit the results.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use berth_model::hardware;
@@ -9,6 +9,7 @@ use berth_model::node::NodeStatus;
 use berth_model::spec::AppSpec;
 use berth_model::spec::RestartPolicy;
 use berth_model::task::{Desired, Task, TaskState};
+use berth_sched::policy::{self, PodShape, PolicyContext};
 use berth_sched::preempt::{self, Victim};
 use berth_sched::{
     Cluster, Decision, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline,
@@ -105,6 +106,7 @@ pub fn request(id: &str, spec: &AppSpec) -> TaskRequest {
             hardware::NumaPolicy::Restricted => NumaPolicy::Restricted,
             hardware::NumaPolicy::SingleNumaNode => NumaPolicy::SingleNumaNode,
         },
+        devices: r.devices.iter().map(|(k, &n)| (k.clone(), n)).collect(),
         group: spec.name.clone(),
         constraints: spec.constraints.clone(),
         priority: spec.priority,
@@ -284,14 +286,69 @@ fn preemption(
 /// since it grows with the cluster.
 pub type Explanations = Arc<Mutex<HashMap<String, Decision>>>;
 
-/// Runs until the store shuts down.
-pub async fn run(store: Store, pipeline: Pipeline, explanations: Explanations) {
+/// What the placement policy may know of the workload and the cluster
+/// (FGD's typical task shapes, GPU capacity per model): the shapes of every
+/// task that runs or waits, and the GPUs of every node. Deterministic, so
+/// every server derives the same context from the same state.
+pub fn workload_context(state: &ClusterState) -> PolicyContext {
+    let shapes = state
+        .tasks
+        .values()
+        .filter(|t| t.desired == Desired::Run && t.state != TaskState::Stopped)
+        .filter_map(|t| Some(request(&t.id, &state.apps.get(&t.app)?.spec)))
+        .map(|r| PodShape::of_task(&r));
+    let mut capacity: BTreeMap<String, u64> = BTreeMap::new();
+    for inv in state
+        .nodes
+        .values()
+        .filter_map(|n| n.info.inventory.as_ref())
+    {
+        for g in inv.gpus.iter().filter(|g| g.mig.instances.is_empty()) {
+            *capacity.entry(g.model.clone()).or_default() += 1000;
+        }
+    }
+    PolicyContext {
+        capacity: capacity.into_iter().collect(),
+        ..PolicyContext::from_shapes(shapes, 0)
+    }
+}
+
+/// The pipeline for `policy`, rebuilt only when the workload context changes.
+struct Chain {
+    policy: String,
+    ctx: Option<PolicyContext>,
+    pipeline: Pipeline,
+}
+
+impl Chain {
+    fn for_state(&mut self, state: &ClusterState) -> &Pipeline {
+        let ctx = workload_context(state);
+        if self.ctx.as_ref() != Some(&ctx) {
+            match policy::cluster_pipeline(&self.policy, &ctx) {
+                Ok(p) => self.pipeline = p,
+                Err(e) => tracing::error!(error = %e, "placement policy"),
+            }
+            self.ctx = Some(ctx);
+        }
+        &self.pipeline
+    }
+}
+
+/// Runs until the store shuts down, placing with the policy named `policy`
+/// (see [`policy::cluster_pipeline`]).
+pub async fn run(store: Store, policy: String, explanations: Explanations) {
     let mut applied = store.applied();
+    let mut chain = Chain {
+        policy,
+        ctx: None,
+        pipeline: Pipeline::default(),
+    };
     loop {
         if store.is_leader() {
             let cmd = {
                 let state = store.read();
-                let (cmd, decisions) = plan(&state, &pipeline);
+                let pipeline = chain.for_state(&state);
+                let (cmd, decisions) = plan(&state, pipeline);
                 let mut ex = explanations.lock().unwrap_or_else(|p| p.into_inner());
                 ex.retain(|id, _| state.tasks.contains_key(id));
                 for d in decisions {

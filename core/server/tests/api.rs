@@ -13,13 +13,17 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 
 fn start() -> (tempfile::TempDir, Server) {
+    start_with("default")
+}
+
+fn start_with(policy: &str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         StoreConfig::single(dir.path().to_path_buf()),
         Arc::new(NoPeers),
     )
     .unwrap();
-    (dir, Server::start(store))
+    (dir, Server::start(store, policy).unwrap())
 }
 
 async fn tasks(s: &Server) -> Vec<pb::Task> {
@@ -393,4 +397,39 @@ async fn higher_priority_preempts_the_fewest_lower_tasks() {
         })
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_policy_decides_where_tasks_go() {
+    // binpack and the default pack the second task next to the first;
+    // spread puts it on the empty node.
+    for (policy, want) in [("binpack", "n1"), ("spread", "n2"), ("default", "n1")] {
+        let (_d, s) = start_with(policy);
+        register_fixture(&s, "n1", "cpu-2s").await;
+        register_fixture(&s, "n2", "cpu-2s").await;
+        for app in ["a", "b"] {
+            let spec =
+                format!("name: {app}\nimage: busybox:latest\nresources: {{cpu: 8, memory: 1Gi}}\n");
+            s.api().run_app(run(&spec, app)).await.unwrap();
+            eventually("placement", || async {
+                tasks(&s)
+                    .await
+                    .iter()
+                    .any(|t| t.app == app && !t.node.is_empty())
+            })
+            .await;
+        }
+        let t = tasks(&s).await;
+        let node = |app: &str| t.iter().find(|t| t.app == app).unwrap().node.clone();
+        assert_eq!(node("a"), "n1", "{policy}");
+        assert_eq!(node("b"), want, "{policy}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        StoreConfig::single(dir.path().to_path_buf()),
+        Arc::new(NoPeers),
+    )
+    .unwrap();
+    let e = Server::start(store, "nope").err().unwrap().to_string();
+    assert!(e.contains("unknown policy \"nope\""), "{e}");
 }

@@ -42,8 +42,8 @@ pub struct Placement {
 pub enum Command {
     /// Create or update an app (already validated by the proposer).
     PutApp {
-        /// The spec.
-        spec: AppSpec,
+        /// The spec (boxed: it is much larger than the other commands).
+        spec: Box<AppSpec>,
     },
     /// Stop every task of an app.
     StopApp {
@@ -184,7 +184,7 @@ impl ClusterState {
 
     fn apply_command(&mut self, index: u64, cmd: Command, events: &mut Vec<Event>) -> Outcome {
         match cmd {
-            Command::PutApp { spec } => self.put_app(index, spec, events),
+            Command::PutApp { spec } => self.put_app(index, *spec, events),
             Command::StopApp { name } => self.stop_app(&name, events),
             Command::RemoveApp { name } => self.remove_app(&name, events),
             Command::RegisterNode { info } => {

@@ -17,7 +17,7 @@ fn put(name: &str, instances: u32, rid: Option<&str>) -> Envelope {
     Envelope {
         request_id: rid.map(String::from),
         command: Command::PutApp {
-            spec: spec(name, instances),
+            spec: Box::new(spec(name, instances)),
         },
     }
 }

@@ -65,6 +65,9 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
             return Err(Rejection::new("insufficient nics", ""));
         }
     }
+    if !task.devices.is_empty() {
+        return hw::pick(task, node).map(|_| ());
+    }
     // Where the necessary conditions are also sufficient, stop here.
     let gpus_simple = task.gpus.as_ref().is_none_or(|r| {
         r.mig_profile.is_none()

@@ -29,7 +29,7 @@ pub use typical::{PodShape, TypicalPod, typical_pods};
 
 /// What a policy may know besides the cluster: the typical task shapes of
 /// the workload (FGD's input) and a seed for randomised choices.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicyContext {
     /// Typical shapes with weights summing to 1 (see [`typical_pods`]).
     pub typical: Vec<TypicalPod>,
@@ -54,10 +54,12 @@ impl PolicyContext {
 
 /// A policy name that [`policy`] does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown policy {name:?} (known: {})", POLICIES.join(", "))]
+#[error("unknown policy {name:?} (known: {})", known.join(", "))]
 pub struct UnknownPolicy {
     /// The name asked for.
     pub name: String,
+    /// The names that would have been accepted.
+    pub known: &'static [&'static str],
 }
 
 /// The policy names [`policy`] accepts.
@@ -107,9 +109,44 @@ pub fn policy(name: &str, ctx: &PolicyContext) -> Result<PolicyPlugins, UnknownP
         _ => {
             return Err(UnknownPolicy {
                 name: name.to_string(),
+                known: POLICIES,
             });
         }
     })
+}
+
+/// Policies a cluster's servers accept (`berth server --policy`): the
+/// [`POLICIES`] plus the plain `binpack` and `spread` chains.
+pub const CLUSTER_POLICIES: &[&str] = &[
+    "binpack",
+    "spread",
+    "random",
+    "bestfit",
+    "dotprod",
+    "gpupacking",
+    "fgd",
+    pack::NAME,
+    "default",
+];
+
+/// The full chain a cluster's servers run for the policy `name`: every
+/// built-in filter (constraints, node-ready, resource-fit, host-ports,
+/// hardware-fit), the policy's scorer beside `numa-align` and
+/// `gpu-topology`, and the policy's allocator. `binpack` and `spread` use
+/// the built-in scorers of those names and the default allocator.
+pub fn cluster_pipeline(name: &str, ctx: &PolicyContext) -> Result<Pipeline, UnknownPolicy> {
+    use crate::builtin::{BinPack, DefaultAllocator, Spread};
+    let (score, alloc): PolicyPlugins = match name.to_ascii_lowercase().as_str() {
+        "binpack" => (Box::new(BinPack), Box::new(DefaultAllocator)),
+        "spread" => (Box::new(Spread), Box::new(DefaultAllocator)),
+        _ => policy(name, ctx).map_err(|e| UnknownPolicy {
+            known: CLUSTER_POLICIES,
+            ..e
+        })?,
+    };
+    Ok(Pipeline::filters_only(alloc)
+        .score(score, 1.0)
+        .numa_and_topology())
 }
 
 /// A pipeline for the policy `name`: [`FastFit`] as the only filter, the
@@ -136,5 +173,10 @@ mod tests {
         let e = policy("nope", &ctx).err().unwrap();
         assert!(e.to_string().contains("unknown policy \"nope\""), "{e}");
         assert!(pipeline("default", &ctx).is_ok());
+        for name in CLUSTER_POLICIES {
+            assert!(cluster_pipeline(name, &ctx).is_ok(), "{name}");
+        }
+        let e = cluster_pipeline("pack", &ctx).err().unwrap().to_string();
+        assert!(e.contains("binpack, spread, random"), "{e}");
     }
 }
