@@ -190,6 +190,10 @@ enum SimCmd {
         /// Score at most this many feasible nodes per decision.
         #[arg(long)]
         sample: Option<usize>,
+        /// With --sample: also score this many nodes last chosen for the
+        /// same kind of task (default: half the sample; 0: plain sampling).
+        #[arg(long, requires = "sample")]
+        remember: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -304,9 +308,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     seed,
                     policy,
                     sample,
+                    remember,
                     json,
                 },
-        } => sim::scale(nodes, tasks, seed, policy, sample, json),
+        } => sim::scale(nodes, tasks, seed, policy, sample, remember, json),
         Cmd::Node {
             cmd: NodeCmd::Show { name, json },
         } => client::node_show(&addr, &name, json).await,

@@ -35,6 +35,7 @@ pub fn scale(
     seed: u64,
     policy: String,
     sample: Option<usize>,
+    remember: Option<usize>,
     json: bool,
 ) -> anyhow::Result<()> {
     let report = run_scale(&ScaleOpts {
@@ -43,6 +44,7 @@ pub fn scale(
         seed,
         policy,
         sample,
+        remember,
     })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report.json())?);

@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod policy;
 pub mod preempt;
+pub mod sample;
 pub mod topology;
 
 pub use cluster::{

@@ -9,6 +9,7 @@ use crate::builtin::{BinPack, DefaultAllocator, HardwareFit, HostPorts, NodeRead
 use crate::cluster::{Cluster, NodeState, TaskRequest};
 use crate::constraints::Constraints;
 use crate::plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};
+use crate::sample::HotSet;
 use crate::topology::{GpuTopology, NumaAlign};
 
 /// What the pipeline found out about one node.
@@ -48,6 +49,8 @@ pub struct Pipeline {
     /// Where the next sampled scan starts (advanced past the nodes each
     /// scan examined, like kube-scheduler's `nextStartNodeIndex`).
     next_start: AtomicUsize,
+    /// Nodes recently chosen per kind of task, also scored when sampling.
+    hot: HotSet,
 }
 
 /// Nodes filtered per batch while sampling.
@@ -73,6 +76,7 @@ impl Pipeline {
             allocator,
             sample: None,
             next_start: AtomicUsize::new(0),
+            hot: HotSet::default(),
         }
     }
 
@@ -98,8 +102,20 @@ impl Pipeline {
     /// are found, and each scan starts where the previous one stopped, so
     /// every node gets its turn. `None` (or 0) filters every node.
     /// [`Pipeline::decide`] always considers every node.
+    ///
+    /// Half of the sample is kept for the nodes most recently chosen for
+    /// the same kind of task (see [`crate::sample`]), when they are still
+    /// feasible; [`Pipeline::remember`] changes how many.
     pub fn sample(mut self, n: Option<usize>) -> Pipeline {
         self.sample = n.filter(|&n| n > 0);
+        self.hot = HotSet::new(self.sample.map_or(0, |n| n / 2));
+        self
+    }
+
+    /// While sampling, also score up to `k` nodes most recently chosen
+    /// for the same kind of task (0: the plain rotating sample).
+    pub fn remember(mut self, k: usize) -> Pipeline {
+        self.hot = HotSet::new(k);
         self
     }
 
@@ -227,15 +243,8 @@ impl Pipeline {
         let mut idx: Vec<usize> = Vec::new();
         let mut view: Vec<&NodeState> = Vec::new();
         let mut out: Vec<Option<Rejection>> = Vec::new();
-        let mut scanned = 0;
-        while scanned < n && feasible.len() < limit {
-            let batch = if limit == usize::MAX {
-                n
-            } else {
-                (limit - feasible.len()).max(SAMPLE_BATCH).min(n - scanned)
-            };
-            idx.clear();
-            idx.extend((scanned..scanned + batch).map(|k| (start + k) % n));
+        // Keeps the nodes of `idx` that pass every filter.
+        let mut filter = |idx: &mut Vec<usize>| {
             for f in &self.filters {
                 if idx.is_empty() {
                     break;
@@ -251,6 +260,32 @@ impl Pipeline {
                     out[k - 1].is_none()
                 });
             }
+        };
+        let hot = if limit == usize::MAX || self.hot.cap() == 0 {
+            Vec::new()
+        } else {
+            self.hot.nodes(task, n)
+        };
+        if !hot.is_empty() {
+            idx.extend_from_slice(&hot);
+            filter(&mut idx);
+            idx.truncate(limit);
+            feasible.append(&mut idx);
+        }
+        let mut scanned = 0;
+        while scanned < n && feasible.len() < limit {
+            let batch = if limit == usize::MAX {
+                n
+            } else {
+                (limit - feasible.len()).max(SAMPLE_BATCH).min(n - scanned)
+            };
+            idx.clear();
+            idx.extend(
+                (scanned..scanned + batch)
+                    .map(|k| (start + k) % n)
+                    .filter(|i| !hot.contains(i)),
+            );
+            filter(&mut idx);
             scanned += batch;
             if feasible.len() + idx.len() >= limit {
                 idx.truncate(limit - feasible.len());
@@ -289,15 +324,21 @@ impl Pipeline {
                 .then(feasible[a].cmp(&feasible[b]))
         };
         let best = (0..feasible.len()).min_by(|&a, &b| better(a, b))?;
-        if let Ok(a) = self.allocator.allocate(task, &all[feasible[best]]) {
-            return Some((feasible[best], a));
+        let chosen = match self.allocator.allocate(task, &all[feasible[best]]) {
+            Ok(a) => Some((feasible[best], a)),
+            Err(_) => {
+                let mut order: Vec<usize> = (0..feasible.len()).filter(|&k| k != best).collect();
+                order.sort_by(|&a, &b| better(a, b));
+                order.into_iter().find_map(|k| {
+                    let i = feasible[k];
+                    self.allocator.allocate(task, &all[i]).ok().map(|a| (i, a))
+                })
+            }
+        };
+        if let Some((i, _)) = &chosen {
+            self.hot.record(task, *i);
         }
-        let mut order: Vec<usize> = (0..feasible.len()).filter(|&k| k != best).collect();
-        order.sort_by(|&a, &b| better(a, b));
-        order.into_iter().find_map(|k| {
-            let i = feasible[k];
-            self.allocator.allocate(task, &all[i]).ok().map(|a| (i, a))
-        })
+        chosen
     }
 }
 
@@ -437,7 +478,7 @@ mod tests {
             .map(|i| node(&format!("n{i}"), 1000, 1 << 30))
             .collect();
         let c = Cluster::new(nodes);
-        let p = Pipeline::default().sample(Some(2));
+        let p = Pipeline::default().sample(Some(2)).remember(0);
         // All nodes tie; each scan sees 2 nodes from a rotating start.
         let picks: Vec<usize> = (0..5)
             .map(|_| p.place(&c, &task(1, 1, &[])).unwrap().0)
@@ -451,5 +492,25 @@ mod tests {
             full.place(&Cluster::new(vec![]), &task(1, 1, &[]))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn sampling_also_scores_the_nodes_last_chosen() {
+        let nodes: Vec<NodeState> = (0..10)
+            .map(|i| node(&format!("n{i}"), 1000, 1 << 30))
+            .collect();
+        for (remember, want) in [(1, vec![0, 0, 0]), (0, vec![0, 2, 4])] {
+            let mut c = Cluster::new(nodes.clone());
+            let p = Pipeline::default().sample(Some(2)).remember(remember);
+            let mut picks = Vec::new();
+            for _ in 0..3 {
+                let (i, a) = p.place(&c, &task(100, 1, &[])).unwrap();
+                let name = c.nodes()[i].name.clone();
+                assert!(c.commit(&name, &a));
+                picks.push(i);
+            }
+            // Binpack prefers the partly used node when it is scored.
+            assert_eq!(picks, want, "remember {remember}");
+        }
     }
 }

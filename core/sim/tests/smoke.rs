@@ -33,6 +33,7 @@ fn scale_benchmark_runs_and_reports() {
         seed: 1,
         policy: "default".into(),
         sample: Some(20),
+        remember: None,
     };
     let r = run_scale(&opts).unwrap();
     assert_eq!(r.placed + r.failed, 2000);

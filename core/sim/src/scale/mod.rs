@@ -34,6 +34,9 @@ pub struct ScaleOpts {
     pub policy: String,
     /// Score only the first this many feasible nodes (`None`: all).
     pub sample: Option<usize>,
+    /// While sampling, also score this many nodes last chosen for the same
+    /// kind of task (`None`: half the sample; see `berth_sched::sample`).
+    pub remember: Option<usize>,
 }
 
 /// How full a replay left the cluster.
@@ -118,6 +121,7 @@ fn replay(
     seed: u64,
     policy_name: &str,
     sample: Option<usize>,
+    remember: Option<usize>,
 ) -> Result<Replay, SimError> {
     let states = stream::cluster(nodes)?;
     let stream = stream::tasks(tasks, seed);
@@ -134,7 +138,10 @@ fn replay(
         seed,
         capacity: capacity.into_iter().collect(),
     };
-    let pipe = policy::pipeline(policy_name, &ctx)?.sample(sample);
+    let mut pipe = policy::pipeline(policy_name, &ctx)?.sample(sample);
+    if let Some(k) = remember {
+        pipe = pipe.remember(k);
+    }
     let mut cluster = Cluster::new(states);
     let (mut placed, mut failed) = (0, 0);
     let mut latencies_ns = Vec::with_capacity(tasks);
@@ -192,7 +199,14 @@ pub fn run_scale(opts: &ScaleOpts) -> Result<ScaleReport, SimError> {
         ));
     }
     policy::policy(&opts.policy, &PolicyContext::default())?;
-    let main = replay(opts.nodes, opts.tasks, opts.seed, &opts.policy, opts.sample)?;
+    let main = replay(
+        opts.nodes,
+        opts.tasks,
+        opts.seed,
+        &opts.policy,
+        opts.sample,
+        opts.remember,
+    )?;
     let mut lat = main.latencies_ns.clone();
     lat.sort_unstable();
     let at = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] as f64 / 1000.0;
@@ -202,8 +216,17 @@ pub fn run_scale(opts: &ScaleOpts) -> Result<ScaleReport, SimError> {
             let nodes = (opts.nodes / 10).max(opts.nodes.min(100));
             let tasks = (opts.tasks * nodes / opts.nodes).max(1);
             let sample = (s * nodes / opts.nodes).max(1);
-            let full = replay(nodes, tasks, opts.seed, &opts.policy, None)?.outcome;
-            let sampled = replay(nodes, tasks, opts.seed, &opts.policy, Some(sample))?.outcome;
+            let remember = opts.remember.map(|k| k * nodes / opts.nodes);
+            let full = replay(nodes, tasks, opts.seed, &opts.policy, None, None)?.outcome;
+            let sampled = replay(
+                nodes,
+                tasks,
+                opts.seed,
+                &opts.policy,
+                Some(sample),
+                remember,
+            )?
+            .outcome;
             Some(SamplingQuality {
                 nodes,
                 tasks,
@@ -237,6 +260,7 @@ impl ScaleReport {
             "seed": self.opts.seed,
             "policy": self.opts.policy,
             "sample": self.opts.sample,
+            "remember": self.opts.sample.map(|s| self.opts.remember.unwrap_or(s / 2)),
             "placements_per_sec": self.placements_per_sec.round(),
             "p50_us": round2(self.p50_us),
             "p99_us": round2(self.p99_us),
@@ -259,9 +283,10 @@ impl ScaleReport {
     /// A human-readable summary.
     pub fn table(&self) -> String {
         let o = &self.opts;
-        let sample = o
-            .sample
-            .map_or_else(|| "all nodes".to_string(), |s| format!("sample {s}"));
+        let sample = o.sample.map_or_else(
+            || "all nodes".to_string(),
+            |s| format!("sample {s}, remember {}", o.remember.unwrap_or(s / 2)),
+        );
         let mut s = format!(
             "scale: {} nodes, {} tasks (seed {}), policy {}, {sample}\n\
              {:>12} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7}\n\
