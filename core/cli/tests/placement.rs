@@ -300,6 +300,6 @@ fn custom_devices_come_from_cdi_and_are_held_exclusively() {
     let out = dev.berth(&["run", "-f", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("resources.devices[\"fpga\"]"), "{err}");
+    assert!(err.contains("resources.devices.fpga:"), "{err}");
     assert!(dev.ps().iter().all(|t| t["app"] != "bad"));
 }

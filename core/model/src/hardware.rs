@@ -160,7 +160,7 @@ pub fn validate(
         );
     }
     for (kind, &count) in devices {
-        let path = format!("resources.devices[{}]", crate::spec::quoted(kind));
+        let path = format!("resources.devices{}", crate::spec::key_segment(kind));
         if let Err(why) = check_device_kind(kind) {
             p(&path, why);
         } else if count == 0 || count > 64 {

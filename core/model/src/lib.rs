@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod hardware;
+pub mod labels;
 pub mod node;
 pub mod placement;
 pub mod quantity;

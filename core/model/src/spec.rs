@@ -30,6 +30,7 @@ use crate::quantity::{Bytes, DurationMs, MilliCpu};
 mod parse;
 
 pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
+pub(crate) use parse::key_segment;
 
 /// Cpu given to an app that does not say: 100m.
 pub const DEFAULT_CPU: MilliCpu = MilliCpu(100);
@@ -94,6 +95,9 @@ pub struct AppSpec {
     /// Higher may preempt lower (-1000..=1000; default 0).
     #[serde(default)]
     pub priority: i32,
+    /// Labels, for plugins and people (`team: ml-infra`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Cpu and memory for one instance of an app.
@@ -361,6 +365,7 @@ impl AppSpec {
             constraints: Vec::new(),
             gang: false,
             priority: 0,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -477,6 +482,17 @@ impl AppSpec {
                 "priority",
                 format!("{} is not between -1000 and 1000", self.priority),
             ));
+        }
+        if self.labels.len() > crate::labels::MAX_LABELS {
+            problems.push(FieldError::new(
+                "labels",
+                format!("more than {} labels", crate::labels::MAX_LABELS),
+            ));
+        }
+        for (k, v) in &self.labels {
+            if let Err(why) = crate::labels::check(k, v) {
+                problems.push(FieldError::new(format!("labels{}", parse::key_segment(k)), why));
+            }
         }
         crate::placement::validate(&self.constraints, &mut problems);
         crate::hardware::validate(

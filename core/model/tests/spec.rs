@@ -42,6 +42,7 @@ fn example() -> AppSpec {
         constraints: Vec::new(),
         gang: false,
         priority: 0,
+        labels: BTreeMap::new(),
     }
 }
 
@@ -478,6 +479,7 @@ fn arb_spec() -> impl Strategy<Value = AppSpec> {
                     constraints: Vec::new(),
                     gang: false,
                     priority: 0,
+                    labels: BTreeMap::new(),
                 }
             },
         )
@@ -552,7 +554,7 @@ fn hardware_requests_parse_and_bad_ones_name_the_field() {
         ("gpus: {interconnect: pcie}", "resources.gpus.interconnect"),
         ("gpus: {count: 1, colour: red}", "resources.gpus"),
         ("nics: {count: 99}", "resources.nics.count"),
-        ("devices: {fpga: 1}", "resources.devices[\"fpga\"]"),
+        ("devices: {fpga: 1}", "resources.devices.fpga:"),
         (
             "devices: {Example.com/fpga: 1}",
             "resources.devices[\"Example.com/fpga\"]",
@@ -592,6 +594,8 @@ fn constraints_gangs_and_priority() {
         ("constraints: [[rack, LIKE, \"(\"]]", "constraints[0]"),
         ("constraints: [[hostname, UNIQUE, x]]", "constraints[0]"),
         ("priority: 5000", "priority"),
+        ("labels: {\"Bad Key\": x}", "labels[\"Bad Key\"]"),
+        ("labels: {team: \"a b\"}", "labels.team"),
     ] {
         let err = parse_spec(&format!("name: x\nimage: busybox:latest\n{yaml}\n"))
             .unwrap_err()

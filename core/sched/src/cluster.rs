@@ -101,6 +101,8 @@ pub struct DeviceState {
 pub struct NodeState {
     /// Node name (unique).
     pub name: String,
+    /// Position in its [`Cluster`] (set by [`Cluster::new`]).
+    pub slot: u32,
     /// Whether the node takes new work.
     pub ready: bool,
     /// Allocatable CPU, millicores.
@@ -282,6 +284,18 @@ impl NodeState {
 }
 
 impl NodeState {
+    /// Feeds what does not change with allocations into `h`.
+    fn hash_static(&self, h: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        (&self.name, self.cpu_capacity, self.mem_capacity).hash(h);
+        self.attributes.hash(h);
+        for g in &self.gpus {
+            (g.index, &g.uuid, &g.model, g.memory_bytes, g.numa, &g.nvlinks).hash(h);
+            g.mig.len().hash(h);
+        }
+        (self.cores.len(), self.nics.len(), self.devices.len()).hash(h);
+    }
+
     /// Undoes [`NodeState::take`]: the allocation's resources are free again.
     pub fn release(&mut self, a: &Allocation) {
         self.cpu_used = self
@@ -407,6 +421,8 @@ pub struct TaskRequest {
     pub group: String,
     /// Placement constraints.
     pub constraints: Vec<berth_model::placement::Constraint>,
+    /// The app's labels (for plugins).
+    pub labels: BTreeMap<String, String>,
     /// Priority: higher may preempt lower.
     pub priority: i32,
 }
@@ -423,18 +439,35 @@ impl TaskRequest {
 pub struct Cluster {
     nodes: Vec<NodeState>,
     by_name: HashMap<String, usize>,
+    fingerprint: u64,
 }
 
 impl Cluster {
     /// Builds a snapshot; nodes are sorted by name.
     pub fn new(mut nodes: Vec<NodeState>) -> Cluster {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut h = crate::policy::hash::FxHasher::default();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.slot = i as u32;
+            n.hash_static(&mut h);
+        }
         let by_name = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
-        Cluster { nodes, by_name }
+        Cluster {
+            nodes,
+            by_name,
+            fingerprint: std::hash::Hasher::finish(&h),
+        }
+    }
+
+    /// A hash of what does not change as tasks come and go: the nodes,
+    /// their capacity, hardware and attributes. Equal fingerprints mean
+    /// the same node table (plugins that keep one refresh it on change).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// All nodes, by name.

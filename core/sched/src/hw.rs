@@ -10,7 +10,7 @@ use crate::plugin::Rejection;
 
 /// Which NUMA nodes a pick may use.
 #[derive(Debug, Clone, Copy)]
-enum Scope<'a> {
+pub(crate) enum Scope<'a> {
     /// Any.
     Any,
     /// Only these.
@@ -23,7 +23,7 @@ impl<'a> Scope<'a> {
         one.map_or(Scope::Any, |o| Scope::Only(o))
     }
 
-    fn allows(self, n: Option<u32>) -> bool {
+    pub(crate) fn allows(self, n: Option<u32>) -> bool {
         match self {
             Scope::Any => true,
             Scope::Only(set) => n.is_some_and(|n| set.contains(&n)),
@@ -63,7 +63,7 @@ fn choose_mig_in(
 }
 
 /// GPUs of `node` that the request's model and memory allow.
-fn eligible<'a>(
+pub(crate) fn eligible<'a>(
     req: &'a GpuRequest,
     node: &'a NodeState,
 ) -> impl Iterator<Item = &'a crate::cluster::GpuState> + 'a {
@@ -89,7 +89,7 @@ pub fn links_within(node: &NodeState, set: &[u32]) -> u32 {
 }
 
 /// Whether `set` is connected by NVLink (a single GPU is).
-fn connected(node: &NodeState, set: &[u32]) -> bool {
+pub(crate) fn connected(node: &NodeState, set: &[u32]) -> bool {
     let Some(&first) = set.first() else {
         return true;
     };
@@ -326,11 +326,26 @@ fn choose_devices(
     Some(out)
 }
 
-/// Picks everything on one NUMA node `numa` (or machine-wide when `None`).
-fn pick_within(task: &TaskRequest, node: &NodeState, numa: Scope<'_>) -> Option<HwPick> {
-    let gpus = match &task.gpus {
-        Some(req) => choose_gpus_in(req, node, numa)?,
-        None => Vec::new(),
+/// Picks everything within the NUMA scope `numa`, around the GPUs `fixed`
+/// when given (they must lie in the scope).
+pub(crate) fn pick_within(
+    task: &TaskRequest,
+    node: &NodeState,
+    numa: Scope<'_>,
+    fixed: Option<&GpuPick>,
+) -> Option<HwPick> {
+    let gpus = match (&task.gpus, fixed) {
+        (Some(_), Some(f)) => {
+            let inside = f.iter().all(|(i, _)| {
+                node.gpus
+                    .iter()
+                    .find(|g| g.index == *i)
+                    .is_some_and(|g| numa.allows(g.numa))
+            });
+            inside.then(|| f.clone())?
+        }
+        (Some(req), None) => choose_gpus_in(req, node, numa)?,
+        (None, _) => Vec::new(),
     };
     let want = task.cores as usize;
     let cores: Vec<u32> = if want == 0 {
@@ -433,10 +448,10 @@ pub fn pick(task: &TaskRequest, node: &NodeState) -> Result<HwPick, Rejection> {
     let single = || {
         numas
             .iter()
-            .find_map(|n| pick_within(task, node, Scope::Only(std::slice::from_ref(n))))
+            .find_map(|n| pick_within(task, node, Scope::Only(std::slice::from_ref(n)), None))
     };
     // Machine-wide first: if even that fails, say which device is missing.
-    let Some(anywhere) = pick_within(task, node, Scope::Any) else {
+    let Some(anywhere) = pick_within(task, node, Scope::Any, None) else {
         return Err(why_not(task, node));
     };
     match task.numa {
@@ -462,7 +477,7 @@ fn fewest_numa(task: &TaskRequest, node: &NodeState, numas: &[u32]) -> Option<Hw
         let mut idx: Vec<usize> = (0..size).collect();
         loop {
             let set: Vec<u32> = idx.iter().map(|&i| numas[i]).collect();
-            if let Some(p) = pick_within(task, node, Scope::Only(&set)) {
+            if let Some(p) = pick_within(task, node, Scope::Only(&set), None) {
                 return Some(p);
             }
             let mut i = size;

@@ -7,6 +7,7 @@
 //! and the allocator picks concrete resources on the best node.
 
 pub mod builtin;
+pub mod chosen;
 pub mod cluster;
 pub mod constraints;
 pub mod hw;

@@ -119,6 +119,32 @@ impl Pipeline {
         self
     }
 
+    /// Lets every plugin see the snapshot before a decision.
+    fn prepare(&self, cluster: &Cluster) {
+        for f in &self.filters {
+            f.prepare(cluster);
+        }
+        for (s, _) in &self.scorers {
+            s.prepare(cluster);
+        }
+        self.allocator.prepare(cluster);
+    }
+
+    /// The plugins' names: filters, scorers with weights, the allocator.
+    pub fn describe(&self) -> (Vec<&str>, Vec<(&str, f64)>, &str) {
+        (
+            self.filters.iter().map(|f| f.name()).collect(),
+            self.scorers.iter().map(|(s, w)| (s.name(), *w)).collect(),
+            self.allocator.name(),
+        )
+    }
+
+    /// Replaces the allocator.
+    pub fn allocator(mut self, a: Box<dyn AllocatePlugin>) -> Pipeline {
+        self.allocator = a;
+        self
+    }
+
     /// Appends a filter.
     pub fn filter(mut self, f: Box<dyn FilterPlugin>) -> Pipeline {
         self.filters.push(f);
@@ -134,6 +160,7 @@ impl Pipeline {
     /// Decides where `task` goes in `cluster`. Does not change the cluster:
     /// the caller commits the placement (see [`Cluster::commit`]).
     pub fn decide(&self, cluster: &Cluster, task: &TaskRequest) -> Decision {
+        self.prepare(cluster);
         let all = cluster.nodes();
         let mut explain: Vec<NodeExplain> = all
             .iter()
@@ -171,6 +198,13 @@ impl Pipeline {
             for (s, weight) in &self.scorers {
                 let mut out = vec![0.0; view.len()];
                 s.score(task, &view, &mut out);
+                if let Some(r) = s.take_failure() {
+                    for &i in &alive {
+                        explain[i].filtered = Some((s.name().to_string(), r.clone()));
+                    }
+                    alive.clear();
+                    break;
+                }
                 for (&i, v) in alive.iter().zip(out) {
                     let v = if v.is_finite() {
                         v.clamp(0.0, 100.0)
@@ -230,6 +264,7 @@ impl Pipeline {
     /// allocation, or `None` when nothing fits. With [`Pipeline::sample`],
     /// only the first feasible nodes found from a rotating start are scored.
     pub fn place(&self, cluster: &Cluster, task: &TaskRequest) -> Option<(usize, Allocation)> {
+        self.prepare(cluster);
         let all = cluster.nodes();
         let n = all.len();
         if n == 0 {
@@ -309,6 +344,9 @@ impl Pipeline {
         for (s, weight) in &self.scorers {
             scores.fill(0.0);
             s.score(task, &view, &mut scores);
+            if s.take_failure().is_some() {
+                return None;
+            }
             for (t, v) in total.iter_mut().zip(&scores) {
                 let v = if v.is_finite() {
                     v.clamp(0.0, 100.0)

@@ -1,10 +1,10 @@
-//! The plugin traits. Native built-ins and (later) Wasm plugins implement
+//! The plugin traits. Native built-ins and Wasm plugins (`berth-wasm`) implement
 //! the same traits; the pipeline cannot tell them apart. Calls are batched:
 //! one call sees the task and every candidate node.
 
 use berth_model::task::Allocation;
 
-use crate::cluster::{NodeState, TaskRequest};
+use crate::cluster::{Cluster, NodeState, TaskRequest};
 
 /// Why a filter turned a node down.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,10 @@ pub trait FilterPlugin: Send + Sync {
     /// For each node, `out[i]` is set to a rejection if it cannot host the task.
     /// `out` has the same length as `nodes` and starts all `None`.
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]);
+    /// Called once per decision before any other call, with the whole
+    /// snapshot (a plugin that keeps a table of nodes refreshes it when
+    /// [`Cluster::fingerprint`] changes).
+    fn prepare(&self, _cluster: &Cluster) {}
 }
 
 /// Ranks feasible nodes.
@@ -41,6 +45,14 @@ pub trait ScorePlugin: Send + Sync {
     fn name(&self) -> &str;
     /// Writes a score in `0.0..=100.0` for each node into `out`.
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]);
+    /// See [`FilterPlugin::prepare`].
+    fn prepare(&self, _cluster: &Cluster) {}
+    /// After [`ScorePlugin::score`]: `Some` when the scorer failed and its
+    /// failure policy says the decision must fail with it (every node is
+    /// then turned down with that rejection).
+    fn take_failure(&self) -> Option<Rejection> {
+        None
+    }
 }
 
 /// Chooses concrete resources on the chosen node.
@@ -49,4 +61,6 @@ pub trait AllocatePlugin: Send + Sync {
     fn name(&self) -> &str;
     /// The allocation for `task` on `node`, or why it cannot be made.
     fn allocate(&self, task: &TaskRequest, node: &NodeState) -> Result<Allocation, Rejection>;
+    /// See [`FilterPlugin::prepare`].
+    fn prepare(&self, _cluster: &Cluster) {}
 }

@@ -109,6 +109,7 @@ pub fn request(id: &str, spec: &AppSpec) -> TaskRequest {
         devices: r.devices.iter().map(|(k, &n)| (k.clone(), n)).collect(),
         group: spec.name.clone(),
         constraints: spec.constraints.clone(),
+        labels: spec.labels.clone(),
         priority: spec.priority,
     }
 }

@@ -194,7 +194,7 @@ fn segment(seg: &Segment) -> String {
     }
 }
 
-fn key_segment(key: &str) -> String {
+pub(crate) fn key_segment(key: &str) -> String {
     let plain = !key.is_empty()
         && key
             .bytes()
