@@ -1,0 +1,286 @@
+/* fgd: FGD (fragmentation gradient descent, Weng et al., USENIX ATC'23)
+ * as a Wasm policy: scores nodes by how much a placement lowers the GPU
+ * capacity the typical tasks could not use, and picks the GPU of a shared
+ * request the same way. A port of Berth's native `fgd` (core/sched/src/
+ * policy/frag.rs), number for number, so both make the same decisions.
+ *
+ *   config: {"typical": [[cpu_millis, milli, count, weight, "models"], ...]}
+ *
+ * `models` is FGD's allowed-model string (`A|B`, empty: any); weights sum
+ * to 1 (Berth's `typical_pods` computes them from a workload).
+ * Whole-GPU and other requests defer their GPU choice to the host (an
+ * empty choice), as the native policy does. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "policy.h"
+#include "berth_json.h"
+
+#define GPU_MILLI 1000
+#define MAX_CLASSES 512
+#define MAX_GPUS 64
+
+typedef struct {
+    uint64_t cpu;
+    uint32_t milli, count;
+    double weight;
+    char models[128];
+    size_t cpu_rank;
+} class_t;
+
+static class_t classes[MAX_CLASSES];
+static size_t n_classes;
+static uint64_t levels[MAX_CLASSES];
+static size_t n_levels;
+
+typedef struct {
+    uint64_t cpu_cap;
+    uint32_t gpus;
+    int model;          /* index into models[] */
+    uint64_t memory[MAX_GPUS];
+    int gpu_model[MAX_GPUS];
+} node_t;
+
+static node_t *nodes;
+static size_t n_nodes;
+static char (*model_names)[128];
+static size_t n_models;
+static uint8_t *allowed; /* [model][class] */
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+bool exports_policy_init(policy_string_t *config, policy_string_t *err) {
+    bj_t cfg = bj_of(config->ptr, config->len), list, it, row, f;
+    bool good = bj_get(cfg, "typical", &list);
+    n_classes = 0;
+    it = list;
+    while (good && bj_next(&it, &row)) {
+        class_t *c = &classes[n_classes];
+        bj_t r = row;
+        double v[4];
+        for (int k = 0; k < 4; k++) {
+            if (!bj_next(&r, &f)) { good = false; break; }
+            v[k] = bj_num(f);
+        }
+        if (!good || !bj_next(&r, &f) || bj_str(f, c->models, sizeof c->models) < 0 || n_classes == MAX_CLASSES) {
+            good = false;
+            break;
+        }
+        c->cpu = (uint64_t)v[0];
+        c->milli = (uint32_t)v[1];
+        c->count = (uint32_t)v[2];
+        c->weight = v[3];
+        if (c->milli == 0 || c->count == 0) { c->milli = 0; c->count = 0; c->models[0] = 0; }
+        levels[n_classes] = c->cpu;
+        n_classes++;
+    }
+    if (!good) {
+        policy_string_dup(err, "config.typical: a list of [cpu_millis, milli, count, weight, \"models\"] (at most 512)");
+    } else {
+        qsort(levels, n_classes, sizeof levels[0], cmp_u64);
+        n_levels = 0;
+        for (size_t i = 0; i < n_classes; i++)
+            if (n_levels == 0 || levels[n_levels - 1] != levels[i]) levels[n_levels++] = levels[i];
+        for (size_t i = 0; i < n_classes; i++) {
+            size_t r = 0;
+            while (r < n_levels && levels[r] < classes[i].cpu) r++;
+            classes[i].cpu_rank = r;
+        }
+    }
+    policy_string_free(config);
+    return good;
+}
+
+/* FGD's exact-token model match: `A|B` allows A and B; empty allows any. */
+static bool shape_allows(const char *spec, const char *model) {
+    bool any = false;
+    size_t mlen = strlen(model);
+    const char *p = spec;
+    while (*p) {
+        const char *e = strchr(p, '|');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len > 0) {
+            any = true;
+            if (len == mlen && memcmp(p, model, len) == 0) return true;
+        }
+        if (!e) break;
+        p = e + 1;
+    }
+    return !any;
+}
+
+static int intern_model(policy_string_t *s) {
+    char name[128];
+    size_t n = s->len < sizeof name - 1 ? s->len : sizeof name - 1;
+    memcpy(name, s->ptr, n);
+    name[n] = 0;
+    for (size_t i = 0; i < n_models; i++)
+        if (strcmp(model_names[i], name) == 0) return (int)i;
+    model_names = realloc(model_names, sizeof *model_names * (n_models + 1));
+    allowed = realloc(allowed, MAX_CLASSES * (n_models + 1));
+    strcpy(model_names[n_models], name);
+    for (size_t c = 0; c < n_classes; c++) allowed[n_models * MAX_CLASSES + c] = shape_allows(classes[c].models, name);
+    return (int)n_models++;
+}
+
+void exports_policy_set_nodes(policy_list_node_info_t *list) {
+    free(nodes);
+    n_nodes = list->len;
+    nodes = calloc(n_nodes + 1, sizeof *nodes);
+    for (size_t i = 0; i < n_nodes; i++) {
+        berth_plugin_types_node_info_t *in = &list->ptr[i];
+        node_t *n = &nodes[i];
+        n->cpu_cap = in->cpu_capacity;
+        n->gpus = in->gpus.len < MAX_GPUS ? (uint32_t)in->gpus.len : MAX_GPUS;
+        for (uint32_t g = 0; g < n->gpus; g++) {
+            n->memory[g] = in->gpus.ptr[g].memory;
+            n->gpu_model[g] = intern_model(&in->gpus.ptr[g].model);
+        }
+        n->model = n->gpus ? n->gpu_model[0] : -1;
+    }
+    policy_list_node_info_free(list);
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* F(n): the GPU capacity the typical tasks could not use, FGD's buckets
+ * summed in FGD's order. */
+static double frag(int model, uint64_t cpu_free, const uint32_t *frees, uint32_t n) {
+    if (n == 0) return 0.0;
+    uint32_t sorted[MAX_GPUS];
+    memcpy(sorted, frees, n * sizeof *frees);
+    qsort(sorted, n, sizeof *sorted, cmp_u32);
+    size_t level = 0;
+    while (level < n_levels && levels[level] <= cpu_free) level++;
+    uint32_t total = 0;
+    for (uint32_t i = 0; i < n; i++) total += sorted[i];
+    double s = (double)total;
+    double q1 = 0, q2 = 0, q4 = 0, xl = 0, xr = 0, na = 0;
+    for (size_t c = 0; c < n_classes; c++) {
+        const class_t *k = &classes[c];
+        double w = k->weight;
+        bool cpu_ok = k->cpu_rank < level;
+        if (k->milli == 0) {
+            if (cpu_ok) xl += w * s; else xr += w * s;
+            continue;
+        }
+        if (model < 0 || !allowed[(size_t)model * MAX_CLASSES + c]) { na += w * s; continue; }
+        uint32_t small = 0;
+        while (small < n && sorted[small] < k->milli) small++;
+        bool fits = n - small >= k->count;
+        if (fits && cpu_ok) {
+            uint32_t part = 0;
+            for (uint32_t i = 0; i < small; i++) part += sorted[i];
+            q2 += w * (double)part;
+        } else if (fits) {
+            q4 += w * s;
+        } else if (cpu_ok) {
+            q2 += w * s;
+        } else {
+            q1 += w * s;
+        }
+    }
+    return q1 + q2 + q4 + xl + xr + na;
+}
+
+static int64_t fgd_score(double delta) {
+    return (int64_t)(1.0 / (1.0 + exp(-(delta / 1000.0))) * 100.0);
+}
+
+static bool model_ok(policy_task_t *t, int model) {
+    berth_plugin_types_gpu_request_t *r = &t->gpu.val;
+    if (r->models.len == 0) return true;
+    if (model < 0) return false;
+    const char *name = model_names[model];
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < r->models.len; i++) {
+        policy_string_t *m = &r->models.ptr[i];
+        if (m->len <= nl) {
+            for (size_t off = 0; off + m->len <= nl; off++)
+                if (memcmp(name + off, m->ptr, m->len) == 0) return true;
+        }
+    }
+    return false;
+}
+
+/* FGD's verdict for the task on candidate row i: the score (or -1 when
+ * its GPUs cannot hold it) and, for a share, the GPU it takes. */
+static int64_t choose(policy_task_t *t, policy_nodes_t *ns, size_t i, int *gpu) {
+    uint32_t k = ns->index.ptr[i];
+    if (k >= n_nodes) return -1;
+    node_t *n = &nodes[k];
+    uint32_t start = ns->gpu_start.ptr[i], count = ns->gpu_start.ptr[i + 1] - start;
+    if (count > MAX_GPUS) count = MAX_GPUS;
+    uint32_t frees[MAX_GPUS];
+    for (uint32_t g = 0; g < count; g++) frees[g] = ns->gpu_free.ptr[start + g];
+    uint64_t cpu = ns->cpu_free.ptr[i];
+    double f0 = frag(n->model, cpu, frees, count);
+    uint64_t demand = t->cpu + 1000ull * t->cores;
+    uint64_t cpu1 = cpu > demand ? cpu - demand : 0;
+    *gpu = -1;
+    berth_plugin_types_gpu_request_t *r = &t->gpu.val;
+    bool gpu_task = t->gpu.is_some && r->mig_profile.len == 0 && r->milli > 0 && r->count > 0;
+    if (gpu_task && r->milli < GPU_MILLI) {
+        int64_t best = -1;
+        for (uint32_t g = 0; g < count; g++) {
+            uint32_t free = frees[g];
+            if (free < r->milli || !model_ok(t, n->gpu_model[g]) || n->memory[g] < r->min_memory) continue;
+            frees[g] = free - r->milli;
+            int64_t s = fgd_score(f0 - frag(n->model, cpu1, frees, count));
+            frees[g] = free;
+            if (best < 0 || s > best) { best = s; *gpu = (int)g; }
+        }
+        return best;
+    }
+    if (gpu_task) {
+        uint32_t need = r->count;
+        for (uint32_t g = 0; g < count && need > 0; g++) {
+            if (frees[g] >= GPU_MILLI && model_ok(t, n->gpu_model[g]) && n->memory[g] >= r->min_memory) {
+                frees[g] = 0;
+                need--;
+            }
+        }
+        if (need) return -1;
+    }
+    return fgd_score(f0 - frag(n->model, cpu1, frees, count));
+}
+
+void exports_policy_score(policy_task_t *task, policy_nodes_t *ns, policy_list_f64_t *ret) {
+    size_t n = ns->index.len;
+    ret->ptr = malloc(sizeof(double) * (n ? n : 1));
+    ret->len = n;
+    for (size_t i = 0; i < n; i++) {
+        int gpu;
+        int64_t s = choose(task, ns, i, &gpu);
+        ret->ptr[i] = s < 0 ? 0.0 : (double)(s > 100 ? 100 : s);
+    }
+    policy_task_free(task);
+    policy_nodes_free(ns);
+}
+
+bool exports_policy_allocate(policy_task_t *task, policy_nodes_t *ns, berth_plugin_types_choice_t *ret, policy_string_t *err) {
+    bool ok = true;
+    ret->gpus.ptr = NULL;
+    ret->gpus.len = 0;
+    berth_plugin_types_gpu_request_t *r = &task->gpu.val;
+    if (task->gpu.is_some && r->milli < GPU_MILLI && r->mig_profile.len == 0 && ns->index.len == 1) {
+        int gpu;
+        if (choose(task, ns, 0, &gpu) < 0 || gpu < 0) {
+            policy_string_dup(err, "no GPU with enough free thousandths");
+            ok = false;
+        } else {
+            ret->gpus.ptr = malloc(sizeof(uint32_t));
+            ret->gpus.ptr[0] = (uint32_t)gpu;
+            ret->gpus.len = 1;
+        }
+    }
+    policy_task_free(task);
+    policy_nodes_free(ns);
+    return ok;
+}
