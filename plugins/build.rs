@@ -9,8 +9,18 @@ use std::path::{Path, PathBuf};
 const PLUGINS: &[(&str, &str, &[&str], &[&str])] = &[
     ("binpack", "score", &["binpack/binpack.c"], &[]),
     ("fgd", "policy", &["fgd/fgd.c"], &["-lm"]),
-    ("label-filter", "filter", &["label-filter/label_filter.c"], &[]),
-    ("team-admission", "admission", &["team-admission/team_admission.c"], &[]),
+    (
+        "label-filter",
+        "filter",
+        &["label-filter/label_filter.c"],
+        &[],
+    ),
+    (
+        "team-admission",
+        "admission",
+        &["team-admission/team_admission.c"],
+        &[],
+    ),
     ("last-gpu", "allocate", &["last-gpu/last_gpu.c"], &[]),
     ("hostile-loop", "score", &["hostile/loop.c"], &[]),
     ("hostile-hog", "score", &["hostile/hog.c"], &[]),
@@ -24,7 +34,10 @@ fn main() {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let include = here.join("../sdk/c/include");
-    println!("cargo:rerun-if-changed={}", here.join("../sdk/wit").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        here.join("../sdk/wit").display()
+    );
     println!("cargo:rerun-if-changed={}", include.display());
     println!("cargo:rerun-if-env-changed=BERTH_CLANG");
     let mut list = String::from("/// (name, world, path of the built component).\n");
@@ -42,7 +55,10 @@ fn main() {
         let wasm = b.compile().unwrap_or_else(|e| panic!("plugin {name}: {e}"));
         let path = out.join(format!("{name}.wasm"));
         std::fs::write(&path, wasm).unwrap();
-        list.push_str(&format!("    ({name:?}, {world:?}, {:?}),\n", path_str(&path)));
+        list.push_str(&format!(
+            "    ({name:?}, {world:?}, {:?}),\n",
+            path_str(&path)
+        ));
     }
     list.push_str("];\n");
     std::fs::write(out.join("built.rs"), list).unwrap();

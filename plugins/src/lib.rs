@@ -24,7 +24,10 @@ pub fn path(name: &str) -> Option<PathBuf> {
 
 /// The world (kind of plugin) the plugin `name` was built for.
 pub fn world(name: &str) -> Option<&'static str> {
-    BUILT.iter().find(|(n, _, _)| *n == name).map(|(_, w, _)| *w)
+    BUILT
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, w, _)| *w)
 }
 
 #[cfg(test)]

@@ -55,7 +55,11 @@ mod tests {
     fn keys_and_values() {
         assert!(check("team", "ml-infra").is_ok());
         assert!(check("example.com/tier", "").is_ok());
-        assert!(check("Example.com/tier", "x").unwrap_err().contains("prefix"));
+        assert!(
+            check("Example.com/tier", "x")
+                .unwrap_err()
+                .contains("prefix")
+        );
         assert!(check("", "x").unwrap_err().contains("name"));
         assert!(check("team", "a b").unwrap_err().contains("value"));
         assert!(check(&"k".repeat(64), "x").is_err());

@@ -29,8 +29,8 @@ use crate::quantity::{Bytes, DurationMs, MilliCpu};
 
 mod parse;
 
-pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
 pub(crate) use parse::key_segment;
+pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
 
 /// Cpu given to an app that does not say: 100m.
 pub const DEFAULT_CPU: MilliCpu = MilliCpu(100);
@@ -491,7 +491,10 @@ impl AppSpec {
         }
         for (k, v) in &self.labels {
             if let Err(why) = crate::labels::check(k, v) {
-                problems.push(FieldError::new(format!("labels{}", parse::key_segment(k)), why));
+                problems.push(FieldError::new(
+                    format!("labels{}", parse::key_segment(k)),
+                    why,
+                ));
             }
         }
         crate::placement::validate(&self.constraints, &mut problems);

@@ -15,17 +15,31 @@ fn invalid(detail: String) -> Rejection {
 /// Checks that `gpus` (indices on `node`) are a valid answer to `task`'s
 /// GPU request: as many as asked, distinct, eligible, free enough and, for
 /// NVLink requests, connected. Returns them as a pick.
-pub fn check_gpus(task: &TaskRequest, node: &NodeState, gpus: &[u32]) -> Result<GpuPick, Rejection> {
+pub fn check_gpus(
+    task: &TaskRequest,
+    node: &NodeState,
+    gpus: &[u32],
+) -> Result<GpuPick, Rejection> {
     let Some(req) = &task.gpus else {
         return if gpus.is_empty() {
             Ok(Vec::new())
         } else {
-            Err(invalid(format!("{} GPUs for a task that asks for none", gpus.len())))
+            Err(invalid(format!(
+                "{} GPUs for a task that asks for none",
+                gpus.len()
+            )))
         };
     };
-    let want = if req.milli < GPU_MILLI { 1 } else { req.count as usize };
+    let want = if req.milli < GPU_MILLI {
+        1
+    } else {
+        req.count as usize
+    };
     if gpus.len() != want {
-        return Err(invalid(format!("{} GPUs chosen, {want} asked for", gpus.len())));
+        return Err(invalid(format!(
+            "{} GPUs chosen, {want} asked for",
+            gpus.len()
+        )));
     }
     let distinct: BTreeSet<u32> = gpus.iter().copied().collect();
     if distinct.len() != gpus.len() {
@@ -42,15 +56,24 @@ pub fn check_gpus(task: &TaskRequest, node: &NodeState, gpus: &[u32]) -> Result<
         }
     }
     if req.interconnect == Interconnect::NvLink && gpus.len() > 1 && !hw::connected(node, gpus) {
-        return Err(invalid(format!("GPUs {gpus:?} are not on one NVLink island")));
+        return Err(invalid(format!(
+            "GPUs {gpus:?} are not on one NVLink island"
+        )));
     }
-    Ok(gpus.iter().map(|&i| (i, req.milli.min(GPU_MILLI))).collect())
+    Ok(gpus
+        .iter()
+        .map(|&i| (i, req.milli.min(GPU_MILLI)))
+        .collect())
 }
 
 /// The whole hardware pick for `task` on `node` with the GPUs `gpus`, under
 /// the task's NUMA policy: the GPUs' NUMA nodes bound the rest when the
 /// policy asks for locality.
-pub fn pick_with_gpus(task: &TaskRequest, node: &NodeState, gpus: &[u32]) -> Result<HwPick, Rejection> {
+pub fn pick_with_gpus(
+    task: &TaskRequest,
+    node: &NodeState,
+    gpus: &[u32],
+) -> Result<HwPick, Rejection> {
     let fixed = check_gpus(task, node, gpus)?;
     let numas: Vec<u32> = fixed
         .iter()
@@ -69,7 +92,10 @@ pub fn pick_with_gpus(task: &TaskRequest, node: &NodeState, gpus: &[u32]) -> Res
     pick.ok_or_else(|| {
         Rejection::new(
             "hardware does not fit the chosen GPUs",
-            format!("no cores, NICs or devices fit around GPUs {gpus:?} under {:?}", task.numa),
+            format!(
+                "no cores, NICs or devices fit around GPUs {gpus:?} under {:?}",
+                task.numa
+            ),
         )
     })
 }

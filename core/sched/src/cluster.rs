@@ -290,7 +290,15 @@ impl NodeState {
         (&self.name, self.cpu_capacity, self.mem_capacity).hash(h);
         self.attributes.hash(h);
         for g in &self.gpus {
-            (g.index, &g.uuid, &g.model, g.memory_bytes, g.numa, &g.nvlinks).hash(h);
+            (
+                g.index,
+                &g.uuid,
+                &g.model,
+                g.memory_bytes,
+                g.numa,
+                &g.nvlinks,
+            )
+                .hash(h);
             g.mig.len().hash(h);
         }
         (self.cores.len(), self.nics.len(), self.devices.len()).hash(h);
@@ -428,6 +436,46 @@ pub struct TaskRequest {
 }
 
 impl TaskRequest {
+    /// What a task `id` of an app with `spec` asks for.
+    pub fn for_spec(id: &str, spec: &berth_model::spec::AppSpec) -> TaskRequest {
+        use berth_model::hardware;
+        let r = &spec.resources;
+        TaskRequest {
+            id: id.to_string(),
+            cpu: if r.cores > 0 { 0 } else { r.cpu.0 },
+            memory: r.memory.0,
+            ports: spec.ports.iter().map(|p| p.host).collect(),
+            cores: r.cores,
+            gpus: r.gpus.as_ref().map(|g| GpuRequest {
+                count: g.count,
+                milli: g.milli,
+                models: g.model.clone(),
+                min_memory: g.min_memory.map(|b| b.0).unwrap_or(0),
+                interconnect: match g.interconnect {
+                    hardware::Interconnect::Nvlink => Interconnect::NvLink,
+                    hardware::Interconnect::Any => Interconnect::Any,
+                },
+                mig_profile: g.mig_profile.clone(),
+            }),
+            nics: r.nics.as_ref().map(|n| NicRequest {
+                count: n.count,
+                min_speed_mbps: u64::from(n.min_speed) * 1000,
+                rdma: n.rdma,
+            }),
+            numa: match r.numa {
+                hardware::NumaPolicy::None => NumaPolicy::None,
+                hardware::NumaPolicy::BestEffort => NumaPolicy::BestEffort,
+                hardware::NumaPolicy::Restricted => NumaPolicy::Restricted,
+                hardware::NumaPolicy::SingleNumaNode => NumaPolicy::SingleNumaNode,
+            },
+            devices: r.devices.iter().map(|(k, &n)| (k.clone(), n)).collect(),
+            group: spec.name.clone(),
+            constraints: spec.constraints.clone(),
+            labels: spec.labels.clone(),
+            priority: spec.priority,
+        }
+    }
+
     /// CPU demand in millicores, exclusive cores included.
     pub fn cpu_demand(&self) -> u64 {
         self.cpu + 1000 * u64::from(self.cores)

@@ -4,17 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use berth_model::hardware;
 use berth_model::node::NodeStatus;
 use berth_model::spec::AppSpec;
 use berth_model::spec::RestartPolicy;
 use berth_model::task::{Desired, Task, TaskState};
 use berth_sched::policy::{self, PodShape, PolicyContext};
 use berth_sched::preempt::{self, Victim};
-use berth_sched::{
-    Cluster, Decision, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline,
-    TaskRequest,
-};
+use berth_sched::{Cluster, Decision, NodeState, Pipeline, TaskRequest};
 use berth_store::{ClusterState, Command, Envelope, Placement, Store};
 
 /// Whether a task still holds its node's resources.
@@ -77,41 +73,7 @@ pub fn snapshot(state: &ClusterState) -> Cluster {
 
 /// What a task of `spec` asks the scheduler for.
 pub fn request(id: &str, spec: &AppSpec) -> TaskRequest {
-    let r = &spec.resources;
-    TaskRequest {
-        id: id.to_string(),
-        cpu: if r.cores > 0 { 0 } else { r.cpu.0 },
-        memory: r.memory.0,
-        ports: spec.ports.iter().map(|p| p.host).collect(),
-        cores: r.cores,
-        gpus: r.gpus.as_ref().map(|g| GpuRequest {
-            count: g.count,
-            milli: g.milli,
-            models: g.model.clone(),
-            min_memory: g.min_memory.map(|b| b.0).unwrap_or(0),
-            interconnect: match g.interconnect {
-                hardware::Interconnect::Nvlink => Interconnect::NvLink,
-                hardware::Interconnect::Any => Interconnect::Any,
-            },
-            mig_profile: g.mig_profile.clone(),
-        }),
-        nics: r.nics.as_ref().map(|n| NicRequest {
-            count: n.count,
-            min_speed_mbps: u64::from(n.min_speed) * 1000,
-            rdma: n.rdma,
-        }),
-        numa: match r.numa {
-            hardware::NumaPolicy::None => NumaPolicy::None,
-            hardware::NumaPolicy::BestEffort => NumaPolicy::BestEffort,
-            hardware::NumaPolicy::Restricted => NumaPolicy::Restricted,
-            hardware::NumaPolicy::SingleNumaNode => NumaPolicy::SingleNumaNode,
-        },
-        devices: r.devices.iter().map(|(k, &n)| (k.clone(), n)).collect(),
-        group: spec.name.clone(),
-        constraints: spec.constraints.clone(),
-        labels: spec.labels.clone(),
-        priority: spec.priority,
-    }
+    TaskRequest::for_spec(id, spec)
 }
 
 /// Decides placements for every pending task against one snapshot.

@@ -37,7 +37,9 @@ pub enum BuildError {
         reason: String,
     },
     /// clang could not be run.
-    #[error("running {clang}: {source} (install clang-14, lld-14, wasi-libc and libclang-rt-14-dev-wasm32)")]
+    #[error(
+        "running {clang}: {source} (install clang-14, lld-14, wasi-libc and libclang-rt-14-dev-wasm32)"
+    )]
     NoClang {
         /// The compiler.
         clang: String,
@@ -53,7 +55,9 @@ pub enum BuildError {
         stderr: String,
     },
     /// The module imports functions a plugin may not have.
-    #[error("the module imports {0}: plugins get no filesystem, clock or other WASI calls (printf, fopen, time...); log through the host instead")]
+    #[error(
+        "the module imports {0}: plugins get no filesystem, clock or other WASI calls (printf, fopen, time...); log through the host instead"
+    )]
     Imports(String),
     /// wit-component refused the module.
     #[error("encoding the component: {0}")]
