@@ -149,15 +149,60 @@ static int cmp_u32(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* F(n): the GPU capacity the typical tasks could not use, FGD's buckets
- * summed in FGD's order. */
+/* F depends only on the model, the CPU level and the sorted free GPUs:
+ * memoised on that key (as the native model is), for nodes of up to 8
+ * GPUs, in an open-addressing table cleared when it fills. */
+#define MEMO_BITS 16
+#define MEMO_GPUS 8
+typedef struct { uint64_t k[3]; double v; bool used; } memo_t;
+static memo_t memo[1 << MEMO_BITS];
+static size_t memo_len;
+
+static void sort_small(uint32_t *a, uint32_t n) {
+    for (uint32_t i = 1; i < n; i++) {
+        uint32_t x = a[i], j = i;
+        while (j > 0 && a[j - 1] > x) { a[j] = a[j - 1]; j--; }
+        a[j] = x;
+    }
+}
+
+static double compute(int model, size_t level, const uint32_t *sorted, uint32_t n);
+
+/* F(n): the GPU capacity the typical tasks could not use. */
 static double frag(int model, uint64_t cpu_free, const uint32_t *frees, uint32_t n) {
     if (n == 0) return 0.0;
     uint32_t sorted[MAX_GPUS];
     memcpy(sorted, frees, n * sizeof *frees);
-    qsort(sorted, n, sizeof *sorted, cmp_u32);
     size_t level = 0;
     while (level < n_levels && levels[level] <= cpu_free) level++;
+    if (n > MEMO_GPUS || model < 0) {
+        qsort(sorted, n, sizeof *sorted, cmp_u32);
+        return compute(model, level, sorted, n);
+    }
+    sort_small(sorted, n);
+    uint64_t k[3] = { (uint64_t)model << 48 | (uint64_t)n << 40 | level, 0, 0 };
+    for (uint32_t i = 0; i < n; i++) k[1 + i / 4] |= (uint64_t)(sorted[i] & 0xFFFF) << (16 * (i % 4));
+    uint64_t h = (k[0] * 0x9E3779B97F4A7C15ull) ^ (k[1] * 0xC2B2AE3D27D4EB4Full) ^ (k[2] * 0x165667B19E3779F9ull);
+    size_t mask = (1 << MEMO_BITS) - 1, at = (size_t)(h >> 20) & mask;
+    while (memo[at].used) {
+        if (memo[at].k[0] == k[0] && memo[at].k[1] == k[1] && memo[at].k[2] == k[2]) return memo[at].v;
+        at = (at + 1) & mask;
+    }
+    double v = compute(model, level, sorted, n);
+    if (memo_len * 4 >= (size_t)3 << MEMO_BITS) {
+        memset(memo, 0, sizeof memo);
+        memo_len = 0;
+        at = (size_t)(h >> 20) & mask;
+    }
+    memo[at].k[0] = k[0]; memo[at].k[1] = k[1]; memo[at].k[2] = k[2];
+    memo[at].v = v;
+    memo[at].used = true;
+    memo_len++;
+    return v;
+}
+
+/* FGD's buckets, summed in FGD's order, for sorted free GPUs. */
+static double compute(int model, size_t level, const uint32_t *sorted, uint32_t n) {
     uint32_t total = 0;
     for (uint32_t i = 0; i < n; i++) total += sorted[i];
     double s = (double)total;

@@ -32,16 +32,16 @@ async fn channel(addr: &str) -> anyhow::Result<Channel> {
         })
 }
 
-async fn control(addr: &str) -> anyhow::Result<ControlClient<Channel>> {
+pub(crate) async fn control(addr: &str) -> anyhow::Result<ControlClient<Channel>> {
     Ok(ControlClient::new(channel(addr).await?))
 }
 
 /// Turns a gRPC status into a plain error message.
-fn status(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}", s.message())
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

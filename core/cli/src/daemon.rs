@@ -85,7 +85,12 @@ pub async fn dev(
     let listen = socket(addr)?;
     berth_server::check_policy(policy).context("--policy")?;
     let store = open_store(data_dir)?;
-    let server = Server::start(store.clone(), policy).context("--policy")?;
+    let server = Server::start(
+        store.clone(),
+        policy,
+        Some(data_dir.join("server").join("plugins")),
+    )
+    .context("--policy")?;
     let (agent, rt, reports) = Agent::new(AgentConfig {
         node_name: node_name.unwrap_or_else(hostname),
         server: addr.to_string(),
@@ -122,7 +127,12 @@ pub async fn server(addr: &str, data_dir: &Path, policy: &str) -> anyhow::Result
     let listen = socket(addr)?;
     berth_server::check_policy(policy).context("--policy")?;
     let store = open_store(data_dir)?;
-    let server = Server::start(store.clone(), policy).context("--policy")?;
+    let server = Server::start(
+        store.clone(),
+        policy,
+        Some(data_dir.join("server").join("plugins")),
+    )
+    .context("--policy")?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
     tracing::info!(%listen, "berth server is up");

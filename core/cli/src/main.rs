@@ -3,7 +3,10 @@
 mod client;
 mod daemon;
 mod output;
+mod plugin;
+mod plugin_local;
 mod probe;
+mod scaffold;
 mod sim;
 
 use std::path::PathBuf;
@@ -154,49 +157,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// Wasm plugins: install and roll out, or build, scaffold and try locally.
+    Plugin {
+        #[command(subcommand)]
+        cmd: plugin::PluginCmd,
+    },
 }
 
 #[derive(Subcommand)]
 enum SimCmd {
     /// Replay an Alibaba openb GPU trace (ATC'23 FGD method) and print the
     /// allocation curve and the section-6 table.
-    Openb {
-        /// Pod list CSV (openb_pod_list_*.csv).
-        #[arg(long)]
-        trace: PathBuf,
-        /// Node list CSV (default: openb_node_list_gpu_node.csv next to the trace).
-        #[arg(long)]
-        nodes: Option<PathBuf>,
-        /// random | bestfit | fgd | default (Berth's own) | ...
-        #[arg(long, default_value = "default")]
-        policy: String,
-        /// Seeds, e.g. 42-51 or 42,43.
-        #[arg(long, default_value = "42-51")]
-        seeds: String,
-        /// Print {"trace","policy","seeds","columns":{...}} (mean over seeds).
-        #[arg(long)]
-        json: bool,
-    },
+    Openb(sim::OpenbArgs),
     /// Placement throughput on a synthetic cluster built from the fixtures.
-    Scale {
-        #[arg(long, default_value_t = 10_000)]
-        nodes: usize,
-        #[arg(long, default_value_t = 100_000)]
-        tasks: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long, default_value = "default")]
-        policy: String,
-        /// Score at most this many feasible nodes per decision.
-        #[arg(long)]
-        sample: Option<usize>,
-        /// With --sample: also score this many nodes last chosen for the
-        /// same kind of task (default: half the sample; 0: plain sampling).
-        #[arg(long, requires = "sample")]
-        remember: Option<usize>,
-        #[arg(long)]
-        json: bool,
-    },
+    Scale(sim::ScaleArgs),
 }
 
 #[derive(Subcommand)]
@@ -291,27 +265,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             timings,
         } => probe::run(json, fixture, synthetic, xml, timings),
         Cmd::Sim {
-            cmd:
-                SimCmd::Openb {
-                    trace,
-                    nodes,
-                    policy,
-                    seeds,
-                    json,
-                },
-        } => sim::openb(trace, nodes, policy, &seeds, json),
+            cmd: SimCmd::Openb(a),
+        } => a.run(),
         Cmd::Sim {
-            cmd:
-                SimCmd::Scale {
-                    nodes,
-                    tasks,
-                    seed,
-                    policy,
-                    sample,
-                    remember,
-                    json,
-                },
-        } => sim::scale(nodes, tasks, seed, policy, sample, remember, json),
+            cmd: SimCmd::Scale(a),
+        } => a.run(),
         Cmd::Node {
             cmd: NodeCmd::Show { name, json },
         } => client::node_show(&addr, &name, json).await,
@@ -326,6 +284,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rm { app } => client::rm(&addr, &app).await,
         Cmd::Nodes { json } => client::nodes(&addr, json).await,
         Cmd::Events { app } => client::events(&addr, app).await,
+        Cmd::Plugin { cmd } => plugin::run(&addr, cmd).await,
         Cmd::Image { cmd } => match cmd {
             ImageCmd::Import {
                 path,

@@ -14,36 +14,12 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(40);
 
-/// A CDI spec for the DGX fixture's GPUs with fake device nodes (they are
-/// /dev/null's numbers, so harmless) and one env var per device.
-fn write_cdi(dir: &std::path::Path) {
-    let inv = berth_hostprobe::load_fixture("dgx-h100").unwrap();
-    let mut yaml = String::from("cdiVersion: 0.6.0\nkind: nvidia.com/gpu\ndevices:\n");
-    for g in &inv.gpus {
-        let node = dir.join(format!("nvidia{}", g.index));
-        let st = Command::new("mknod")
-            .arg(&node)
-            .args(["c", "1", "3"])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        yaml.push_str(&format!(
-            "- name: {}\n  containerEdits:\n    env: [BERTH_TEST_GPU_{}=present]\n    deviceNodes: [{{path: /dev/nvidia{}, hostPath: {}}}]\n",
-            g.uuid,
-            g.index,
-            g.index,
-            node.display()
-        ));
-    }
-    std::fs::write(dir.join("nvidia.yaml"), yaml).unwrap();
-}
-
 #[test]
 fn gpus_land_on_one_nvlink_island_with_local_cores_and_nic() {
     let mut dev = Dev::start();
     let cdi = dev.data.path().join("cdi");
     std::fs::create_dir_all(&cdi).unwrap();
-    write_cdi(&cdi);
+    common::write_gpu_cdi(&cdi);
     dev.agent_with("dgx1", "dgx-h100", &["--cdi-dir", cdi.to_str().unwrap()]);
     dev.agent_with("dgx2", "dgx-h100", &["--cdi-dir", cdi.to_str().unwrap()]);
     dev.agent("cpu1", "cpu-2s");

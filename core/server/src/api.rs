@@ -27,6 +27,8 @@ pub struct Api {
     pub(crate) heartbeats: Arc<Mutex<HashMap<String, Instant>>>,
     /// The latest scheduling decision per task, with per-node detail.
     pub(crate) explanations: crate::scheduler::Explanations,
+    /// The plugins this server runs.
+    pub(crate) plugins: Arc<crate::plugins::PluginSet>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -46,7 +48,7 @@ fn request_id(id: String) -> Option<String> {
 }
 
 impl Api {
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         request_id: Option<String>,
         command: Command,
@@ -78,6 +80,50 @@ fn check_app_name(name: &str) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl Control for Api {
+    async fn install_plugin(
+        &self,
+        req: Request<pb::PutPluginRequest>,
+    ) -> Result<Response<pb::PluginInfo>, Status> {
+        self.put_plugin(req, false).await
+    }
+
+    async fn upgrade_plugin(
+        &self,
+        req: Request<pb::PutPluginRequest>,
+    ) -> Result<Response<pb::PluginInfo>, Status> {
+        self.put_plugin(req, true).await
+    }
+
+    async fn rollback_plugin(
+        &self,
+        req: Request<pb::PluginRequest>,
+    ) -> Result<Response<pb::PluginInfo>, Status> {
+        let name = self.plugin_change(req, false).await?;
+        self.plugin_info(&name)
+    }
+
+    async fn remove_plugin(
+        &self,
+        req: Request<pb::PluginRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.plugin_change(req, true).await?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn list_plugins(
+        &self,
+        _: Request<pb::ListPluginsRequest>,
+    ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        Ok(Response::new(self.plugin_list()))
+    }
+
+    async fn get_plugin(
+        &self,
+        req: Request<pb::PluginRequest>,
+    ) -> Result<Response<pb::PluginInfo>, Status> {
+        self.plugin_info(&req.into_inner().name)
+    }
+
     async fn run_app(
         &self,
         req: Request<pb::RunAppRequest>,
@@ -85,6 +131,13 @@ impl Control for Api {
         let req = req.into_inner();
         // Validation happens before anything is proposed: a bad spec stores nothing.
         let spec = parse_spec(&req.spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Admission plugins may refuse or change it (also before anything is stored).
+        self.plugins.sync(&self.store.read());
+        let plugins = self.plugins.clone();
+        let spec = tokio::task::spawn_blocking(move || plugins.admit(spec))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::invalid_argument)?;
         let name = spec.name.clone();
         let (_, outcome) = self
             .commit(

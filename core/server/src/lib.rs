@@ -4,7 +4,9 @@
 //! results; followers and agents apply them.
 
 pub mod api;
+pub mod api_plugins;
 pub mod convert;
+pub mod plugins;
 pub mod scheduler;
 
 use std::collections::HashMap;
@@ -34,18 +36,26 @@ pub struct Server {
 
 impl Server {
     /// Wraps the store and starts the leader's loops (scheduling with the
-    /// placement policy `policy`, node liveness). An unknown policy is an
-    /// error naming the known ones (see [`policy::CLUSTER_POLICIES`]).
-    pub fn start(store: Store, policy: &str) -> Result<Server, UnknownPolicy> {
+    /// placement policy `policy` and the installed plugins, node liveness).
+    /// Compiled plugins are cached in `plugin_cache`. An unknown policy is
+    /// an error naming the known ones (see [`policy::CLUSTER_POLICIES`]).
+    pub fn start(
+        store: Store,
+        policy: &str,
+        plugin_cache: Option<std::path::PathBuf>,
+    ) -> Result<Server, UnknownPolicy> {
         check_policy(policy)?;
+        let plugins = Arc::new(plugins::PluginSet::new(plugin_cache));
         let api = Api {
             store: store.clone(),
             heartbeats: Arc::new(Mutex::new(HashMap::new())),
             explanations: Arc::new(Mutex::new(HashMap::new())),
+            plugins: plugins.clone(),
         };
         tokio::spawn(scheduler::run(
             store.clone(),
             policy.to_string(),
+            plugins,
             api.explanations.clone(),
         ));
         tokio::spawn(liveness(store, api.heartbeats.clone()));

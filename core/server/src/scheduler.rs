@@ -13,6 +13,8 @@ use berth_sched::preempt::{self, Victim};
 use berth_sched::{Cluster, Decision, NodeState, Pipeline, TaskRequest};
 use berth_store::{ClusterState, Command, Envelope, Placement, Store};
 
+use crate::plugins::PluginSet;
+
 /// Whether a task still holds its node's resources.
 pub fn holds_resources(state: &ClusterState, t: &Task) -> bool {
     if t.node.is_none() {
@@ -76,9 +78,24 @@ pub fn request(id: &str, spec: &AppSpec) -> TaskRequest {
     TaskRequest::for_spec(id, spec)
 }
 
-/// Decides placements for every pending task against one snapshot.
-/// Returns `None` when there is nothing new to commit.
-pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> (Option<Command>, Vec<Decision>) {
+/// Shadow pipelines (each the enforced chain plus one shadow plugin) and
+/// where to record how their decisions compare.
+#[derive(Default)]
+pub struct Shadows<'a> {
+    /// (plugin name, its pipeline).
+    pub list: &'a [(String, Pipeline)],
+    /// Where comparisons are recorded.
+    pub set: Option<&'a PluginSet>,
+}
+
+/// Decides placements for every pending task against one snapshot; each
+/// shadow pipeline decides the same tasks on the same snapshot, changing
+/// nothing. Returns `None` when there is nothing new to commit.
+pub fn plan(
+    state: &ClusterState,
+    pipeline: &Pipeline,
+    shadows: &Shadows<'_>,
+) -> (Option<Command>, Vec<Decision>) {
     let mut cluster = snapshot(state);
     let mut decisions = Vec::new();
     let mut placements = Vec::new();
@@ -115,6 +132,11 @@ pub fn plan(state: &ClusterState, pipeline: &Pipeline) -> (Option<Command>, Vec<
             let req = request(&t.id, &app.spec);
             let target = scratch.as_mut().unwrap_or(&mut cluster);
             let d = pipeline.decide(target, &req);
+            if let Some(set) = shadows.set {
+                for (name, sp) in shadows.list {
+                    set.record_shadow(name, &d, &sp.decide(target, &req));
+                }
+            }
             match &d.placement {
                 Some((node, allocation)) => {
                     target.commit_for(node, &t.app, allocation);
@@ -276,42 +298,64 @@ pub fn workload_context(state: &ClusterState) -> PolicyContext {
     }
 }
 
-/// The pipeline for `policy`, rebuilt only when the workload context changes.
+/// The pipeline for `policy` with the enforced plugins, and one per shadow
+/// plugin, rebuilt only when the workload context or the plugins change.
 struct Chain {
     policy: String,
-    ctx: Option<PolicyContext>,
+    plugins: Arc<PluginSet>,
+    key: Option<(PolicyContext, u64)>,
     pipeline: Pipeline,
+    shadows: Vec<(String, Pipeline)>,
 }
 
 impl Chain {
-    fn for_state(&mut self, state: &ClusterState) -> &Pipeline {
-        let ctx = workload_context(state);
-        if self.ctx.as_ref() != Some(&ctx) {
-            match policy::cluster_pipeline(&self.policy, &ctx) {
-                Ok(p) => self.pipeline = p,
-                Err(e) => tracing::error!(error = %e, "placement policy"),
+    fn base(&self, ctx: &PolicyContext) -> Pipeline {
+        match policy::cluster_pipeline(&self.policy, ctx) {
+            Ok(p) => self.plugins.extend(p),
+            Err(e) => {
+                tracing::error!(error = %e, "placement policy");
+                self.plugins.extend(Pipeline::default())
             }
-            self.ctx = Some(ctx);
         }
-        &self.pipeline
+    }
+
+    fn for_state(&mut self, state: &ClusterState) {
+        let generation = self.plugins.sync(state);
+        let key = (workload_context(state), generation);
+        if self.key.as_ref() != Some(&key) {
+            self.pipeline = self.base(&key.0);
+            self.shadows = self.plugins.shadows(|| self.base(&key.0));
+            self.key = Some(key);
+        }
     }
 }
 
 /// Runs until the store shuts down, placing with the policy named `policy`
-/// (see [`policy::cluster_pipeline`]).
-pub async fn run(store: Store, policy: String, explanations: Explanations) {
+/// (see [`policy::cluster_pipeline`]) and the installed plugins.
+pub async fn run(
+    store: Store,
+    policy: String,
+    plugins: Arc<PluginSet>,
+    explanations: Explanations,
+) {
     let mut applied = store.applied();
     let mut chain = Chain {
         policy,
-        ctx: None,
+        plugins,
+        key: None,
         pipeline: Pipeline::default(),
+        shadows: Vec::new(),
     };
     loop {
         if store.is_leader() {
             let cmd = {
                 let state = store.read();
-                let pipeline = chain.for_state(&state);
-                let (cmd, decisions) = plan(&state, pipeline);
+                chain.for_state(&state);
+                let shadows = Shadows {
+                    list: &chain.shadows,
+                    set: Some(&chain.plugins),
+                };
+                let (cmd, decisions) = plan(&state, &chain.pipeline, &shadows);
                 let mut ex = explanations.lock().unwrap_or_else(|p| p.into_inner());
                 ex.retain(|id, _| state.tasks.contains_key(id));
                 for d in decisions {

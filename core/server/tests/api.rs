@@ -23,7 +23,7 @@ fn start_with(policy: &str) -> (tempfile::TempDir, Server) {
         Arc::new(NoPeers),
     )
     .unwrap();
-    (dir, Server::start(store, policy).unwrap())
+    (dir, Server::start(store, policy, None).unwrap())
 }
 
 async fn tasks(s: &Server) -> Vec<pb::Task> {
@@ -430,6 +430,9 @@ async fn the_cluster_policy_decides_where_tasks_go() {
         Arc::new(NoPeers),
     )
     .unwrap();
-    let e = Server::start(store, "nope").err().unwrap().to_string();
+    let e = Server::start(store, "nope", None)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("unknown policy \"nope\""), "{e}");
 }

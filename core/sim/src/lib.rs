@@ -8,11 +8,13 @@
 
 pub mod openb;
 pub mod scale;
+pub mod wasm;
 
 use std::path::PathBuf;
 
 pub use openb::{OpenbOpts, OpenbReport, parse_seeds, run_openb};
 pub use scale::{ScaleOpts, ScaleReport, run_scale};
+pub use wasm::{ExtraPlugin, WasmPlugins};
 
 /// Why a simulation could not run.
 #[derive(Debug, thiserror::Error)]

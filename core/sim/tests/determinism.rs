@@ -17,18 +17,24 @@ fn same_seed_same_curve() {
     let pods: Vec<_> = pods.into_iter().step_by(10).collect();
     let bench = Bench::new(nodes, pods).unwrap();
     for policy in ["fgd", "random", "default"] {
-        let a = bench.run_seed(policy, 42).unwrap();
-        let b = bench.run_seed(policy, 42).unwrap();
+        let a = bench.run_seed(policy, &Default::default(), 42).unwrap();
+        let b = bench.run_seed(policy, &Default::default(), 42).unwrap();
         assert_eq!(a.curve, b.curve, "{policy}");
         assert_eq!((a.placed, a.failed), (b.placed, b.failed));
-        let c = bench.run_seed(policy, 43).unwrap();
+        let c = bench.run_seed(policy, &Default::default(), 43).unwrap();
         assert!(
             a.curve != c.curve || a.pods != c.pods,
             "{policy}: seeds 42 and 43 agree"
         );
     }
     // Parallel runs give the per-seed results of serial ones.
-    let par = bench.run("fgd", &[42, 43]).unwrap();
-    assert_eq!(par[0].curve, bench.run_seed("fgd", 42).unwrap().curve);
+    let par = bench.run("fgd", &Default::default(), &[42, 43]).unwrap();
+    assert_eq!(
+        par[0].curve,
+        bench
+            .run_seed("fgd", &Default::default(), 42)
+            .unwrap()
+            .curve
+    );
     assert_eq!(par[1].seed, 43);
 }

@@ -102,6 +102,7 @@ fn missing_files_and_bad_options() {
         nodes: None,
         policy: policy.into(),
         seeds,
+        wasm: Default::default(),
     };
     // No node list next to the trace.
     let e = run_openb(&opts("fgd", vec![1])).unwrap_err();

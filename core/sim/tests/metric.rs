@@ -53,7 +53,7 @@ fn tiny_trace_end_to_end() {
     )
     .unwrap();
     let bench = Bench::new(nodes, pods).unwrap();
-    let run = bench.run_seed("bestfit", 3).unwrap();
+    let run = bench.run_seed("bestfit", &Default::default(), 3).unwrap();
     assert_eq!((run.pods, run.placed, run.failed), (5, 4, 1));
     // Arrived 25, 50, 75, 100, 125 %; allocated 25, 50, 75, 100, 100 %.
     let c = &run.curve;

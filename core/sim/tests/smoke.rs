@@ -15,6 +15,7 @@ fn fgd_on_the_default_trace() {
         nodes: None,
         policy: "fgd".into(),
         seeds: vec![42],
+        wasm: Default::default(),
     })
     .unwrap();
     let c130 = r.column(130).unwrap();
@@ -34,6 +35,7 @@ fn scale_benchmark_runs_and_reports() {
         policy: "default".into(),
         sample: Some(20),
         remember: None,
+        wasm: Default::default(),
     };
     let r = run_scale(&opts).unwrap();
     assert_eq!(r.placed + r.failed, 2000);

@@ -5,10 +5,12 @@
 //! the applied state; watchers get [`state::Event`]s after each apply.
 
 pub mod node;
+pub mod plugins;
 pub mod state;
 pub mod storage;
 
 pub use node::{NoPeers, StateGuard, Store, StoreConfig, Transport};
+pub use plugins::{Blob, Mode, PluginCommand, PluginRecord, PluginSettings, PluginVersion};
 pub use state::{App, ClusterState, Command, Envelope, Event, Outcome, Placement};
 
 /// Errors of the store.

@@ -38,8 +38,10 @@ pub struct Placement {
 }
 
 /// A change to the cluster state. The only way state changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
+    /// Install, upgrade, roll back or remove a plugin.
+    Plugin(crate::plugins::PluginCommand),
     /// Create or update an app (already validated by the proposer).
     PutApp {
         /// The spec (boxed: it is much larger than the other commands).
@@ -94,7 +96,7 @@ pub enum Command {
 }
 
 /// A command with the client's request id, as stored in the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Client-generated id; a retried request with the same id is applied once.
     pub request_id: Option<String>,
@@ -129,11 +131,19 @@ pub enum Event {
     AppChanged(String),
     /// A node was registered or changed.
     NodeChanged(String),
+    /// A plugin was installed, changed or removed.
+    PluginChanged(String),
 }
 
 /// The whole replicated cluster state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterState {
+    /// Plugins by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, crate::plugins::PluginRecord>,
+    /// Plugin components by sha256.
+    #[serde(default)]
+    pub blobs: crate::plugins::Blobs,
     /// Apps by name.
     pub apps: BTreeMap<String, App>,
     /// Tasks by id.
@@ -184,6 +194,7 @@ impl ClusterState {
 
     fn apply_command(&mut self, index: u64, cmd: Command, events: &mut Vec<Event>) -> Outcome {
         match cmd {
+            Command::Plugin(p) => self.apply_plugin(index, p, events),
             Command::PutApp { spec } => self.put_app(index, *spec, events),
             Command::StopApp { name } => self.stop_app(&name, events),
             Command::RemoveApp { name } => self.remove_app(&name, events),

@@ -142,7 +142,7 @@ pub enum PluginError {
         reason: String,
     },
     /// The component is not a plugin of the kind asked for.
-    #[error("not a {kind} plugin: {reason}")]
+    #[error("the component is not a {kind} plugin: {reason}")]
     World {
         /// The kind asked for.
         kind: &'static str,

@@ -217,7 +217,11 @@ fn last_gpu_chooses_the_highest_free_gpus_and_the_host_checks_it() {
 #[test]
 fn wrong_kinds_and_bad_bytes_are_refused_with_the_cause() {
     let e = load("binpack", Kind::Filter, "{}").err().unwrap();
-    assert!(e.to_string().starts_with("not a filter plugin"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("the component is not a filter plugin"),
+        "{e}"
+    );
     let e = Plugin::load(b"\0asm\x01\0\0\0", PluginSpec::new("x", Kind::Score), None)
         .err()
         .unwrap();

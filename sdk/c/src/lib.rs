@@ -208,15 +208,22 @@ impl Build {
             });
         }
         let bytes = std::fs::read(&module).map_err(io(&module))?;
-        let imports = imports(&bytes).map_err(BuildError::Encode)?;
-        if !imports.is_empty() {
-            return Err(BuildError::Imports(imports.join(", ")));
-        }
-        wit_component::ComponentEncoder::default()
-            .module(&bytes)
-            .and_then(|e| e.validate(true).encode())
-            .map_err(|e| BuildError::Encode(format!("{e:#}")))
+        componentize(&bytes)
     }
+}
+
+/// Turns a core module that carries its world (a `component-type` section,
+/// as wit-bindgen's C and Rust bindings embed) into a component, refusing
+/// one that imports anything but the contract.
+pub fn componentize(module: &[u8]) -> Result<Vec<u8>, BuildError> {
+    let imports = imports(module).map_err(BuildError::Encode)?;
+    if !imports.is_empty() {
+        return Err(BuildError::Imports(imports.join(", ")));
+    }
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .and_then(|e| e.validate(true).encode())
+        .map_err(|e| BuildError::Encode(format!("{e:#}")))
 }
 
 /// The functions a core module imports from anything but the contract's

@@ -296,3 +296,27 @@ impl Drop for Dev {
         }
     }
 }
+
+/// A CDI spec for the DGX fixture's GPUs with fake device nodes (they are
+/// /dev/null's numbers, so harmless) and one env var per device.
+pub fn write_gpu_cdi(dir: &std::path::Path) {
+    let inv = berth_hostprobe::load_fixture("dgx-h100").unwrap();
+    let mut yaml = String::from("cdiVersion: 0.6.0\nkind: nvidia.com/gpu\ndevices:\n");
+    for g in &inv.gpus {
+        let node = dir.join(format!("nvidia{}", g.index));
+        let st = Command::new("mknod")
+            .arg(&node)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        yaml.push_str(&format!(
+            "- name: {}\n  containerEdits:\n    env: [BERTH_TEST_GPU_{}=present]\n    deviceNodes: [{{path: /dev/nvidia{}, hostPath: {}}}]\n",
+            g.uuid,
+            g.index,
+            g.index,
+            node.display()
+        ));
+    }
+    std::fs::write(dir.join("nvidia.yaml"), yaml).unwrap();
+}

@@ -41,6 +41,8 @@ pub struct OpenbOpts {
     pub policy: String,
     /// Seeds; results are averaged over them.
     pub seeds: Vec<u64>,
+    /// Wasm plugins in place of or beside the native policy.
+    pub wasm: crate::WasmPlugins,
 }
 
 /// Parses `42-51`, `42,43` or a mix (`1-3,7`) into seeds.
@@ -134,7 +136,12 @@ impl Bench {
     }
 
     /// Replays one seed with `policy_name`; returns the run.
-    pub fn run_seed(&self, policy_name: &str, seed: u64) -> Result<SeedRun, SimError> {
+    pub fn run_seed(
+        &self,
+        policy_name: &str,
+        wasm: &crate::WasmPlugins,
+        seed: u64,
+    ) -> Result<SeedRun, SimError> {
         let start = Instant::now();
         let w = workload::build(&self.sorted, &self.nodes, seed, TUNE_RATIO);
         let width = self.nodes.len().saturating_sub(1).to_string().len().max(4);
@@ -150,7 +157,7 @@ impl Bench {
             seed,
             capacity: self.capacity.clone(),
         };
-        let pipe = policy::pipeline(policy_name, &ctx)?;
+        let pipe = crate::wasm::pipeline(policy_name, wasm, &ctx)?;
         let (mut arrived, mut used, mut placed, mut failed) = (0u64, 0u64, 0usize, 0usize);
         let mut events = Vec::with_capacity(w.arrivals.len());
         for &i in &w.arrivals {
@@ -178,7 +185,12 @@ impl Bench {
     }
 
     /// Runs every seed, in parallel threads (one per core at most).
-    pub fn run(&self, policy_name: &str, seeds: &[u64]) -> Result<Vec<SeedRun>, SimError> {
+    pub fn run(
+        &self,
+        policy_name: &str,
+        wasm: &crate::WasmPlugins,
+        seeds: &[u64],
+    ) -> Result<Vec<SeedRun>, SimError> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(seeds.len())
@@ -192,7 +204,7 @@ impl Bench {
                     loop {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&seed) = seeds.get(k) else { break };
-                        let r = self.run_seed(policy_name, seed);
+                        let r = self.run_seed(policy_name, wasm, seed);
                         results
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)[k] = Some(r);
@@ -229,7 +241,7 @@ pub fn run_openb(opts: &OpenbOpts) -> Result<OpenbReport, SimError> {
     let nodes = csv::load_nodes(&nodes_path)?;
     let pods = csv::load_pods(&opts.trace)?;
     let bench = Bench::new(nodes, pods)?;
-    let runs = bench.run(&opts.policy, &opts.seeds)?;
+    let runs = bench.run(&opts.policy, &opts.wasm, &opts.seeds)?;
     Ok(OpenbReport::new(
         opts.trace.display().to_string(),
         workload_name(&opts.trace),

@@ -37,6 +37,8 @@ pub struct ScaleOpts {
     /// While sampling, also score this many nodes last chosen for the same
     /// kind of task (`None`: half the sample; see `berth_sched::sample`).
     pub remember: Option<usize>,
+    /// Wasm plugins in place of or beside the native policy.
+    pub wasm: crate::WasmPlugins,
 }
 
 /// How full a replay left the cluster.
@@ -122,6 +124,7 @@ fn replay(
     policy_name: &str,
     sample: Option<usize>,
     remember: Option<usize>,
+    wasm: &crate::WasmPlugins,
 ) -> Result<Replay, SimError> {
     let states = stream::cluster(nodes)?;
     let stream = stream::tasks(tasks, seed);
@@ -138,7 +141,7 @@ fn replay(
         seed,
         capacity: capacity.into_iter().collect(),
     };
-    let mut pipe = policy::pipeline(policy_name, &ctx)?.sample(sample);
+    let mut pipe = crate::wasm::pipeline(policy_name, wasm, &ctx)?.sample(sample);
     if let Some(k) = remember {
         pipe = pipe.remember(k);
     }
@@ -206,6 +209,7 @@ pub fn run_scale(opts: &ScaleOpts) -> Result<ScaleReport, SimError> {
         &opts.policy,
         opts.sample,
         opts.remember,
+        &opts.wasm,
     )?;
     let mut lat = main.latencies_ns.clone();
     lat.sort_unstable();
@@ -217,7 +221,16 @@ pub fn run_scale(opts: &ScaleOpts) -> Result<ScaleReport, SimError> {
             let tasks = (opts.tasks * nodes / opts.nodes).max(1);
             let sample = (s * nodes / opts.nodes).max(1);
             let remember = opts.remember.map(|k| k * nodes / opts.nodes);
-            let full = replay(nodes, tasks, opts.seed, &opts.policy, None, None)?.outcome;
+            let full = replay(
+                nodes,
+                tasks,
+                opts.seed,
+                &opts.policy,
+                None,
+                None,
+                &opts.wasm,
+            )?
+            .outcome;
             let sampled = replay(
                 nodes,
                 tasks,
@@ -225,6 +238,7 @@ pub fn run_scale(opts: &ScaleOpts) -> Result<ScaleReport, SimError> {
                 &opts.policy,
                 Some(sample),
                 remember,
+                &opts.wasm,
             )?
             .outcome;
             Some(SamplingQuality {
@@ -259,6 +273,8 @@ impl ScaleReport {
             "tasks": self.opts.tasks,
             "seed": self.opts.seed,
             "policy": self.opts.policy,
+            "wasm_policy": self.opts.wasm.policy.as_ref().map(|p| p.display().to_string()),
+            "extra_plugins": self.opts.wasm.extra.len(),
             "sample": self.opts.sample,
             "remember": self.opts.sample.map(|s| self.opts.remember.unwrap_or(s / 2)),
             "placements_per_sec": self.placements_per_sec.round(),

@@ -1,0 +1,289 @@
+//! `berth plugin`: install, upgrade, roll back, remove, list and show the
+//! cluster's Wasm plugins; build, scaffold and try them locally
+//! (`plugin_local`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_proto as pb;
+
+use crate::client::{control, status};
+use crate::output::table;
+
+/// How a plugin runs (install sets them; upgrade changes the ones given).
+#[derive(clap::Args)]
+pub struct Settings {
+    /// Weight of a score plugin (0-100; default 1).
+    #[arg(long)]
+    weight: Option<f64>,
+    /// JSON configuration handed to the plugin's init.
+    #[arg(long)]
+    config: Option<String>,
+    /// enforce (part of the pipeline) or shadow (decide beside it, report the difference).
+    #[arg(long)]
+    mode: Option<String>,
+    /// What a failure means: ignore (carry on without it) or fail.
+    #[arg(long)]
+    on_error: Option<String>,
+    /// Time budget per call, ms (default 50).
+    #[arg(long)]
+    budget_ms: Option<u64>,
+    /// Memory cap, MiB (default 64).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+}
+
+/// `berth plugin ...`.
+#[derive(clap::Subcommand)]
+pub enum PluginCmd {
+    /// Install a plugin into the cluster (stored in the replicated state).
+    Install {
+        /// The component (.wasm).
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// admission, filter, score or allocate.
+        #[arg(long)]
+        kind: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Add a version (a new component and/or new settings); the old one is kept for rollback.
+    Upgrade {
+        name: String,
+        /// The new component (omit to change settings only).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Go back to the previous version.
+    Rollback { name: String },
+    /// Remove a plugin.
+    Remove { name: String },
+    /// The installed plugins.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One plugin: versions, settings, metrics, and in shadow mode how its decisions differ.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a C plugin into a component (bindings from the plugin contract, clang-14).
+    Build(crate::plugin_local::BuildArgs),
+    /// Wrap a core module (a Rust plugin built for wasm32-unknown-unknown) into a component.
+    Componentize(crate::plugin_local::ComponentizeArgs),
+    /// Scaffold a new plugin.
+    New(crate::plugin_local::NewArgs),
+    /// Run a plugin outside a cluster on fixture nodes and print its decisions.
+    Test(crate::plugin_local::TestArgs),
+}
+
+fn request(name: String, wasm: Vec<u8>, kind: Option<String>, s: Settings) -> pb::PutPluginRequest {
+    pb::PutPluginRequest {
+        request_id: crate::client::request_id(),
+        name,
+        wasm,
+        kind,
+        weight: s.weight,
+        config: s.config,
+        mode: s.mode,
+        on_error: s.on_error,
+        budget_ms: s.budget_ms,
+        memory_mib: s.memory_mib,
+    }
+}
+
+fn read(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+}
+
+/// Runs a plugin command.
+pub async fn run(addr: &str, cmd: PluginCmd) -> anyhow::Result<()> {
+    match cmd {
+        PluginCmd::Install {
+            file,
+            name,
+            kind,
+            settings,
+        } => {
+            let req = request(name, read(&file)?, Some(kind), settings);
+            let info = control(addr)
+                .await?
+                .install_plugin(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "installed {} ({}, {})",
+                info.name,
+                info.kind,
+                short(&info.digest)
+            );
+        }
+        PluginCmd::Upgrade {
+            name,
+            file,
+            settings,
+        } => {
+            let wasm = match &file {
+                Some(f) => read(f)?,
+                None => Vec::new(),
+            };
+            let req = request(name, wasm, None, settings);
+            let info = control(addr)
+                .await?
+                .upgrade_plugin(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "upgraded {} to version {} ({})",
+                info.name,
+                info.version,
+                short(&info.digest)
+            );
+        }
+        PluginCmd::Rollback { name } => {
+            let info = control(addr)
+                .await?
+                .rollback_plugin(pb::PluginRequest {
+                    name,
+                    request_id: crate::client::request_id(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "rolled {} back to version {} ({})",
+                info.name,
+                info.version,
+                short(&info.digest)
+            );
+        }
+        PluginCmd::Remove { name } => {
+            control(addr)
+                .await?
+                .remove_plugin(pb::PluginRequest {
+                    name: name.clone(),
+                    request_id: crate::client::request_id(),
+                })
+                .await
+                .map_err(status)?;
+            println!("removed {name}");
+        }
+        PluginCmd::List { json } => {
+            let list = control(addr)
+                .await?
+                .list_plugins(pb::ListPluginsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .plugins;
+            if json {
+                let v: Vec<_> = list.iter().map(info_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                table(
+                    &[
+                        "NAME", "KIND", "MODE", "ON-ERROR", "VERSION", "DIGEST", "LOADED",
+                    ],
+                    list.iter()
+                        .map(|p| {
+                            vec![
+                                p.name.clone(),
+                                p.kind.clone(),
+                                p.mode.clone(),
+                                p.on_error.clone(),
+                                format!("{}/{}", p.version, p.versions.len()),
+                                short(&p.digest),
+                                p.loaded.clone(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        PluginCmd::Show { name, json } => {
+            let p = control(addr)
+                .await?
+                .get_plugin(pb::PluginRequest {
+                    name,
+                    request_id: String::new(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info_json(&p))?);
+            } else {
+                show(&p);
+            }
+        }
+        PluginCmd::Build(a) => return a.run(),
+        PluginCmd::New(a) => return a.run(),
+        PluginCmd::Componentize(a) => return a.run(),
+        PluginCmd::Test(a) => return a.run(),
+    }
+    Ok(())
+}
+
+fn short(digest: &str) -> String {
+    digest.chars().take(12).collect()
+}
+
+fn parse_json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+}
+
+fn info_json(p: &pb::PluginInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": p.name, "kind": p.kind, "mode": p.mode, "on_error": p.on_error,
+        "weight": p.weight, "config": parse_json(&p.config), "digest": p.digest,
+        "version": p.version, "versions": p.versions, "budget_ms": p.budget_ms,
+        "memory_mib": p.memory_mib, "loaded": p.loaded,
+        "metrics": parse_json(&p.metrics_json), "shadow": parse_json(&p.shadow_json),
+    })
+}
+
+fn show(p: &pb::PluginInfo) {
+    println!(
+        "{} ({} plugin, {}, on error: {})",
+        p.name, p.kind, p.mode, p.on_error
+    );
+    println!(
+        "  version {} of {}: {}",
+        p.version,
+        p.versions.len(),
+        p.digest
+    );
+    println!(
+        "  weight {}, budget {} ms, memory {} MiB, config {}",
+        p.weight, p.budget_ms, p.memory_mib, p.config
+    );
+    println!("  loaded on this server: {}", p.loaded);
+    let m = parse_json(&p.metrics_json);
+    if !m.is_null() {
+        println!(
+            "  calls {}, failures {}, latency mean {:.1} µs, p99 <= {} µs, logs dropped {}, instances {}",
+            m["calls"],
+            m["failures"],
+            m["mean_us"].as_f64().unwrap_or(0.0),
+            m["p99_us"],
+            m["logs_dropped"],
+            m["instances"]
+        );
+    }
+    let s = parse_json(&p.shadow_json);
+    if !s.is_null() {
+        println!(
+            "  shadow: {} of {} decisions would differ",
+            s["differed"], s["decisions"]
+        );
+        for r in s["recent"].as_array().into_iter().flatten() {
+            println!("    {}", r.as_str().unwrap_or_default());
+        }
+    }
+}
