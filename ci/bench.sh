@@ -4,6 +4,11 @@
 #   ci/bench.sh launch [N]    N (default 200) busybox `true` containers through
 #                             runc, the berth shim, and the whole system
 #   ci/bench.sh probe [N]     a full real hardware probe, N (default 30) times
+#   ci/bench.sh wasm          Wasm plugins: boundary cost per node, load and
+#                             instantiate times, memory per plugin; the scale
+#                             benchmark with native FGD, Wasm FGD, and Wasm FGD
+#                             plus two more Wasm plugins; openb with native and
+#                             Wasm FGD on the four traces
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case ${1:-} in
@@ -17,8 +22,29 @@ case ${1:-} in
         cargo build --release --locked -p berth-cli
         python3 ci/bench/probe.py --berth target/release/berth -n "${2:-30}"
         ;;
+    wasm)
+        ci/setup.sh
+        cargo build --release --locked -p berth-cli -p berth-plugins -p berth-wasm --example boundary
+        w=$(ls -td target/release/build/berth-plugins-*/out | head -1)
+        b=target/release/berth
+        echo "boundary: $(target/release/examples/boundary 10000)"
+        filter="filter:$w/label-filter.wasm:{\"key\":\"numa.count\",\"allow\":[\"1\",\"2\",\"4\",\"8\"]}"
+        for extra in "" "--wasm-plugin $w/fgd.wasm" "--wasm-plugin $w/fgd.wasm --extra-plugin $filter --extra-plugin score:$w/binpack.wasm"; do
+            # shellcheck disable=SC2086
+            echo "scale ${extra:-native}: $($b sim scale --nodes 10000 --tasks 100000 --sample 50 --policy fgd $extra --json | tr -d '\n ')"
+        done
+        data=../shared/benchmarks/openb/data
+        for t in default gpushare40 multigpu30 gpuspec20; do
+            for extra in "" "--wasm-plugin $w/fgd.wasm"; do
+                start=$(date +%s.%N)
+                # shellcheck disable=SC2086
+                cols=$($b sim openb --trace "$data/openb_pod_list_$t.csv" --policy fgd --seeds 42-51 $extra --json | tr -d '\n ')
+                echo "openb $t ${extra:+wasm}: $cols $(echo "$(date +%s.%N) - $start" | bc) s"
+            done
+        done
+        ;;
     *)
-        echo "usage: ci/bench.sh launch|probe [N]" >&2
+        echo "usage: ci/bench.sh launch|probe|wasm [N]" >&2
         exit 2
         ;;
 esac

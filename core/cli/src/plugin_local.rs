@@ -190,14 +190,7 @@ impl TestArgs {
                 "{}-{i}",
                 f.trim_end_matches(".json").rsplit('/').next().unwrap_or(f)
             );
-            let mut n = NodeState {
-                name,
-                ready: true,
-                cpu_capacity: inv.pu_count() as u64 * 1000,
-                mem_capacity: inv.memory_bytes(),
-                ..Default::default()
-            }
-            .with_inventory(&inv);
+            let mut n = NodeState::from_inventory(&name, &inv);
             n.attributes.insert("hostname".into(), n.name.clone());
             nodes.push(n);
         }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Dev, wait_for};
@@ -210,12 +209,7 @@ fn write_fpga_cdi(dir: &std::path::Path) {
     let mut yaml = String::from("cdiVersion: 0.6.0\nkind: example.com/fpga\ndevices:\n");
     for i in 0..2 {
         let node = dir.join(format!("fpga{i}"));
-        let st = Command::new("mknod")
-            .arg(&node)
-            .args(["c", "1", "3"])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        common::mknod_null(&node);
         yaml.push_str(&format!(
             "- name: fpga{i}\n  containerEdits:\n    deviceNodes: [{{path: /dev/fpga{i}, hostPath: {}}}]\n",
             node.display()

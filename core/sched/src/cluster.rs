@@ -119,8 +119,13 @@ pub struct NodeState {
     pub gpus: Vec<GpuState>,
     /// Physical cores (empty when the node registered no inventory).
     pub cores: Vec<CoreState>,
+    /// How many of `cores` are taken (kept by [`NodeState::take`] and
+    /// [`NodeState::release`], so plugins need not count).
+    pub cores_taken: u32,
     /// NICs.
     pub nics: Vec<NicState>,
+    /// How many of `nics` are up and not taken (kept like `cores_taken`).
+    pub nics_free: u32,
     /// Other devices, by qualified name.
     pub devices: Vec<DeviceState>,
     /// Labels and facts for constraints (`hostname`, `gpu.model`, ...).
@@ -148,6 +153,19 @@ impl NodeState {
     /// NUMA node ids present on the node (from cores, then GPUs).
     pub fn numa_ids(&self) -> BTreeSet<u32> {
         self.cores.iter().map(|c| c.numa).collect()
+    }
+
+    /// A ready node named `name` with the hardware of `inv` and its usual
+    /// capacity: one CPU per PU and all the inventory's memory.
+    pub fn from_inventory(name: &str, inv: &Inventory) -> NodeState {
+        NodeState {
+            name: name.to_string(),
+            ready: true,
+            cpu_capacity: inv.pu_count() as u64 * 1000,
+            mem_capacity: inv.memory_bytes(),
+            ..Default::default()
+        }
+        .with_inventory(inv)
     }
 
     /// Fills hardware from an inventory: GPUs, cores, NICs, and facts such
@@ -204,6 +222,7 @@ impl NodeState {
             })
             .collect();
         self.cores.sort_by_key(|c| c.id);
+        self.cores_taken = 0;
         self.nics = inv
             .nics
             .iter()
@@ -217,6 +236,7 @@ impl NodeState {
                 taken: false,
             })
             .collect();
+        self.nics_free = self.nics.iter().filter(|n| n.up).count() as u32;
         self.devices = inv
             .devices
             .iter()
@@ -262,13 +282,19 @@ impl NodeState {
             }
         }
         for c in &a.cores {
-            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c) {
+            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c)
+                && !s.taken
+            {
                 s.taken = true;
+                self.cores_taken += 1;
             }
         }
         for n in &a.nics {
-            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n) {
+            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n)
+                && !s.taken
+            {
                 s.taken = true;
+                self.nics_free = self.nics_free.saturating_sub(u32::from(s.up));
             }
         }
         self.mark_devices(&a.devices, true);
@@ -322,13 +348,19 @@ impl NodeState {
             }
         }
         for c in &a.cores {
-            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c) {
+            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c)
+                && s.taken
+            {
                 s.taken = false;
+                self.cores_taken -= 1;
             }
         }
         for n in &a.nics {
-            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n) {
+            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n)
+                && s.taken
+            {
                 s.taken = false;
+                self.nics_free += u32::from(s.up);
             }
         }
         self.mark_devices(&a.devices, false);

@@ -12,15 +12,7 @@ use berth_sched::{
 use proptest::prelude::*;
 
 fn node(name: &str, fixture: &str) -> NodeState {
-    let inv = load_fixture(fixture).unwrap();
-    NodeState {
-        name: name.into(),
-        ready: true,
-        cpu_capacity: inv.pu_count() as u64 * 1000,
-        mem_capacity: inv.memory_bytes(),
-        ..Default::default()
-    }
-    .with_inventory(&inv)
+    NodeState::from_inventory(name, &load_fixture(fixture).unwrap())
 }
 
 fn gpus(count: u32, nvlink: bool) -> Option<GpuRequest> {

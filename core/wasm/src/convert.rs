@@ -128,9 +128,8 @@ pub fn columns(nodes: &[&NodeState], out: &mut Nodes) {
         out.cpu_free.push(n.cpu_free());
         out.mem_free.push(n.mem_free());
         out.cores_free
-            .push(n.cores.iter().filter(|c| !c.taken).count() as u32);
-        out.nics_free
-            .push(n.nics.iter().filter(|x| !x.taken && x.up).count() as u32);
+            .push((n.cores.len() as u32).saturating_sub(n.cores_taken));
+        out.nics_free.push(n.nics_free);
         out.gpu_start.push(out.gpu_free.len() as u32);
         out.gpu_free
             .extend(n.gpus.iter().map(|g| g.milli_free() as u16));

@@ -26,15 +26,7 @@ fn load(name: &str, kind: Kind, config: &str) -> Result<Arc<Plugin>, PluginError
 }
 
 fn node(name: &str, fixture: &str) -> NodeState {
-    let inv = load_fixture(fixture).unwrap();
-    NodeState {
-        name: name.into(),
-        ready: true,
-        cpu_capacity: inv.pu_count() as u64 * 1000,
-        mem_capacity: inv.memory_bytes(),
-        ..Default::default()
-    }
-    .with_inventory(&inv)
+    NodeState::from_inventory(name, &load_fixture(fixture).unwrap())
 }
 
 fn gpu_task(id: &str, count: u32, milli: u32) -> TaskRequest {

@@ -304,12 +304,7 @@ pub fn write_gpu_cdi(dir: &std::path::Path) {
     let mut yaml = String::from("cdiVersion: 0.6.0\nkind: nvidia.com/gpu\ndevices:\n");
     for g in &inv.gpus {
         let node = dir.join(format!("nvidia{}", g.index));
-        let st = Command::new("mknod")
-            .arg(&node)
-            .args(["c", "1", "3"])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        mknod_null(&node);
         yaml.push_str(&format!(
             "- name: {}\n  containerEdits:\n    env: [BERTH_TEST_GPU_{}=present]\n    deviceNodes: [{{path: /dev/nvidia{}, hostPath: {}}}]\n",
             g.uuid,
@@ -319,4 +314,15 @@ pub fn write_gpu_cdi(dir: &std::path::Path) {
         ));
     }
     std::fs::write(dir.join("nvidia.yaml"), yaml).unwrap();
+}
+
+/// Makes a character device with /dev/null's numbers at `path` (a harmless
+/// fake device node for CDI specs).
+pub fn mknod_null(path: &Path) {
+    let st = Command::new("mknod")
+        .arg(path)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mknod {}", path.display());
 }

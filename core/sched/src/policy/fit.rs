@@ -220,14 +220,7 @@ mod tests {
         let mut r = Rng::new(11);
         for _ in 0..1500 {
             let inv = berth_hostprobe::load_fixture(fixtures[r.index(4)]).unwrap();
-            let mut node = NodeState {
-                name: "n".into(),
-                ready: true,
-                cpu_capacity: inv.pu_count() as u64 * 1000,
-                mem_capacity: inv.memory_bytes(),
-                ..Default::default()
-            }
-            .with_inventory(&inv);
+            let mut node = NodeState::from_inventory("n", &inv);
             // Random wear: taken cores, NICs, MIG slots, used GPUs.
             for c in &mut node.cores {
                 c.taken = r.index(3) == 0;

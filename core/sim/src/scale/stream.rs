@@ -24,13 +24,7 @@ pub fn cluster(n: usize) -> Result<Vec<NodeState>, SimError> {
     let mut templates = Vec::new();
     for (name, share) in MIX {
         let inv = load_fixture(name).map_err(|e| SimError::Fixture(e.to_string()))?;
-        let node = NodeState {
-            ready: true,
-            cpu_capacity: inv.pu_count() as u64 * 1000,
-            mem_capacity: inv.memory_bytes(),
-            ..Default::default()
-        }
-        .with_inventory(&inv);
+        let node = NodeState::from_inventory("", &inv);
         templates.extend(std::iter::repeat_n(node, share));
     }
     let width = n.saturating_sub(1).to_string().len().max(5);
