@@ -29,7 +29,7 @@ case ${1:-} in
         b=target/release/berth
         echo "boundary: $(target/release/examples/boundary 10000)"
         filter="filter:$w/label-filter.wasm:{\"key\":\"numa.count\",\"allow\":[\"1\",\"2\",\"4\",\"8\"]}"
-        for extra in "" "--wasm-plugin $w/fgd.wasm" "--wasm-plugin $w/fgd.wasm --extra-plugin $filter --extra-plugin score:$w/binpack.wasm"; do
+        for extra in "" "--wasm-plugin $w/fgd.wasm" "--wasm-plugin $w/fgd.wasm --extra-plugin $filter --extra-plugin score:$w/binpack.wasm" "--wasm-plugin $w/fgd.wasm --extra-plugin $filter --extra-plugin score:$w/fgd.wasm:workload"; do
             # shellcheck disable=SC2086
             echo "scale ${extra:-native}: $($b sim scale --nodes 10000 --tasks 100000 --sample 50 --policy fgd $extra --json | tr -d '\n ')"
         done

@@ -24,7 +24,9 @@ pub struct ExtraPlugin {
 }
 
 impl ExtraPlugin {
-    /// Parses `KIND:FILE` or `KIND:FILE:JSON` (kind `filter` or `score`).
+    /// Parses `KIND:FILE`, `KIND:FILE:JSON` or `KIND:FILE:workload` (kind
+    /// `filter` or `score`; `workload`: the configuration a policy plugin
+    /// gets, see [`context_config`]).
     pub fn parse(s: &str) -> Result<ExtraPlugin, SimError> {
         let bad = |m: &str| SimError::Invalid(format!("--extra-plugin {s:?}: {m}"));
         let (kind, rest) = s
@@ -34,9 +36,10 @@ impl ExtraPlugin {
             Some(k @ (Kind::Filter | Kind::Score)) => k,
             _ => return Err(bad("the kind is filter or score")),
         };
-        let (path, config) = match rest.find(":{") {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, "{}"),
+        let (path, config) = match (rest.find(":{"), rest.strip_suffix(":workload")) {
+            (Some(i), _) => (&rest[..i], &rest[i + 1..]),
+            (None, Some(p)) => (p, WORKLOAD),
+            (None, None) => (rest, "{}"),
         };
         Ok(ExtraPlugin {
             kind,
@@ -45,6 +48,9 @@ impl ExtraPlugin {
         })
     }
 }
+
+/// The configuration word that stands for the workload's context.
+const WORKLOAD: &str = "workload";
 
 /// The Wasm side of a simulation.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -121,7 +127,12 @@ pub fn pipeline(
     };
     for (i, x) in wasm.extra.iter().enumerate() {
         let name = format!("extra-{i}");
-        let p = Arc::new(load(&x.path, &name, x.kind, &x.config)?);
+        let config = if x.config == WORKLOAD {
+            context_config(ctx)
+        } else {
+            x.config.clone()
+        };
+        let p = Arc::new(load(&x.path, &name, x.kind, &config)?);
         pipe = match x.kind {
             Kind::Filter => pipe.filter(Box::new(WasmFilter::new(p))),
             _ => pipe.score(Box::new(WasmScore::new(p)), 1.0),
@@ -143,6 +154,11 @@ mod tests {
         );
         assert_eq!(x.path, PathBuf::from("/p/f.wasm"));
         assert_eq!(ExtraPlugin::parse("score:s.wasm").unwrap().config, "{}");
+        let w = ExtraPlugin::parse("score:/a/fgd.wasm:workload").unwrap();
+        assert_eq!(
+            (w.path, w.config.as_str()),
+            (PathBuf::from("/a/fgd.wasm"), "workload")
+        );
         assert!(ExtraPlugin::parse("admission:a.wasm").is_err());
         assert!(ExtraPlugin::parse("s.wasm").is_err());
     }
