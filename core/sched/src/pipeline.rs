@@ -130,15 +130,6 @@ impl Pipeline {
         self.allocator.prepare(cluster);
     }
 
-    /// The plugins' names: filters, scorers with weights, the allocator.
-    pub fn describe(&self) -> (Vec<&str>, Vec<(&str, f64)>, &str) {
-        (
-            self.filters.iter().map(|f| f.name()).collect(),
-            self.scorers.iter().map(|(s, w)| (s.name(), *w)).collect(),
-            self.allocator.name(),
-        )
-    }
-
     /// Replaces the allocator.
     pub fn allocator(mut self, a: Box<dyn AllocatePlugin>) -> Pipeline {
         self.allocator = a;

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use berth_model::node::NodeStatus;
-use berth_model::spec::AppSpec;
 use berth_model::spec::RestartPolicy;
 use berth_model::task::{Desired, Task, TaskState};
 use berth_sched::policy::{self, PodShape, PolicyContext};
@@ -73,11 +72,6 @@ pub fn snapshot(state: &ClusterState) -> Cluster {
     Cluster::new(nodes.into_values().collect())
 }
 
-/// What a task of `spec` asks the scheduler for.
-pub fn request(id: &str, spec: &AppSpec) -> TaskRequest {
-    TaskRequest::for_spec(id, spec)
-}
-
 /// Shadow pipelines (each the enforced chain plus one shadow plugin) and
 /// where to record how their decisions compare.
 #[derive(Default)]
@@ -129,7 +123,7 @@ pub fn plan(
         let mut ok = Vec::new();
         let mut failed: Option<String> = None;
         for t in &batch {
-            let req = request(&t.id, &app.spec);
+            let req = TaskRequest::for_spec(&t.id, &app.spec);
             let target = scratch.as_mut().unwrap_or(&mut cluster);
             let d = pipeline.decide(target, &req);
             if let Some(set) = shadows.set {
@@ -238,8 +232,12 @@ fn preemption(
     waiting.sort_by_key(|t| (std::cmp::Reverse(prio(&t.app)), t.id.clone()));
     for t in waiting {
         let app = state.apps.get(&t.app)?;
-        let Some(plan) = preempt::find(pipeline, cluster, &request(&t.id, &app.spec), &victims)
-        else {
+        let Some(plan) = preempt::find(
+            pipeline,
+            cluster,
+            &TaskRequest::for_spec(&t.id, &app.spec),
+            &victims,
+        ) else {
             continue;
         };
         if plan.evict.is_empty() {
@@ -280,7 +278,7 @@ pub fn workload_context(state: &ClusterState) -> PolicyContext {
         .tasks
         .values()
         .filter(|t| t.desired == Desired::Run && t.state != TaskState::Stopped)
-        .filter_map(|t| Some(request(&t.id, &state.apps.get(&t.app)?.spec)))
+        .filter_map(|t| Some(TaskRequest::for_spec(&t.id, &state.apps.get(&t.app)?.spec)))
         .map(|r| PodShape::of_task(&r));
     let mut capacity: BTreeMap<String, u64> = BTreeMap::new();
     for inv in state

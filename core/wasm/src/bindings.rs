@@ -13,57 +13,28 @@ pub mod policy {
     });
 }
 
-/// The `admission` world.
-pub mod admission {
-    wasmtime::component::bindgen!({
-        world: "admission",
-        path: "../../sdk/wit",
-        imports: { default: trappable },
-        with: {
-            "berth:plugin/types": super::policy::berth::plugin::types,
-            "berth:plugin/host": super::policy::berth::plugin::host,
-        },
-    });
+/// One world whose shared interfaces come from [`policy`].
+macro_rules! world {
+    ($m:ident, $w:literal) => {
+        #[doc = concat!("The `", $w, "` world.")]
+        pub mod $m {
+            wasmtime::component::bindgen!({
+                world: $w,
+                path: "../../sdk/wit",
+                imports: { default: trappable },
+                with: {
+                    "berth:plugin/types": super::policy::berth::plugin::types,
+                    "berth:plugin/host": super::policy::berth::plugin::host,
+                },
+            });
+        }
+    };
 }
 
-/// The `filter` world.
-pub mod filter {
-    wasmtime::component::bindgen!({
-        world: "filter",
-        path: "../../sdk/wit",
-        imports: { default: trappable },
-        with: {
-            "berth:plugin/types": super::policy::berth::plugin::types,
-            "berth:plugin/host": super::policy::berth::plugin::host,
-        },
-    });
-}
-
-/// The `score` world.
-pub mod score {
-    wasmtime::component::bindgen!({
-        world: "score",
-        path: "../../sdk/wit",
-        imports: { default: trappable },
-        with: {
-            "berth:plugin/types": super::policy::berth::plugin::types,
-            "berth:plugin/host": super::policy::berth::plugin::host,
-        },
-    });
-}
-
-/// The `allocate` world.
-pub mod allocate {
-    wasmtime::component::bindgen!({
-        world: "allocate",
-        path: "../../sdk/wit",
-        imports: { default: trappable },
-        with: {
-            "berth:plugin/types": super::policy::berth::plugin::types,
-            "berth:plugin/host": super::policy::berth::plugin::host,
-        },
-    });
-}
+world!(admission, "admission");
+world!(filter, "filter");
+world!(score, "score");
+world!(allocate, "allocate");
 
 pub use policy::berth::plugin::host::Level;
 pub use policy::berth::plugin::types;
