@@ -15,6 +15,7 @@ use berth_hostprobe::Inventory;
 use berth_model::spec::AppSpec;
 use berth_model::task::{Desired, TaskState, TaskStatus};
 use berth_proto::node_api_client::NodeApiClient;
+use berth_proto::servers::Servers;
 use berth_proto::{
     self as pb, HeartbeatRequest, RegisterRequest, ReportTasksRequest, WatchAssignmentsRequest,
 };
@@ -23,7 +24,6 @@ use berth_runtime::{ExitRecord, LaunchSpec, Recovered, Runtime, RuntimeConfig};
 use supervisor::{Start, TaskPlan, supervise};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 pub use inventory::InventorySource;
 pub use logs::LogService;
@@ -137,33 +137,41 @@ impl Agent {
         mut shutdown: watch::Receiver<bool>,
     ) {
         self.recover();
+        let servers = match Servers::parse(&self.cfg.server) {
+            Ok(mut s) => {
+                s.deadline = Duration::from_secs(3);
+                Arc::new(s)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "bad server address list");
+                return;
+            }
+        };
         let mut reporter = Some(reports);
         loop {
-            let channel = match connect(&self.cfg.server).await {
-                Some(c) => c,
-                None => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            };
-            let mut client = NodeApiClient::new(channel.clone());
-            if let Err(e) = client.register(self.register_request()).await {
+            // Registration goes to the leader (followed through redirects);
+            // the assignment stream then comes from the same server.
+            let req = self.register_request();
+            let registered = servers
+                .call(|ch| {
+                    let r = req.clone();
+                    async move { NodeApiClient::new(ch).register(r).await }
+                })
+                .await;
+            if let Err(e) = registered {
                 tracing::warn!(error = %e, "registration failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => continue,
+                    _ = shutdown.changed() => return,
+                }
             }
-            tracing::info!(node = %self.cfg.node_name, server = %self.cfg.server, "registered");
+            let mut client = NodeApiClient::new(servers.channel());
+            tracing::info!(node = %self.cfg.node_name, server = %servers.current(), "registered");
             if let Some(r) = reporter.take() {
-                tokio::spawn(report_loop(
-                    self.cfg.server.clone(),
-                    self.cfg.node_name.clone(),
-                    r,
-                ));
+                tokio::spawn(report_loop(servers.clone(), self.cfg.node_name.clone(), r));
             }
             let hb = tokio::spawn(heartbeat_loop(
-                client.clone(),
+                servers.clone(),
                 self.cfg.node_name.clone(),
                 self.cfg.heartbeat,
             ));
@@ -428,28 +436,18 @@ fn plan_for(task: &pb::Task, spec_json: &str) -> Result<TaskPlan, String> {
     })
 }
 
-async fn connect(addr: &str) -> Option<Channel> {
-    let uri = if addr.starts_with("http") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Channel::from_shared(uri)
-        .ok()?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .ok()
-}
-
-async fn heartbeat_loop(mut client: NodeApiClient<Channel>, node: String, every: Duration) {
+/// Heartbeats go to the leader, which judges liveness.
+async fn heartbeat_loop(servers: Arc<Servers>, node: String, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if let Err(e) = client
-            .heartbeat(HeartbeatRequest { node: node.clone() })
-            .await
-        {
+        let r = servers
+            .call(|ch| {
+                let req = HeartbeatRequest { node: node.clone() };
+                async move { NodeApiClient::new(ch).heartbeat(req).await }
+            })
+            .await;
+        if let Err(e) = r {
             tracing::debug!(error = %e, "heartbeat failed");
         }
     }
@@ -457,9 +455,12 @@ async fn heartbeat_loop(mut client: NodeApiClient<Channel>, node: String, every:
 
 /// Sends status reports in batches, keeping only the latest per task, and
 /// retries until the control plane takes them.
-async fn report_loop(server: String, node: String, mut rx: mpsc::UnboundedReceiver<TaskStatus>) {
+async fn report_loop(
+    servers: Arc<Servers>,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<TaskStatus>,
+) {
     let mut pending: BTreeMap<String, TaskStatus> = BTreeMap::new();
-    let mut client: Option<NodeApiClient<Channel>> = None;
     loop {
         if pending.is_empty() {
             match rx.recv().await {
@@ -472,25 +473,20 @@ async fn report_loop(server: String, node: String, mut rx: mpsc::UnboundedReceiv
         while let Ok(s) = rx.try_recv() {
             pending.insert(s.id.clone(), s);
         }
-        if client.is_none() {
-            client = connect(&server).await.map(NodeApiClient::new);
-        }
-        let Some(c) = client.as_mut() else {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
+        let req = ReportTasksRequest {
+            node: node.clone(),
+            statuses: pending.values().map(to_proto).collect(),
         };
-        let statuses = pending.values().map(to_proto).collect();
-        match c
-            .report_tasks(ReportTasksRequest {
-                node: node.clone(),
-                statuses,
+        let r = servers
+            .call(|ch| {
+                let r = req.clone();
+                async move { NodeApiClient::new(ch).report_tasks(r).await }
             })
-            .await
-        {
+            .await;
+        match r {
             Ok(_) => pending.clear(),
             Err(e) => {
                 tracing::debug!(error = %e, "reporting failed; will retry");
-                client = None;
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }

@@ -2,17 +2,72 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, anyhow, bail};
 use berth_model::spec::parse_spec;
 use berth_proto as pb;
 use berth_proto::agent_client::AgentClient;
-use berth_proto::control_client::ControlClient;
+use berth_proto::servers::Servers;
 use berth_runtime::image::ImageStore;
 use tonic::transport::Channel;
 
 use crate::daemon::image_root;
 use crate::output::{node_rows, table, task_json, task_rows};
+
+/// The control plane named by `--addr`/`BERTH_ADDR` (one address or a
+/// comma-separated list), shared by every call of this process so the
+/// leader found by one call is where the next goes.
+pub(crate) fn servers(addr: &str) -> anyhow::Result<&'static Servers> {
+    static SERVERS: OnceLock<Servers> = OnceLock::new();
+    if let Some(s) = SERVERS.get() {
+        return Ok(s);
+    }
+    let s = Servers::parse(addr).map_err(|e| anyhow!("--addr/BERTH_ADDR: {e}"))?;
+    Ok(SERVERS.get_or_init(|| s))
+}
+
+static STALE: AtomicBool = AtomicBool::new(false);
+
+/// Lets reads be served from any server's applied state (`--stale`).
+pub(crate) fn allow_stale(on: bool) {
+    STALE.store(on, Ordering::Relaxed);
+}
+
+/// A request, marked for a stale read when `--stale` was given.
+pub(crate) fn request<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if STALE.load(Ordering::Relaxed) {
+        r.metadata_mut().insert(
+            berth_proto::servers::STALE_HEADER,
+            "1".parse().expect("ascii"),
+        );
+    }
+    r
+}
+
+/// Calls a `Control` method on the control plane: on the leader, found
+/// and followed through redirects, retried while servers are unreachable
+/// or electing (writes carry request ids, so a retry applies once).
+macro_rules! ctl {
+    ($addr:expr, $method:ident, $req:expr) => {{
+        let req = $req;
+        $crate::client::servers($addr)?
+            .call(|ch| {
+                let r = $crate::client::request(req.clone());
+                async move {
+                    berth_proto::control_client::ControlClient::new(ch)
+                        .max_decoding_message_size(64 << 20)
+                        .$method(r)
+                        .await
+                }
+            })
+            .await
+            .map_err($crate::client::status)
+    }};
+}
+pub(crate) use ctl;
 
 async fn channel(addr: &str) -> anyhow::Result<Channel> {
     let uri = if addr.starts_with("http") {
@@ -21,24 +76,23 @@ async fn channel(addr: &str) -> anyhow::Result<Channel> {
         format!("http://{addr}")
     };
     Channel::from_shared(uri.clone())
-        .map_err(|e| anyhow!("BERTH_ADDR: {addr:?}: {e}"))?
+        .map_err(|e| anyhow!("{addr:?}: {e}"))?
         .connect_timeout(std::time::Duration::from_secs(3))
         .connect()
         .await
-        .with_context(|| {
-            format!(
-                "cannot reach the berth server at {addr} (is `berth dev` running? set BERTH_ADDR)"
-            )
-        })
-}
-
-pub(crate) async fn control(addr: &str) -> anyhow::Result<ControlClient<Channel>> {
-    Ok(ControlClient::new(channel(addr).await?))
+        .with_context(|| format!("cannot reach {addr}"))
 }
 
 /// Turns a gRPC status into a plain error message.
 pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{}", s.message())
+    if berth_proto::servers::retryable(&s) {
+        anyhow!(
+            "{} (is `berth dev` or a server running? BERTH_ADDR lists the servers)",
+            s.message()
+        )
+    } else {
+        anyhow!("{}", s.message())
+    }
 }
 
 pub(crate) fn request_id() -> String {
@@ -47,6 +101,25 @@ pub(crate) fn request_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("cli-{}-{t:x}", std::process::id())
+}
+
+/// `berth node drain|undrain NAME`.
+pub async fn drain(addr: &str, name: &str, drain: bool) -> anyhow::Result<()> {
+    ctl!(
+        addr,
+        drain_node,
+        pb::DrainRequest {
+            name: name.into(),
+            drain,
+            request_id: request_id(),
+        }
+    )?;
+    if drain {
+        println!("node {name}: drained; its tasks are being replaced elsewhere");
+    } else {
+        println!("node {name}: takes work again");
+    }
+    Ok(())
 }
 
 /// `berth run -f FILE`.
@@ -64,15 +137,15 @@ pub async fn run(addr: &str, file: &Path) -> anyhow::Result<()> {
     if let Err(e) = parse_spec(&text) {
         bail!("invalid spec {}:\n{e}", file.display());
     }
-    let resp = control(addr)
-        .await?
-        .run_app(pb::RunAppRequest {
+    let resp = ctl!(
+        addr,
+        run_app,
+        pb::RunAppRequest {
             spec: text,
             request_id: request_id(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+        }
+    )?
+    .into_inner();
     if resp.changed {
         println!(
             "app {} version {}: {} task(s): {}",
@@ -89,11 +162,7 @@ pub async fn run(addr: &str, file: &Path) -> anyhow::Result<()> {
 
 /// `berth apps`.
 pub async fn apps(addr: &str, json: bool) -> anyhow::Result<()> {
-    let apps = control(addr)
-        .await?
-        .list_apps(pb::ListAppsRequest {})
-        .await
-        .map_err(status)?
+    let apps = ctl!(addr, list_apps, pb::ListAppsRequest {})?
         .into_inner()
         .apps;
     if json {
@@ -131,15 +200,15 @@ pub async fn apps(addr: &str, json: bool) -> anyhow::Result<()> {
 }
 
 async fn list_tasks(addr: &str, app: Option<String>) -> anyhow::Result<Vec<pb::Task>> {
-    Ok(control(addr)
-        .await?
-        .list_tasks(pb::ListTasksRequest {
+    Ok(ctl!(
+        addr,
+        list_tasks,
+        pb::ListTasksRequest {
             app: app.unwrap_or_default(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner()
-        .tasks)
+        }
+    )?
+    .into_inner()
+    .tasks)
 }
 
 /// `berth ps`.
@@ -175,12 +244,7 @@ fn find_task<'a>(tasks: &'a [pb::Task], name: &str) -> anyhow::Result<&'a pb::Ta
 pub async fn explain(addr: &str, name: &str, json: bool) -> anyhow::Result<()> {
     let tasks = list_tasks(addr, None).await?;
     let t = find_task(&tasks, name)?;
-    let ex = control(addr)
-        .await?
-        .explain(pb::ExplainRequest { task: t.id.clone() })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let ex = ctl!(addr, explain, pb::ExplainRequest { task: t.id.clone() })?.into_inner();
     if json {
         let nodes: Vec<serde_json::Value> = ex
             .nodes
@@ -298,38 +362,34 @@ pub async fn logs(addr: &str, task: &str, follow: bool) -> anyhow::Result<()> {
 
 /// `berth stop APP`.
 pub async fn stop(addr: &str, app: &str) -> anyhow::Result<()> {
-    control(addr)
-        .await?
-        .stop_app(pb::AppRequest {
+    ctl!(
+        addr,
+        stop_app,
+        pb::AppRequest {
             name: app.into(),
             request_id: request_id(),
-        })
-        .await
-        .map_err(status)?;
+        }
+    )?;
     println!("app {app}: stopping");
     Ok(())
 }
 
 /// `berth rm APP`.
 pub async fn rm(addr: &str, app: &str) -> anyhow::Result<()> {
-    control(addr)
-        .await?
-        .remove_app(pb::AppRequest {
+    ctl!(
+        addr,
+        remove_app,
+        pb::AppRequest {
             name: app.into(),
             request_id: request_id(),
-        })
-        .await
-        .map_err(status)?;
+        }
+    )?;
     println!("app {app}: removed");
     Ok(())
 }
 
 async fn list_nodes(addr: &str) -> anyhow::Result<Vec<pb::Node>> {
-    Ok(control(addr)
-        .await?
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .map_err(status)?
+    Ok(ctl!(addr, list_nodes, pb::ListNodesRequest {})?
         .into_inner()
         .nodes)
 }
@@ -364,12 +424,7 @@ pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
 
 /// `berth node show NAME`: the node's hardware tree.
 pub async fn node_show(addr: &str, name: &str, json: bool) -> anyhow::Result<()> {
-    let node = control(addr)
-        .await?
-        .get_node(pb::GetNodeRequest { name: name.into() })
-        .await
-        .map_err(status)?
-        .into_inner();
+    let node = ctl!(addr, get_node, pb::GetNodeRequest { name: name.into() })?.into_inner();
     if node.inventory_json.is_empty() {
         bail!("node {name} registered no hardware inventory");
     }
@@ -402,14 +457,14 @@ pub async fn node_show(addr: &str, name: &str, json: bool) -> anyhow::Result<()>
 
 /// `berth events`: one JSON line per committed task change.
 pub async fn events(addr: &str, app: Option<String>) -> anyhow::Result<()> {
-    let mut stream = control(addr)
-        .await?
-        .watch_tasks(pb::WatchTasksRequest {
+    let mut stream = ctl!(
+        addr,
+        watch_tasks,
+        pb::WatchTasksRequest {
             app: app.unwrap_or_default(),
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
+        }
+    )?
+    .into_inner();
     let mut out = std::io::stdout().lock();
     while let Some(ev) = stream.message().await.map_err(status)? {
         let Some(t) = ev.task else { continue };

@@ -1,4 +1,5 @@
-//! The long-running modes: `berth dev`, `berth server`, `berth agent`, and
+//! The long-running modes: `berth dev`, `berth agent` (and see
+//! `servercmd` for `berth server`), and
 //! the shim's logging.
 
 use std::collections::BTreeMap;
@@ -56,7 +57,7 @@ fn runtime_config(data_dir: &Path) -> anyhow::Result<RuntimeConfig> {
     Ok(RuntimeConfig::for_data_dir(data_dir, shim_exe))
 }
 
-async fn shutdown_signal(tx: watch::Sender<bool>) {
+pub(crate) async fn shutdown_signal(tx: watch::Sender<bool>) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,
@@ -81,14 +82,20 @@ pub async fn dev(
     data_dir: &Path,
     node_name: Option<String>,
     policy: &str,
+    heartbeat_timeout: &str,
 ) -> anyhow::Result<()> {
+    let heartbeat_timeout = crate::servercmd::duration("--heartbeat-timeout", heartbeat_timeout)?;
     let listen = socket(addr)?;
     berth_server::check_policy(policy).context("--policy")?;
     let store = open_store(data_dir)?;
-    let server = Server::start(
+    let server = Server::start_with(
         store.clone(),
-        policy,
-        Some(data_dir.join("server").join("plugins")),
+        berth_server::Options {
+            policy: policy.to_string(),
+            plugin_cache: Some(data_dir.join("server").join("plugins")),
+            advertise: Some(addr.to_string()),
+            heartbeat_timeout,
+        },
     )
     .context("--policy")?;
     let (agent, rt, reports) = Agent::new(AgentConfig {
@@ -108,6 +115,7 @@ pub async fn dev(
     let serve = tonic::transport::Server::builder()
         .add_service(server.control())
         .add_service(server.node_api())
+        .add_service(server.membership())
         .add_service(LogService::server(rt))
         .serve_with_shutdown(listen, wait_true(rx.clone()));
     let listener = tokio::spawn(serve);
@@ -118,32 +126,8 @@ pub async fn dev(
     Ok(())
 }
 
-async fn wait_true(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
-}
-
-/// `berth server`: a single-voter control plane.
-pub async fn server(addr: &str, data_dir: &Path, policy: &str) -> anyhow::Result<()> {
-    let listen = socket(addr)?;
-    berth_server::check_policy(policy).context("--policy")?;
-    let store = open_store(data_dir)?;
-    let server = Server::start(
-        store.clone(),
-        policy,
-        Some(data_dir.join("server").join("plugins")),
-    )
-    .context("--policy")?;
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(shutdown_signal(tx));
-    tracing::info!(%listen, "berth server is up");
-    tonic::transport::Server::builder()
-        .add_service(server.control())
-        .add_service(server.node_api())
-        .serve_with_shutdown(listen, wait_true(rx))
-        .await
-        .with_context(|| format!("serving on {listen}"))?;
-    store.shutdown().await;
-    Ok(())
 }
 
 /// The flags of `berth agent`.

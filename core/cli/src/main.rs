@@ -7,6 +7,7 @@ mod plugin;
 mod plugin_local;
 mod probe;
 mod scaffold;
+mod servercmd;
 mod sim;
 
 use std::path::PathBuf;
@@ -17,7 +18,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "berth", version, about)]
 struct Cli {
-    /// Control-plane address (host:port).
+    /// Control-plane servers: host:port, or a comma-separated list (the
+    /// leader is found and followed).
     #[arg(
         long,
         global = true,
@@ -25,6 +27,10 @@ struct Cli {
         default_value = "127.0.0.1:7700"
     )]
     addr: String,
+    /// Serve reads from whichever server answers, without confirming with
+    /// a quorum that its state is current (default: linearizable reads).
+    #[arg(long, global = true)]
+    stale: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -43,15 +49,18 @@ enum Cmd {
         /// gpupacking, fgd, fgd-pack or default (= fgd-pack).
         #[arg(long, env = "BERTH_POLICY", default_value = "default")]
         policy: String,
+        /// A node silent this long is marked down and its tasks replaced.
+        #[arg(long, env = "BERTH_HEARTBEAT_TIMEOUT", default_value = "10s")]
+        heartbeat_timeout: String,
     },
-    /// Run a control-plane server.
+    /// Run a control-plane server (one member of a raft cluster), or
+    /// manage the members.
+    #[command(args_conflicts_with_subcommands = true)]
     Server {
-        /// Where the raft log and state live.
-        #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
-        data_dir: PathBuf,
-        /// Placement policy (see `berth dev --help`).
-        #[arg(long, env = "BERTH_POLICY", default_value = "default")]
-        policy: String,
+        #[command(subcommand)]
+        cmd: Option<servercmd::ServerCmd>,
+        #[command(flatten)]
+        opts: servercmd::ServerOpts,
     },
     /// Run a node agent.
     Agent {
@@ -84,7 +93,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SimCmd,
     },
-    /// Show one node.
+    /// Show, drain or undrain a node.
     Node {
         #[command(subcommand)]
         cmd: NodeCmd,
@@ -175,6 +184,11 @@ enum SimCmd {
 
 #[derive(Subcommand)]
 enum NodeCmd {
+    /// Take no new work on a node and move its tasks elsewhere (each is
+    /// replaced by a pending instance, then stopped on this node).
+    Drain { name: String },
+    /// Let a drained node take work again.
+    Undrain { name: String },
     /// Print a node's hardware tree.
     Show {
         name: String,
@@ -249,13 +263,16 @@ fn init_logging(default: &str) {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let addr = cli.addr;
+    client::allow_stale(cli.stale);
     match cli.cmd {
         Cmd::Dev {
             data_dir,
             node_name,
             policy,
-        } => daemon::dev(&addr, &data_dir, node_name, &policy).await,
-        Cmd::Server { data_dir, policy } => daemon::server(&addr, &data_dir, &policy).await,
+            heartbeat_timeout,
+        } => daemon::dev(&addr, &data_dir, node_name, &policy, &heartbeat_timeout).await,
+        Cmd::Server { cmd: None, opts } => servercmd::run(&addr, opts).await,
+        Cmd::Server { cmd: Some(c), .. } => servercmd::command(&addr, c).await,
         Cmd::Agent { data_dir, opts } => daemon::agent(&addr, &data_dir, opts).await,
         Cmd::Probe {
             json,
@@ -273,6 +290,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Node {
             cmd: NodeCmd::Show { name, json },
         } => client::node_show(&addr, &name, json).await,
+        Cmd::Node {
+            cmd: NodeCmd::Drain { name },
+        } => client::drain(&addr, &name, true).await,
+        Cmd::Node {
+            cmd: NodeCmd::Undrain { name },
+        } => client::drain(&addr, &name, false).await,
         // Handled in main before the async runtime starts.
         Cmd::Shim { .. } => Ok(()),
         Cmd::Run { file } => client::run(&addr, &file).await,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use berth_proto as pb;
 
-use crate::client::{control, status};
+use crate::client::ctl;
 use crate::output::table;
 
 /// How a plugin runs (install sets them; upgrade changes the ones given).
@@ -110,12 +110,7 @@ pub async fn run(addr: &str, cmd: PluginCmd) -> anyhow::Result<()> {
             settings,
         } => {
             let req = request(name, read(&file)?, Some(kind), settings);
-            let info = control(addr)
-                .await?
-                .install_plugin(req)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let info = ctl!(addr, install_plugin, req)?.into_inner();
             println!(
                 "installed {} ({}, {})",
                 info.name,
@@ -133,12 +128,7 @@ pub async fn run(addr: &str, cmd: PluginCmd) -> anyhow::Result<()> {
                 None => Vec::new(),
             };
             let req = request(name, wasm, None, settings);
-            let info = control(addr)
-                .await?
-                .upgrade_plugin(req)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let info = ctl!(addr, upgrade_plugin, req)?.into_inner();
             println!(
                 "upgraded {} to version {} ({})",
                 info.name,
@@ -147,15 +137,15 @@ pub async fn run(addr: &str, cmd: PluginCmd) -> anyhow::Result<()> {
             );
         }
         PluginCmd::Rollback { name } => {
-            let info = control(addr)
-                .await?
-                .rollback_plugin(pb::PluginRequest {
+            let info = ctl!(
+                addr,
+                rollback_plugin,
+                pb::PluginRequest {
                     name,
                     request_id: crate::client::request_id(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
+                }
+            )?
+            .into_inner();
             println!(
                 "rolled {} back to version {} ({})",
                 info.name,
@@ -164,22 +154,18 @@ pub async fn run(addr: &str, cmd: PluginCmd) -> anyhow::Result<()> {
             );
         }
         PluginCmd::Remove { name } => {
-            control(addr)
-                .await?
-                .remove_plugin(pb::PluginRequest {
+            ctl!(
+                addr,
+                remove_plugin,
+                pb::PluginRequest {
                     name: name.clone(),
                     request_id: crate::client::request_id(),
-                })
-                .await
-                .map_err(status)?;
+                }
+            )?;
             println!("removed {name}");
         }
         PluginCmd::List { json } => {
-            let list = control(addr)
-                .await?
-                .list_plugins(pb::ListPluginsRequest {})
-                .await
-                .map_err(status)?
+            let list = ctl!(addr, list_plugins, pb::ListPluginsRequest {})?
                 .into_inner()
                 .plugins;
             if json {
@@ -207,15 +193,15 @@ pub async fn run(addr: &str, cmd: PluginCmd) -> anyhow::Result<()> {
             }
         }
         PluginCmd::Show { name, json } => {
-            let p = control(addr)
-                .await?
-                .get_plugin(pb::PluginRequest {
+            let p = ctl!(
+                addr,
+                get_plugin,
+                pb::PluginRequest {
                     name,
                     request_id: String::new(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
+                }
+            )?
+            .into_inner();
             if json {
                 println!("{}", serde_json::to_string_pretty(&info_json(&p))?);
             } else {

@@ -53,4 +53,7 @@ pub struct Node {
     pub info: NodeInfo,
     /// Ready or down.
     pub status: NodeStatus,
+    /// Drained by an operator: takes no new work.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
 }

@@ -18,7 +18,10 @@ impl FilterPlugin for NodeReady {
     fn filter(&self, _task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
             if !n.ready {
-                *o = Some(Rejection::new("node down", "missed its heartbeat deadline"));
+                *o = Some(Rejection::new(
+                    "node not ready",
+                    "down (missed its heartbeat deadline) or drained",
+                ));
             }
         }
     }

@@ -128,6 +128,12 @@ pub struct NodeState {
     pub nics_free: u32,
     /// Other devices, by qualified name.
     pub devices: Vec<DeviceState>,
+    /// Free thousandths of each GPU, in `gpus` order: a packed copy for
+    /// plugins that read every candidate's GPUs (one small read per node
+    /// instead of one per GPU). Kept by [`Cluster::new`],
+    /// [`NodeState::take`] and [`NodeState::release`]; whoever changes
+    /// `gpus` directly calls [`NodeState::repack`].
+    pub gpu_free: Vec<u16>,
     /// Labels and facts for constraints (`hostname`, `gpu.model`, ...).
     pub attributes: BTreeMap<String, String>,
     /// Tasks per group (app) on this node, for constraints.
@@ -210,6 +216,7 @@ impl NodeState {
             })
             .collect();
         self.gpus.sort_by_key(|g| g.index);
+        self.repack();
         self.cores = inv
             .numa_nodes()
             .flat_map(|n| {
@@ -268,6 +275,13 @@ impl NodeState {
         self
     }
 
+    /// Refreshes the packed copies ([`NodeState::gpu_free`]) from `gpus`.
+    pub fn repack(&mut self) {
+        self.gpu_free.clear();
+        self.gpu_free
+            .extend(self.gpus.iter().map(|g| g.milli_free() as u16));
+    }
+
     /// Accounts an allocation on this node.
     pub fn take(&mut self, a: &Allocation) {
         self.cpu_used += a.cpu.0 + 1000 * a.cores.len() as u64;
@@ -280,6 +294,9 @@ impl NodeState {
                     m.taken = true;
                 }
             }
+        }
+        if !a.gpus.is_empty() {
+            self.repack();
         }
         for c in &a.cores {
             if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c)
@@ -346,6 +363,9 @@ impl NodeState {
                     m.taken = false;
                 }
             }
+        }
+        if !a.gpus.is_empty() {
+            self.repack();
         }
         for c in &a.cores {
             if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c)
@@ -529,6 +549,7 @@ impl Cluster {
         let mut h = crate::policy::hash::FxHasher::default();
         for (i, n) in nodes.iter_mut().enumerate() {
             n.slot = i as u32;
+            n.repack();
             n.hash_static(&mut h);
         }
         let by_name = nodes

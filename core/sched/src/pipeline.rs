@@ -445,7 +445,7 @@ mod tests {
         assert!(d.placement.is_none());
         assert_eq!(
             d.summary,
-            "0/4 nodes: 2 insufficient cpu, 1 node down, 1 port 8080 in use"
+            "0/4 nodes: 2 insufficient cpu, 1 node not ready, 1 port 8080 in use"
         );
         let small = d.nodes.iter().find(|n| n.node == "small1").unwrap();
         let (plugin, r) = small.filtered.as_ref().unwrap();

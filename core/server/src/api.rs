@@ -12,7 +12,7 @@ use berth_model::spec::{parse_spec, valid_name};
 use berth_proto as pb;
 use berth_proto::control_server::Control;
 use berth_proto::node_api_server::NodeApi;
-use berth_store::{Command, Envelope, Event, Outcome, Store, StoreError};
+use berth_store::{Command, Envelope, Event, Outcome, Store};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -33,16 +33,6 @@ pub struct Api {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::NotLeader(l) => {
-            Status::unavailable(format!("not the leader (leader is server {l})"))
-        }
-        StoreError::Timeout => Status::deadline_exceeded(e.to_string()),
-        other => Status::internal(other.to_string()),
-    }
-}
-
 fn request_id(id: String) -> Option<String> {
     (!id.is_empty()).then_some(id)
 }
@@ -60,7 +50,7 @@ impl Api {
                 command,
             })
             .await
-            .map_err(store_status)?;
+            .map_err(|e| self.store_status(e))?;
         if let Outcome::Rejected(why) = &outcome {
             return Err(Status::failed_precondition(why.clone()));
         }
@@ -112,8 +102,9 @@ impl Control for Api {
 
     async fn list_plugins(
         &self,
-        _: Request<pb::ListPluginsRequest>,
+        req: Request<pb::ListPluginsRequest>,
     ) -> Result<Response<pb::ListPluginsResponse>, Status> {
+        self.barrier(&req).await?;
         Ok(Response::new(self.plugin_list()))
     }
 
@@ -121,6 +112,7 @@ impl Control for Api {
         &self,
         req: Request<pb::PluginRequest>,
     ) -> Result<Response<pb::PluginInfo>, Status> {
+        self.barrier(&req).await?;
         self.plugin_info(&req.into_inner().name)
     }
 
@@ -168,8 +160,9 @@ impl Control for Api {
 
     async fn list_apps(
         &self,
-        _: Request<pb::ListAppsRequest>,
+        req: Request<pb::ListAppsRequest>,
     ) -> Result<Response<pb::ListAppsResponse>, Status> {
+        self.barrier(&req).await?;
         let state = self.store.read();
         let apps = state
             .apps
@@ -218,6 +211,7 @@ impl Control for Api {
         &self,
         req: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        self.barrier(&req).await?;
         let app = req.into_inner().app;
         let state = self.store.read();
         let tasks = state
@@ -292,8 +286,9 @@ impl Control for Api {
 
     async fn list_nodes(
         &self,
-        _: Request<pb::ListNodesRequest>,
+        req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        self.barrier(&req).await?;
         let state = self.store.read();
         let nodes = state
             .nodes
@@ -369,10 +364,36 @@ impl Control for Api {
         }))
     }
 
+    async fn drain_node(
+        &self,
+        req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = req.into_inner();
+        if !valid_name(&r.name) {
+            return Err(Status::invalid_argument(format!(
+                "name: {:?} is not a valid node name",
+                r.name
+            )));
+        }
+        if !self.store.read().nodes.contains_key(&r.name) {
+            return Err(Status::not_found(format!("no node named {}", r.name)));
+        }
+        self.commit(
+            request_id(r.request_id),
+            Command::DrainNode {
+                name: r.name,
+                drain: r.drain,
+            },
+        )
+        .await?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
     async fn get_node(
         &self,
         req: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
+        self.barrier(&req).await?;
         let name = req.into_inner().name;
         let state = self.store.read();
         let n = state
@@ -434,6 +455,10 @@ impl NodeApi for Api {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let node = req.into_inner().node;
+        // Liveness is judged by the leader, from the heartbeats it gets.
+        if !self.store.is_leader() {
+            return Err(self.not_leader());
+        }
         if !self.store.read().nodes.contains_key(&node) {
             return Err(Status::not_found(format!("node {node} is not registered")));
         }

@@ -51,7 +51,11 @@ pub fn node(n: &Node, cpu_used: u64, mem_used: u64, tasks: u32) -> pb::Node {
         memory_bytes: n.info.memory.0,
         cpu_used,
         memory_used: mem_used,
-        status: n.status.as_str().into(),
+        status: if n.drained {
+            format!("{},drained", n.status.as_str())
+        } else {
+            n.status.as_str().into()
+        },
         tasks,
         labels: n.info.labels.clone().into_iter().collect(),
         cores: inv.map(|i| i.core_count() as u32).unwrap_or(0),

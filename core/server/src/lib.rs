@@ -6,6 +6,7 @@
 pub mod api;
 pub mod api_plugins;
 pub mod convert;
+pub mod members;
 pub mod plugins;
 pub mod scheduler;
 
@@ -15,14 +16,41 @@ use std::time::{Duration, Instant};
 
 use berth_model::node::NodeStatus;
 use berth_proto::control_server::ControlServer;
+use berth_proto::membership_server::MembershipServer;
 use berth_proto::node_api_server::NodeApiServer;
 use berth_sched::policy::{self, PolicyContext, UnknownPolicy};
 use berth_store::{Command, Envelope, Store};
 
 pub use api::Api;
 
-/// How long a node may go without a heartbeat before it is marked down.
+/// How long a node may go without a heartbeat before it is marked down
+/// (the default of [`Options::heartbeat_timeout`]).
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Placement policy (see [`policy::CLUSTER_POLICIES`]).
+    pub policy: String,
+    /// Where compiled plugins are cached.
+    pub plugin_cache: Option<std::path::PathBuf>,
+    /// This server's client address, recorded in the replicated
+    /// membership so other servers can point clients at it.
+    pub advertise: Option<String>,
+    /// A node silent this long is marked down and its tasks replaced.
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            policy: "default".into(),
+            plugin_cache: None,
+            advertise: None,
+            heartbeat_timeout: HEARTBEAT_TIMEOUT,
+        }
+    }
+}
 
 /// Whether the servers know the placement policy `name`.
 pub fn check_policy(name: &str) -> Result<(), UnknownPolicy> {
@@ -44,8 +72,21 @@ impl Server {
         policy: &str,
         plugin_cache: Option<std::path::PathBuf>,
     ) -> Result<Server, UnknownPolicy> {
+        Server::start_with(
+            store,
+            Options {
+                policy: policy.to_string(),
+                plugin_cache,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// [`Server::start`] with every option.
+    pub fn start_with(store: Store, o: Options) -> Result<Server, UnknownPolicy> {
+        let policy = o.policy.as_str();
         check_policy(policy)?;
-        let plugins = Arc::new(plugins::PluginSet::new(plugin_cache));
+        let plugins = Arc::new(plugins::PluginSet::new(o.plugin_cache));
         let api = Api {
             store: store.clone(),
             heartbeats: Arc::new(Mutex::new(HashMap::new())),
@@ -58,7 +99,10 @@ impl Server {
             plugins,
             api.explanations.clone(),
         ));
-        tokio::spawn(liveness(store, api.heartbeats.clone()));
+        if let Some(addr) = o.advertise {
+            tokio::spawn(members::advertise(store.clone(), addr));
+        }
+        tokio::spawn(liveness(store, api.heartbeats.clone(), o.heartbeat_timeout));
         Ok(Server { api })
     }
 
@@ -72,6 +116,11 @@ impl Server {
         ControlServer::new(self.api.clone())
     }
 
+    /// The `Membership` gRPC service.
+    pub fn membership(&self) -> MembershipServer<Api> {
+        MembershipServer::new(self.api.clone())
+    }
+
     /// The `NodeApi` gRPC service.
     pub fn node_api(&self) -> NodeApiServer<Api> {
         NodeApiServer::new(self.api.clone())
@@ -80,10 +129,17 @@ impl Server {
 
 /// On the leader: marks nodes down when their heartbeats stop, and ready
 /// again when they resume. A new leader gives every node a full timeout.
-async fn liveness(store: Store, heartbeats: Arc<Mutex<HashMap<String, Instant>>>) {
+async fn liveness(
+    store: Store,
+    heartbeats: Arc<Mutex<HashMap<String, Instant>>>,
+    timeout: Duration,
+) {
     let mut leader_since: Option<Instant> = None;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(
+            (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        )
+        .await;
         if !store.is_leader() {
             leader_since = None;
             continue;
@@ -97,7 +153,7 @@ async fn liveness(store: Store, heartbeats: Arc<Mutex<HashMap<String, Instant>>>
                 .values()
                 .filter_map(|n| {
                     let last = hb.get(&n.info.name).copied().unwrap_or(since).max(since);
-                    let alive = last.elapsed() < HEARTBEAT_TIMEOUT;
+                    let alive = last.elapsed() < timeout;
                     let want = if alive {
                         NodeStatus::Ready
                     } else {

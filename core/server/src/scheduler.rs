@@ -44,7 +44,7 @@ pub fn snapshot(state: &ClusterState) -> Cluster {
         .map(|n| {
             let mut node = NodeState {
                 name: n.info.name.clone(),
-                ready: n.status == NodeStatus::Ready,
+                ready: n.status == NodeStatus::Ready && !n.drained,
                 cpu_capacity: n.info.cpu.0,
                 mem_capacity: n.info.memory.0,
                 ..Default::default()

@@ -4,12 +4,14 @@
 //! Every change goes through the log, even with one server. Reads come from
 //! the applied state; watchers get [`state::Event`]s after each apply.
 
+mod driver;
 pub mod node;
+mod nodes;
 pub mod plugins;
 pub mod state;
 pub mod storage;
 
-pub use node::{NoPeers, StateGuard, Store, StoreConfig, Transport};
+pub use node::{NoPeers, RaftStatus, StateGuard, Store, StoreConfig, Transport};
 pub use plugins::{Blob, Mode, PluginCommand, PluginRecord, PluginSettings, PluginVersion};
 pub use state::{App, ClusterState, Command, Envelope, Event, Outcome, Placement};
 

@@ -2,17 +2,17 @@
 //! proposals and peer messages, persists each `Ready` to redb, applies
 //! committed entries to the [`ClusterState`], and answers proposers.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{ConfChange, Message};
 use raft::{Config, RawNode, StateRole};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::StoreError;
+use crate::driver::Driver;
 use crate::state::{ClusterState, Envelope, Event, Outcome};
 use crate::storage::RedbStorage;
 
@@ -64,19 +64,48 @@ impl StoreConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<(u64, Outcome), StoreError>>;
+pub(crate) type Reply = oneshot::Sender<Result<(u64, Outcome), StoreError>>;
 
-enum Msg {
+pub(crate) enum Msg {
     Propose(Box<Envelope>, Reply),
+    ConfChange(Box<ConfChange>, Reply),
+    ReadIndex(oneshot::Sender<Result<u64, StoreError>>),
     Raft(Box<Message>),
+    Unreachable(u64),
+    SnapshotStatus(u64, bool),
+    TransferLeader(u64),
+    Status(oneshot::Sender<RaftStatus>),
     Shutdown(oneshot::Sender<()>),
 }
 
-struct Shared {
-    state: RwLock<ClusterState>,
-    events: broadcast::Sender<Event>,
-    applied: watch::Sender<u64>,
-    role: watch::Sender<(StateRole, u64)>,
+/// Where this server's raft stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RaftStatus {
+    /// This server's id.
+    pub id: u64,
+    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    pub role: &'static str,
+    /// The leader it knows (0: none).
+    pub leader: u64,
+    /// Current term.
+    pub term: u64,
+    /// Highest committed index it knows.
+    pub commit: u64,
+    /// Highest applied index.
+    pub applied: u64,
+    /// Voters.
+    pub voters: Vec<u64>,
+    /// On the leader: the highest index known replicated on each voter.
+    pub matched: BTreeMap<u64, u64>,
+    /// Index of the latest snapshot (the log starts after it).
+    pub snapshot: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) state: RwLock<ClusterState>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) applied: watch::Sender<u64>,
+    pub(crate) role: watch::Sender<(StateRole, u64)>,
 }
 
 /// Handle to the replicated store. Cheap to clone.
@@ -138,17 +167,14 @@ impl Store {
             role: watch::channel((StateRole::Follower, 0)).0,
         });
         let (tx, rx) = mpsc::channel(4096);
-        let driver = Driver {
+        let driver = Driver::new(
             node,
             rx,
-            shared: shared.clone(),
+            shared.clone(),
             transport,
-            pending: HashMap::new(),
-            nonce: boot_nonce(),
-            counter: 0,
-            snapshot_every: cfg.snapshot_every,
-            last_snapshot: snap_index,
-        };
+            cfg.snapshot_every,
+            snap_index,
+        );
         tokio::spawn(driver.run(cfg.tick));
         Ok(Store {
             tx,
@@ -170,6 +196,84 @@ impl Store {
             Ok(Err(_)) => Err(StoreError::Closed),
             Err(_) => Err(StoreError::Timeout),
         }
+    }
+
+    /// Proposes a membership change (its `context` is the new server's
+    /// address, for additions) and waits until it is applied.
+    pub async fn change_membership(&self, cc: ConfChange) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::ConfChange(Box::new(cc), reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(r)) => r.map(|(index, _)| index),
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// A linearizable read barrier (raft's ReadIndex): returns once this
+    /// server has applied everything committed before the call, as
+    /// confirmed by a quorum. Fails on a server cut off from the majority.
+    pub async fn read_barrier(&self) -> Result<u64, StoreError> {
+        // A leader answers only once it has committed in its term, and a
+        // request can be lost with a leader change: ask again until 3 s.
+        let start = std::time::Instant::now();
+        let index = loop {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Msg::ReadIndex(reply))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            match tokio::time::timeout(Duration::from_millis(300), rx).await {
+                Ok(Ok(Ok(index))) => break index,
+                _ if start.elapsed() < Duration::from_secs(3) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => return Err(StoreError::NotLeader(self.leader())),
+            }
+        };
+        let mut applied = self.applied();
+        let wait = applied.wait_for(|a| *a >= index);
+        match tokio::time::timeout(Duration::from_secs(3), wait).await {
+            Ok(Ok(_)) => Ok(index),
+            Ok(Err(_)) => Err(StoreError::Closed),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Tells raft a peer could not be reached (the transport calls this).
+    pub fn report_unreachable(&self, id: u64) {
+        let _ = self.tx.try_send(Msg::Unreachable(id));
+    }
+
+    /// Tells raft how sending a snapshot to a peer ended.
+    pub fn report_snapshot(&self, id: u64, ok: bool) {
+        let _ = self.tx.try_send(Msg::SnapshotStatus(id, ok));
+    }
+
+    /// Asks the leader to hand leadership to `id`.
+    pub async fn transfer_leader(&self, id: u64) -> Result<(), StoreError> {
+        self.tx
+            .send(Msg::TransferLeader(id))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Where raft stands on this server.
+    pub async fn status(&self) -> Result<RaftStatus, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Status(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// The leader this server knows (0: none).
+    pub fn leader(&self) -> u64 {
+        self.shared.role.borrow().1
     }
 
     /// Delivers a raft message from a peer.
@@ -213,237 +317,28 @@ impl Store {
         self.id
     }
 
-    /// Stops the driver after flushing what it holds.
+    /// Stops the driver after flushing what it holds. A leader with
+    /// followers first hands leadership to the most up-to-date one (for up
+    /// to 2 s), so the cluster does not wait out an election timeout.
     pub async fn shutdown(&self) {
+        if self.is_leader()
+            && let Ok(st) = self.status().await
+            && let Some((&to, _)) = st
+                .matched
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .max_by_key(|(_, m)| **m)
+        {
+            tracing::info!(to, "handing leadership over before stopping");
+            if self.transfer_leader(to).await.is_ok() {
+                let mut role = self.role();
+                let moved = role.wait_for(|(r, _)| *r != StateRole::Leader);
+                let _ = tokio::time::timeout(Duration::from_secs(2), moved).await;
+            }
+        }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
         }
-    }
-}
-
-fn boot_nonce() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ (u64::from(std::process::id()) << 32)
-}
-
-struct Driver {
-    node: RawNode<RedbStorage>,
-    rx: mpsc::Receiver<Msg>,
-    shared: Arc<Shared>,
-    transport: Arc<dyn Transport>,
-    pending: HashMap<u64, Reply>,
-    nonce: u64,
-    counter: u64,
-    snapshot_every: u64,
-    last_snapshot: u64,
-}
-
-impl Driver {
-    async fn run(mut self, tick: Duration) {
-        let mut ticker = tokio::time::interval(tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stop = None;
-        while stop.is_none() {
-            tokio::select! {
-                _ = ticker.tick() => { self.node.tick(); }
-                msg = self.rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    stop = self.handle(msg);
-                    // Drain whatever else is queued so one Ready (one fsync) covers it.
-                    while stop.is_none() {
-                        let Ok(msg) = self.rx.try_recv() else { break };
-                        stop = self.handle(msg);
-                    }
-                }
-            }
-            self.on_ready();
-        }
-        // Close the database before telling the caller we are done.
-        drop(self);
-        if let Some(done) = stop {
-            let _ = done.send(());
-        }
-        tracing::info!("raft driver stopped");
-    }
-
-    fn handle(&mut self, msg: Msg) -> Option<oneshot::Sender<()>> {
-        match msg {
-            Msg::Propose(env, reply) => {
-                let data = match serde_json::to_vec(&*env) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let _ = reply.send(Err(StoreError::Encode(e.to_string())));
-                        return None;
-                    }
-                };
-                self.counter += 1;
-                let tag = self.counter;
-                let mut ctx = Vec::with_capacity(16);
-                ctx.extend_from_slice(&self.nonce.to_le_bytes());
-                ctx.extend_from_slice(&tag.to_le_bytes());
-                match self.node.propose(ctx, data) {
-                    Ok(()) => {
-                        self.pending.insert(tag, reply);
-                    }
-                    Err(raft::Error::ProposalDropped) => {
-                        let leader = self.node.raft.leader_id;
-                        let _ = reply.send(Err(StoreError::NotLeader(leader)));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(StoreError::Raft(e.to_string())));
-                    }
-                }
-                None
-            }
-            Msg::Raft(m) => {
-                if let Err(e) = self.node.step(*m) {
-                    tracing::debug!(error = %e, "raft step failed");
-                }
-                None
-            }
-            Msg::Shutdown(done) => Some(done),
-        }
-    }
-
-    fn on_ready(&mut self) {
-        if let Err(e) = self.try_ready() {
-            // Storage failed: raft cannot continue safely. Fail every waiter;
-            // the server keeps running read-only so operators can look.
-            tracing::error!(error = %e, "raft storage failure");
-            for (_, reply) in self.pending.drain() {
-                let _ = reply.send(Err(StoreError::Raft(e.to_string())));
-            }
-        }
-    }
-
-    fn try_ready(&mut self) -> Result<(), StoreError> {
-        if !self.node.has_ready() {
-            return Ok(());
-        }
-        let mut rd = self.node.ready();
-        if let Some(ss) = rd.ss() {
-            self.shared.role.send_replace((ss.raft_state, ss.leader_id));
-            if ss.raft_state != StateRole::Leader {
-                // Proposals from this term may never commit here; let clients retry.
-                for (_, reply) in self.pending.drain() {
-                    let _ = reply.send(Err(StoreError::NotLeader(ss.leader_id)));
-                }
-            }
-        }
-        if !rd.messages().is_empty() {
-            self.transport.send(rd.take_messages());
-        }
-        if !rd.snapshot().is_empty() {
-            let snap = rd.snapshot().clone();
-            self.node.mut_store().apply_snapshot(&snap)?;
-            let mut s: ClusterState = serde_json::from_slice(snap.get_data())
-                .map_err(|e| StoreError::Corrupt(format!("received snapshot: {e}")))?;
-            s.rebuild_indexes();
-            *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = s;
-            self.last_snapshot = snap.get_metadata().index;
-            self.shared.applied.send_replace(self.last_snapshot);
-        }
-        let committed = rd.take_committed_entries();
-        self.apply(committed)?;
-        let hs = rd.hs().cloned();
-        self.node.mut_store().persist(rd.entries(), hs.as_ref())?;
-        if !rd.persisted_messages().is_empty() {
-            self.transport.send(rd.take_persisted_messages());
-        }
-        let mut light = self.node.advance(rd);
-        if let Some(commit) = light.commit_index() {
-            self.node.mut_store().set_commit(commit);
-        }
-        self.transport.send(light.take_messages());
-        let committed = light.take_committed_entries();
-        self.apply(committed)?;
-        self.node.advance_apply();
-        self.maybe_snapshot()?;
-        Ok(())
-    }
-
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut events = Vec::new();
-        let mut last = 0;
-        {
-            let shared = self.shared.clone();
-            let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
-            for e in entries {
-                last = e.index;
-                match e.get_entry_type() {
-                    EntryType::EntryNormal => {
-                        if e.data.is_empty() {
-                            continue;
-                        }
-                        let outcome = match serde_json::from_slice::<Envelope>(&e.data) {
-                            Ok(env) => state.apply(e.index, env, &mut events),
-                            Err(err) => {
-                                tracing::error!(index = e.index, error = %err, "undecodable log entry skipped");
-                                Outcome::Rejected(format!("undecodable command: {err}"))
-                            }
-                        };
-                        self.reply(&e.context, e.index, outcome);
-                    }
-                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                        let cs = if e.get_entry_type() == EntryType::EntryConfChange {
-                            let cc = ConfChange::parse_from_bytes(&e.data)
-                                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                            self.node.apply_conf_change(&cc)
-                        } else {
-                            let cc = ConfChangeV2::parse_from_bytes(&e.data)
-                                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                            self.node.apply_conf_change(&cc)
-                        }
-                        .map_err(|err| StoreError::Raft(err.to_string()))?;
-                        self.node.mut_store().set_conf_state(cs)?;
-                        self.reply(&e.context, e.index, Outcome::Ok);
-                    }
-                }
-            }
-        }
-        for ev in events {
-            let _ = self.shared.events.send(ev);
-        }
-        if last > 0 {
-            self.shared.applied.send_replace(last);
-        }
-        Ok(())
-    }
-
-    fn reply(&mut self, ctx: &[u8], index: u64, outcome: Outcome) {
-        if ctx.len() != 16 {
-            return;
-        }
-        let nonce = u64::from_le_bytes(ctx[..8].try_into().unwrap_or_default());
-        let tag = u64::from_le_bytes(ctx[8..].try_into().unwrap_or_default());
-        if nonce != self.nonce {
-            return;
-        }
-        if let Some(reply) = self.pending.remove(&tag) {
-            let _ = reply.send(Ok((index, outcome)));
-        }
-    }
-
-    fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
-        let applied = self.node.raft.raft_log.applied;
-        let due = applied >= self.last_snapshot + self.snapshot_every;
-        if !(due || self.node.store().snapshot_wanted()) || applied <= self.last_snapshot {
-            return Ok(());
-        }
-        let data = {
-            let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
-            serde_json::to_vec(&*state).map_err(|e| StoreError::Encode(e.to_string()))?
-        };
-        self.node.mut_store().create_snapshot(applied, data)?;
-        self.last_snapshot = applied;
-        tracing::debug!(index = applied, "snapshot taken, log compacted");
-        Ok(())
     }
 }

@@ -76,6 +76,22 @@ pub enum Command {
         /// Tasks that did not fit, with the one-line reason.
         unplaced: Vec<(String, String)>,
     },
+    /// Record a server's client address (the raft membership itself
+    /// changes through conf-change entries, which also record addresses).
+    SetMember {
+        /// Raft id.
+        id: u64,
+        /// `host:port` its clients and peers use.
+        address: String,
+    },
+    /// Drain a node (no new work; its tasks are replaced elsewhere and
+    /// stopped there) or undo that.
+    DrainNode {
+        /// Node name.
+        name: String,
+        /// True to drain, false to take work again.
+        drain: bool,
+    },
     /// Evict lower-priority tasks so `task` can take their place on `node`.
     /// Each victim is told why and replaced by a new pending instance.
     Preempt {
@@ -150,6 +166,9 @@ pub struct ClusterState {
     pub tasks: BTreeMap<String, Task>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
+    /// Control-plane servers: raft id -> client address.
+    #[serde(default)]
+    pub members: BTreeMap<u64, String>,
     /// Recent request ids and their outcomes, oldest first.
     requests: VecDeque<(String, Outcome)>,
     #[serde(skip)]
@@ -203,6 +222,7 @@ impl ClusterState {
                 let node = Node {
                     info,
                     status: NodeStatus::Ready,
+                    drained: self.nodes.get(&name).is_some_and(|n| n.drained),
                 };
                 if self.nodes.get(&name) != Some(&node) {
                     self.nodes.insert(name.clone(), node);
@@ -210,16 +230,14 @@ impl ClusterState {
                 }
                 Outcome::Ok
             }
-            Command::SetNodeStatus { name, status } => match self.nodes.get_mut(&name) {
-                Some(n) => {
-                    if n.status != status {
-                        n.status = status;
-                        events.push(Event::NodeChanged(name));
-                    }
-                    Outcome::Ok
-                }
-                None => Outcome::Rejected(format!("no node named {name}")),
-            },
+            Command::SetNodeStatus { name, status } => {
+                self.set_node_status(index, &name, status, events)
+            }
+            Command::DrainNode { name, drain } => self.drain_node(index, &name, drain, events),
+            Command::SetMember { id, address } => {
+                self.members.insert(id, address);
+                Outcome::Ok
+            }
             Command::Schedule {
                 placements,
                 unplaced,
@@ -331,7 +349,7 @@ impl ClusterState {
             let node_ok = self
                 .nodes
                 .get(&p.node)
-                .is_some_and(|n| n.status == NodeStatus::Ready);
+                .is_some_and(|n| n.status == NodeStatus::Ready && !n.drained);
             let Some(task) = self.tasks.get_mut(&p.task) else {
                 continue;
             };
@@ -374,29 +392,20 @@ impl ClusterState {
         let mut evicted = Vec::new();
         for id in evict {
             let theirs = prio(self, id);
-            let Some(v) = self.tasks.get_mut(id) else {
+            let Some(v) = self.tasks.get(id) else {
                 continue;
             };
             // Decided on an older snapshot: only still-valid victims go.
             if v.desired != Desired::Run || v.node.as_deref() != Some(node) || theirs >= mine {
                 continue;
             }
-            v.desired = Desired::Remove;
-            v.message = format!("preempted by {task} (priority {mine} > {theirs})");
-            events.push(Event::TaskUpdated(Box::new(v.clone())));
-            // The victim's instance waits again, under a new id.
-            let replacement = Task::pending(
-                format!("{}-{}-{}-r{index}", v.app, v.version, v.instance),
-                &v.app,
-                v.instance,
-                v.version,
-                format!("replaces {id}, preempted by {task}"),
-            );
-            evicted.push(replacement);
+            evicted.push((
+                id.clone(),
+                format!("preempted by {task} (priority {mine} > {theirs})"),
+            ));
         }
-        for r in evicted {
-            events.push(Event::TaskUpdated(Box::new(r.clone())));
-            self.tasks.insert(r.id.clone(), r);
+        for (id, why) in evicted {
+            self.replace_task(index, &id, why, events);
         }
     }
 

@@ -110,12 +110,25 @@ impl RedbStorage {
         !self.conf_state.voters.is_empty() || self.snap_meta.index > 0
     }
 
-    /// Stores the first configuration of a brand-new cluster.
+    /// Stores the first configuration of a brand-new cluster, as an empty
+    /// snapshot at index 1 (term 1): the log then starts at 2, so a server
+    /// that joins later always starts from a snapshot, which carries the
+    /// membership, instead of replaying a log that does not.
     pub fn bootstrap(&mut self, voters: Vec<u64>) -> Result<(), StoreError> {
-        self.set_conf_state(ConfState {
+        let cs = ConfState {
             voters,
             ..Default::default()
-        })
+        };
+        let snap = Snapshot {
+            metadata: protobuf::SingularPtrField::some(SnapshotMetadata {
+                index: 1,
+                term: 1,
+                conf_state: protobuf::SingularPtrField::some(cs),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.apply_snapshot(&snap)
     }
 
     /// Persists a new conf state.
@@ -345,8 +358,12 @@ impl raft::Storage for RedbStorage {
         Ok(self.last_index_inner())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snap_meta.index < request_index || self.snap_meta.index == 0 {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // raft refuses a snapshot whose membership lacks the receiver (a
+        // server that joined after it was taken): take a newer one.
+        let cs = self.snap_meta.get_conf_state();
+        let knows_to = cs.voters.contains(&to) || cs.learners.contains(&to);
+        if self.snap_meta.index < request_index || self.snap_meta.index == 0 || !knows_to {
             self.snapshot_wanted.store(true, Ordering::Relaxed);
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
@@ -383,15 +400,17 @@ mod tests {
             let mut hs = HardState::default();
             hs.term = 2;
             hs.commit = 2;
-            s.persist(&[entry(1, 1), entry(2, 2), entry(3, 2)], Some(&hs))
+            // The bootstrap snapshot holds index 1; the log starts at 2.
+            assert_eq!(s.first_index().unwrap(), 2);
+            s.persist(&[entry(2, 1), entry(3, 2), entry(4, 2)], Some(&hs))
                 .unwrap();
             // A conflicting suffix replaces the old one.
-            s.persist(&[entry(3, 3)], None).unwrap();
+            s.persist(&[entry(4, 3)], None).unwrap();
         }
         let s = RedbStorage::open(&path).unwrap();
         assert!(s.is_initialized());
-        assert_eq!(s.last_index().unwrap(), 3);
-        assert_eq!(s.term(3).unwrap(), 3);
+        assert_eq!(s.last_index().unwrap(), 4);
+        assert_eq!(s.term(4).unwrap(), 3);
         assert_eq!(s.hard_state().commit, 2);
         assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1]);
     }
@@ -403,7 +422,7 @@ mod tests {
         {
             let mut s = RedbStorage::open(&path).unwrap();
             s.bootstrap(vec![1]).unwrap();
-            let ents: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+            let ents: Vec<Entry> = (2..=10).map(|i| entry(i, 1)).collect();
             s.persist(&ents, None).unwrap();
             s.create_snapshot(8, b"state".to_vec()).unwrap();
             assert_eq!(s.first_index().unwrap(), 9);
@@ -422,7 +441,15 @@ mod tests {
                 .len(),
             2
         );
-        let snap = s.snapshot(8, 2).unwrap();
+        let snap = s.snapshot(8, 1).unwrap();
         assert_eq!(snap.get_metadata().index, 8);
+        // A server the snapshot's membership lacks needs a newer one.
+        assert!(matches!(
+            s.snapshot(8, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert!(s.snapshot_wanted());
     }
 }

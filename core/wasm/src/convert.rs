@@ -131,8 +131,7 @@ pub fn columns(nodes: &[&NodeState], out: &mut Nodes) {
             .push((n.cores.len() as u32).saturating_sub(n.cores_taken));
         out.nics_free.push(n.nics_free);
         out.gpu_start.push(out.gpu_free.len() as u32);
-        out.gpu_free
-            .extend(n.gpus.iter().map(|g| g.milli_free() as u16));
+        out.gpu_free.extend_from_slice(&n.gpu_free);
     }
     out.gpu_start.push(out.gpu_free.len() as u32);
 }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod servers;
+
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
 /// The workspace root.
@@ -68,11 +70,18 @@ pub struct Dev {
     pub child: Option<Child>,
     /// Extra agents started with [`Dev::agent`].
     pub agents: Vec<Child>,
+    /// Environment of the `berth dev` process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Dev {
     /// Starts `berth dev` with the demo image imported; waits for its node.
     pub fn start() -> Dev {
+        Dev::start_env(&[])
+    }
+
+    /// [`Dev::start`] with extra environment for `berth dev`.
+    pub fn start_env(env: &[(&str, &str)]) -> Dev {
         let data = tempfile::Builder::new()
             .prefix("berth-test-")
             .tempdir()
@@ -83,6 +92,10 @@ impl Dev {
             data,
             child: None,
             agents: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let out = dev.berth(&["image", "import", demo_image().to_str().unwrap()]);
         assert!(
@@ -103,6 +116,7 @@ impl Dev {
             .unwrap();
         let child = Command::new(BERTH)
             .arg("dev")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("BERTH_ADDR", &self.addr)
             .env("BERTH_DATA_DIR", self.data.path())
             .stdout(Stdio::null())

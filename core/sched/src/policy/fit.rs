@@ -16,7 +16,7 @@ pub struct FastFit;
 /// Whether `task` fits `node` by the default chain's rules.
 pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
     if !node.ready {
-        return Err(Rejection::new("node down", ""));
+        return Err(Rejection::new("node not ready", ""));
     }
     if node.cpu_free() < task.cpu {
         return Err(Rejection::new("insufficient cpu", ""));

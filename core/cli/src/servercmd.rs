@@ -1,0 +1,320 @@
+//! `berth server`: one member of a replicated control plane, and the
+//! membership commands (`members`, `join`, `leave`, `transfer-leader`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use berth_model::quantity::DurationMs;
+use berth_proto as pb;
+use berth_proto::membership_client::MembershipClient;
+use berth_proto::servers::Servers;
+use berth_raftnet::{Peers, RaftService};
+use berth_server::{Options, Server};
+use berth_store::{Store, StoreConfig};
+use tokio::sync::watch;
+
+use crate::client::{servers, status};
+use crate::output::table;
+
+/// The flags of `berth server`.
+#[derive(clap::Args)]
+pub struct ServerOpts {
+    /// Where the raft log and state live.
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
+    pub data_dir: PathBuf,
+    /// Placement policy (see `berth dev --help`).
+    #[arg(long, env = "BERTH_POLICY", default_value = "default")]
+    pub policy: String,
+    /// Where this server listens (clients, agents and the other servers);
+    /// default: the first address of --addr.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Start a new cluster with this server as its only member (the
+    /// default for an empty data directory without --join).
+    #[arg(long, conflicts_with = "join")]
+    pub bootstrap: bool,
+    /// Join the cluster served at these addresses (comma-separated; any
+    /// member will do). Ignored once this data directory has joined.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// A node silent this long is marked down and its tasks replaced.
+    #[arg(long, env = "BERTH_HEARTBEAT_TIMEOUT", default_value = "10s")]
+    pub heartbeat_timeout: String,
+    /// Snapshot the state and compact the log every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Raft tick (heartbeats every 2 ticks, elections after 10-20).
+    #[arg(long, default_value = "50ms")]
+    pub raft_tick: String,
+}
+
+/// The membership commands.
+#[derive(clap::Subcommand)]
+pub enum ServerCmd {
+    /// List the servers, their roles and how far each has replicated.
+    Members {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a server (normally `berth server --join` does this itself).
+    Join {
+        /// The new server's address.
+        address: String,
+        /// Its raft id (default: asked from the server at ADDRESS).
+        #[arg(long)]
+        id: Option<u64>,
+    },
+    /// Remove a server, by id or address.
+    Leave {
+        /// Raft id or host:port.
+        server: String,
+    },
+    /// Hand leadership to a server (default: the most up-to-date follower).
+    TransferLeader {
+        /// Raft id.
+        id: Option<u64>,
+    },
+}
+
+pub(crate) fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
+    let d = DurationMs::parse(s).map_err(|e| anyhow!("{flag}: {e}"))?;
+    if d.0 == 0 {
+        bail!("{flag}: must be positive");
+    }
+    Ok(Duration::from_millis(d.0))
+}
+
+/// This data directory's raft id: made once, kept in `server/id`. A data
+/// directory from before ids were stored (a single server) is server 1.
+fn server_id(dir: &Path) -> anyhow::Result<u64> {
+    let path = dir.join("id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|id| *id != 0)
+            .ok_or_else(|| anyhow!("{}: not a server id", path.display()));
+    }
+    let id = if dir.join("raft.redb").exists() {
+        1
+    } else {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(
+            &(
+                std::time::SystemTime::now(),
+                std::process::id(),
+                dir.to_path_buf(),
+            ),
+            &mut h,
+        );
+        // Positive in an i64, for tools that read ids as signed.
+        (std::hash::Hasher::finish(&h) >> 1).max(2)
+    };
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// `berth server`.
+pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
+    let listen_str = o
+        .listen
+        .clone()
+        .unwrap_or_else(|| addr.split(',').next().unwrap_or(addr).trim().to_string());
+    let listen: SocketAddr = listen_str
+        .parse()
+        .with_context(|| format!("--listen: {listen_str:?} is not host:port"))?;
+    berth_server::check_policy(&o.policy).context("--policy")?;
+    let heartbeat_timeout = duration("--heartbeat-timeout", &o.heartbeat_timeout)?;
+    let tick = duration("--raft-tick", &o.raft_tick)?;
+    if o.snapshot_every == 0 {
+        bail!("--snapshot-every: must be positive");
+    }
+    let join = match &o.join {
+        Some(j) => Some(Servers::parse(j).map_err(|e| anyhow!("--join: {e}"))?),
+        None => None,
+    };
+    let dir = o.data_dir.join("server");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let id = server_id(&dir)?;
+    let fresh = !dir.join("raft.redb").exists();
+    let joining = fresh && join.is_some();
+    let cfg = StoreConfig {
+        id,
+        data_dir: dir.clone(),
+        bootstrap_voters: if joining { Vec::new() } else { vec![id] },
+        snapshot_every: o.snapshot_every,
+        tick,
+    };
+    let local_ip = Some(listen.ip()).filter(|ip| !ip.is_unspecified());
+    let peers = Peers::new(id, local_ip);
+    let store = Store::open(cfg, Arc::new(peers.clone()))
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    peers.attach(store.clone());
+    let server = Server::start_with(
+        store.clone(),
+        Options {
+            policy: o.policy.clone(),
+            plugin_cache: Some(dir.join("plugins")),
+            advertise: Some(listen_str.clone()),
+            heartbeat_timeout,
+        },
+    )
+    .context("--policy")?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(crate::daemon::shutdown_signal(tx));
+    let serve = tonic::transport::Server::builder()
+        .add_service(server.control())
+        .add_service(server.node_api())
+        .add_service(server.membership())
+        .add_service(RaftService::server(store.clone()))
+        .serve_with_shutdown(listen, crate::daemon::wait_true(rx));
+    let listener = tokio::spawn(serve);
+    tracing::info!(%listen, id, "berth server is up");
+    if joining && let Some(join) = join {
+        let members = join_cluster(&join, id, &listen_str).await?;
+        peers.seed(&members);
+        tracing::info!(id, "joined the cluster; catching up from the leader");
+    }
+    listener
+        .await
+        .context("the listener failed")?
+        .with_context(|| format!("serving on {listen}"))?;
+    store.shutdown().await;
+    Ok(())
+}
+
+/// Asks the cluster to add this server; returns the members' addresses.
+async fn join_cluster(
+    join: &Servers,
+    id: u64,
+    address: &str,
+) -> anyhow::Result<BTreeMap<u64, String>> {
+    let req = pb::JoinRequest {
+        id,
+        address: address.to_string(),
+    };
+    let resp = join
+        .call(|ch| {
+            let r = req.clone();
+            async move { MembershipClient::new(ch).join(r).await }
+        })
+        .await
+        .map_err(|s| anyhow!("joining the cluster at {}: {}", join.current(), s.message()))?
+        .into_inner();
+    Ok(resp
+        .members
+        .into_iter()
+        .filter(|m| !m.address.is_empty())
+        .map(|m| (m.id, m.address))
+        .collect())
+}
+
+async fn members_call<F, Fut>(addr: &str, f: F) -> anyhow::Result<pb::MembersResponse>
+where
+    F: Fn(MembershipClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<pb::MembersResponse>, tonic::Status>>,
+{
+    Ok(servers(addr)?
+        .call(|ch| f(MembershipClient::new(ch)))
+        .await
+        .map_err(status)?
+        .into_inner())
+}
+
+/// The membership commands.
+pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
+    let resp = match cmd {
+        ServerCmd::Members { json } => {
+            let r = members_call(addr, |mut c| async move {
+                c.members(pb::MembersRequest {}).await
+            })
+            .await?;
+            if json {
+                let v: Vec<serde_json::Value> = r
+                    .members
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "id": m.id, "address": m.address, "leader": m.leader, "matched": m.matched,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"members": v, "leader": r.leader, "term": r.term, "commit": r.commit})
+                );
+                return Ok(());
+            }
+            r
+        }
+        ServerCmd::Join { address, id } => {
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    let one = Servers::parse(&address).map_err(|e| anyhow!("{e}"))?;
+                    let mut c = MembershipClient::new(one.channel());
+                    c.members(pb::MembersRequest {})
+                        .await
+                        .map_err(|s| anyhow!("asking {address} for its id: {}", s.message()))?
+                        .into_inner()
+                        .id
+                }
+            };
+            let req = pb::JoinRequest { id, address };
+            members_call(addr, |mut c| {
+                let r = req.clone();
+                async move { c.join(r).await }
+            })
+            .await?
+        }
+        ServerCmd::Leave { server } => {
+            let req = match server.parse::<u64>() {
+                Ok(id) => pb::LeaveRequest {
+                    id,
+                    address: String::new(),
+                },
+                Err(_) => pb::LeaveRequest {
+                    id: 0,
+                    address: server,
+                },
+            };
+            members_call(addr, |mut c| {
+                let r = req.clone();
+                async move { c.leave(r).await }
+            })
+            .await?
+        }
+        ServerCmd::TransferLeader { id } => {
+            let req = pb::TransferLeaderRequest {
+                id: id.unwrap_or(0),
+            };
+            members_call(addr, |mut c| async move { c.transfer_leader(req).await }).await?
+        }
+    };
+    let rows: Vec<Vec<String>> = resp
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.address.clone(),
+                if m.leader { "leader" } else { "follower" }.to_string(),
+                if resp.role == "leader" {
+                    m.matched.to_string()
+                } else {
+                    "-".into()
+                },
+            ]
+        })
+        .collect();
+    table(&["ID", "ADDRESS", "ROLE", "MATCHED"], rows);
+    println!("term {}, commit {}", resp.term, resp.commit);
+    Ok(())
+}

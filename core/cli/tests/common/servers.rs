@@ -1,0 +1,255 @@
+//! A replicated control plane of real `berth server` processes on
+//! loopback, each on its own 127.0.0.x address (so firewall rules can cut
+//! servers apart while test clients on 127.0.0.1 still reach them all).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto as pb;
+use berth_proto::control_client::ControlClient;
+use berth_proto::membership_client::MembershipClient;
+use berth_proto::servers::Servers;
+
+use super::{BERTH, wait_for};
+
+/// One server process and where it lives.
+pub struct Member {
+    pub ip: String,
+    pub port: u16,
+    pub data: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Member {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+}
+
+/// Servers started by a test; killed and cleaned up on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+    pub extra: Vec<String>,
+}
+
+/// A free port on `ip`.
+pub fn free_port_on(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// `n` servers: the first bootstraps, the others join it. `base` picks
+    /// the addresses 127.0.0.<base+i>; `extra` are flags for every server.
+    pub fn start(n: usize, base: u8, extra: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-ha-")
+            .tempdir()
+            .unwrap();
+        let mut c = Cluster {
+            dir,
+            members: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            c.add(base + i as u8);
+        }
+        c
+    }
+
+    /// Starts one more server at 127.0.0.<last>, joining the cluster (or
+    /// bootstrapping it when it is the first); waits until it is a member.
+    pub fn add(&mut self, last: u8) -> usize {
+        let ip = format!("127.0.0.{last}");
+        let port = free_port_on(&ip);
+        let i = self.members.len();
+        let data = self.dir.path().join(format!("s{i}"));
+        self.members.push(Member {
+            ip,
+            port,
+            data,
+            child: None,
+        });
+        self.spawn(i);
+        let addr = self.members[i].addr();
+        wait_for(
+            &format!("server {addr} to be a member"),
+            Duration::from_secs(20),
+            || {
+                self.members_of(i)
+                    .filter(|m| m.members.iter().any(|x| x.address == addr) && m.commit > 0)
+                    .map(|_| ())
+            },
+        );
+        i
+    }
+
+    /// Starts (or restarts) server `i` on its data dir.
+    pub fn spawn(&mut self, i: usize) {
+        let first = self.members.iter().position(|m| m.child.is_some());
+        let m = &self.members[i];
+        std::fs::create_dir_all(&m.data).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.data.join("server.log"))
+            .unwrap();
+        let mut cmd = Command::new(BERTH);
+        cmd.args(["server", "--listen", &m.addr(), "--data-dir"])
+            .arg(&m.data)
+            .args(&self.extra)
+            .env("BERTH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(f) = first.filter(|f| *f != i) {
+            cmd.args(["--join", &self.members[f].addr()]);
+        } else if !m.data.join("server").exists() {
+            cmd.arg("--bootstrap");
+        }
+        let child = cmd.spawn().unwrap();
+        self.members[i].child = Some(child);
+    }
+
+    /// `kill -9` server `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM server `i` and wait for it to exit (it hands leadership
+    /// over first).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every running server's address, comma-separated.
+    pub fn addrs(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(Member::addr)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Server `i`'s view of the membership.
+    pub fn members_of(&self, i: usize) -> Option<pb::MembersResponse> {
+        let addr = self.members[i].addr();
+        block(async move {
+            let s = Servers::parse(&addr).ok()?;
+            let mut c = MembershipClient::new(s.channel());
+            tokio::time::timeout(Duration::from_secs(2), c.members(pb::MembersRequest {}))
+                .await
+                .ok()?
+                .ok()
+                .map(|r| r.into_inner())
+        })
+    }
+
+    /// The index of the server that leads now (as a running server says).
+    pub fn leader(&self) -> Option<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.child.is_none() {
+                continue;
+            }
+            if let Some(r) = self.members_of(i)
+                && r.role == "leader"
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits for a leader among the running servers.
+    pub fn wait_leader(&self) -> usize {
+        wait_for("a leader", Duration::from_secs(20), || self.leader())
+    }
+
+    /// `berth` with `BERTH_ADDR` = every running server.
+    pub fn berth(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BERTH)
+            .args(args)
+            .env("BERTH_ADDR", self.addrs())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+/// Runs a future on a small runtime of its own.
+pub fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// An app spec with no instances: a write that schedules nothing.
+pub fn app_spec(name: &str) -> String {
+    format!("name: {name}\nimage: busybox:latest\ninstances: 0\n")
+}
+
+/// `RunApp` through `servers` (following the leader, retrying).
+pub async fn write(
+    servers: &Servers,
+    name: &str,
+    request_id: &str,
+) -> Result<pb::RunAppResponse, tonic::Status> {
+    let req = pb::RunAppRequest {
+        spec: app_spec(name),
+        request_id: request_id.to_string(),
+    };
+    servers
+        .call(|ch| {
+            let r = req.clone();
+            async move { ControlClient::new(ch).run_app(r).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The apps as server `addr` has applied them (a stale read), by name.
+pub async fn apps_on(addr: &str, stale: bool) -> Result<Vec<pb::App>, tonic::Status> {
+    let s = Servers::parse(addr).map_err(tonic::Status::invalid_argument)?;
+    let mut req = tonic::Request::new(pb::ListAppsRequest {});
+    if stale {
+        req.metadata_mut()
+            .insert(berth_proto::servers::STALE_HEADER, "1".parse().unwrap());
+    }
+    let mut c = ControlClient::new(s.channel());
+    match tokio::time::timeout(Duration::from_secs(5), c.list_apps(req)).await {
+        Ok(r) => r.map(|r| r.into_inner().apps),
+        Err(_) => Err(tonic::Status::deadline_exceeded("list_apps took over 5 s")),
+    }
+}

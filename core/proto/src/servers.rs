@@ -1,0 +1,217 @@
+//! Reaching a replicated control plane: a list of server addresses
+//! (`BERTH_ADDR=a,b,c`), the leader found and followed, calls retried.
+//!
+//! Servers that cannot serve a call (a follower asked to write, a server
+//! cut off from the majority) answer `UNAVAILABLE`, naming the leader they
+//! know in the [`LEADER_HEADER`] metadata. [`Servers::call`] then moves to
+//! that address (or the next one in the list when none is named, or the
+//! server cannot be reached) and tries again until its deadline. Writes
+//! carry client-generated request ids, which the state machine
+//! deduplicates, so a retried write is applied once.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Response metadata naming the leader's client address.
+pub const LEADER_HEADER: &str = "berth-leader";
+
+/// Request metadata asking for a stale read (served from the contacted
+/// server's applied state without confirming it is current).
+pub const STALE_HEADER: &str = "berth-stale";
+
+/// Where the control plane is and which server answered last.
+#[derive(Debug)]
+pub struct Servers {
+    addrs: Mutex<Vec<String>>,
+    current: Mutex<usize>,
+    channels: Mutex<Vec<(String, Channel)>>,
+    /// How long [`Servers::call`] keeps trying.
+    pub deadline: Duration,
+}
+
+/// `host:port` or a URL, as a URL.
+fn uri(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+impl Servers {
+    /// Parses a comma-separated list of `host:port` addresses.
+    pub fn parse(list: &str) -> Result<Servers, String> {
+        let addrs: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("{list:?}: no server address"));
+        }
+        for a in &addrs {
+            Endpoint::from_shared(uri(a)).map_err(|e| format!("{a:?}: {e}"))?;
+        }
+        Ok(Servers {
+            addrs: Mutex::new(addrs),
+            current: Mutex::new(0),
+            channels: Mutex::new(Vec::new()),
+            deadline: Duration::from_secs(15),
+        })
+    }
+
+    /// The address calls go to now.
+    pub fn current(&self) -> String {
+        let addrs = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+        let i = *self.current.lock().unwrap_or_else(|p| p.into_inner());
+        addrs[i % addrs.len()].clone()
+    }
+
+    /// Every known address.
+    pub fn all(&self) -> Vec<String> {
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A (lazily connecting) channel to `addr`, reused between calls.
+    pub fn channel_to(&self, addr: &str) -> Channel {
+        let mut chans = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = chans.iter().find(|(a, _)| a == addr) {
+            return c.clone();
+        }
+        let ch = Endpoint::from_shared(uri(addr))
+            .expect("checked in parse")
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        chans.push((addr.to_string(), ch.clone()));
+        ch
+    }
+
+    /// A channel to the current server.
+    pub fn channel(&self) -> Channel {
+        self.channel_to(&self.current())
+    }
+
+    /// Moves to the leader `st` names, or to the next server. Returns
+    /// whether the call is worth retrying.
+    pub fn redirect(&self, st: &Status) -> bool {
+        if !retryable(st) {
+            return false;
+        }
+        let hint = st
+            .metadata()
+            .get(LEADER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty() && Endpoint::from_shared(uri(s)).is_ok())
+            .map(str::to_string);
+        let mut addrs = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match hint {
+            Some(h) if addrs[*cur % addrs.len()] != h => {
+                *cur = match addrs.iter().position(|a| *a == h) {
+                    Some(i) => i,
+                    None => {
+                        addrs.push(h);
+                        addrs.len() - 1
+                    }
+                };
+            }
+            _ => *cur = (*cur + 1) % addrs.len(),
+        }
+        true
+    }
+
+    /// Runs `f` against the current server, following the leader and
+    /// moving past unreachable servers until it succeeds, fails for a
+    /// reason retrying cannot fix, or the deadline passes.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match f(self.channel()).await {
+                Ok(v) => return Ok(v),
+                Err(st) => {
+                    if !self.redirect(&st) || start.elapsed() + pause > self.deadline {
+                        return Err(st);
+                    }
+                    // A named leader is tried at once; otherwise wait a little
+                    // (an election takes about a second).
+                    if st.metadata().get(LEADER_HEADER).is_none() {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(300));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether another server (or the same one later) may answer `st`.
+pub fn retryable(st: &Status) -> bool {
+    match st.code() {
+        Code::Unavailable => true,
+        // Connection resets surface as `Unknown` with a transport error.
+        Code::Unknown => st.message().contains("transport") || st.message().contains("connection"),
+        _ => false,
+    }
+}
+
+/// A not-the-leader answer naming the leader's address, if known.
+pub fn not_leader(leader: Option<&str>) -> Status {
+    let mut st = Status::unavailable(match leader {
+        Some(l) => format!("not the leader; the leader is {l}"),
+        None => "no leader yet (election in progress or no quorum)".to_string(),
+    });
+    if let Some(l) = leader
+        && let Ok(v) = l.parse()
+    {
+        st.metadata_mut().insert(LEADER_HEADER, v);
+    }
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_follow() {
+        assert!(Servers::parse(" , ").is_err());
+        assert!(Servers::parse("a b:1").is_err());
+        let s = Servers::parse("127.0.0.1:1, 127.0.0.1:2").unwrap();
+        assert_eq!(s.current(), "127.0.0.1:1");
+        // Named leader: go there (even one not in the list).
+        assert!(s.redirect(&not_leader(Some("127.0.0.1:3"))));
+        assert_eq!(s.current(), "127.0.0.1:3");
+        // No leader named: the next one.
+        assert!(s.redirect(&not_leader(None)));
+        assert_eq!(s.current(), "127.0.0.1:1");
+        // Not retryable.
+        assert!(!s.redirect(&Status::invalid_argument("spec.name")));
+        assert_eq!(s.current(), "127.0.0.1:1");
+    }
+
+    #[tokio::test]
+    async fn call_gives_up_after_the_deadline() {
+        let mut s = Servers::parse("127.0.0.1:1").unwrap();
+        s.deadline = Duration::from_millis(200);
+        let mut tries = 0;
+        let r: Result<(), Status> = s
+            .call(|_| {
+                tries += 1;
+                async { Err(Status::unavailable("down")) }
+            })
+            .await;
+        assert!(r.is_err());
+        assert!(tries > 1);
+    }
+}
