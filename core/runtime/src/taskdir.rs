@@ -184,12 +184,18 @@ impl TaskDir {
 }
 
 /// A process's start time in clock ticks since boot (field 22 of
-/// `/proc/PID/stat`), or `None` if it does not exist.
+/// `/proc/PID/stat`), or `None` if it does not exist or has exited.
 pub fn proc_start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    // A zombie has exited: an adopted shim whose parent (an earlier agent)
+    // is gone stays one until init reaps it.
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]
