@@ -9,6 +9,10 @@
 #                             benchmark with native FGD, Wasm FGD, and Wasm FGD
 #                             plus two more Wasm plugins; openb with native and
 #                             Wasm FGD on the four traces
+#   ci/bench.sh ha [S] [K]    three servers on loopback: write throughput and
+#                             commit latency for S seconds (default 10), then
+#                             K (default 10) leader kills and the time to the
+#                             next acknowledged write after each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case ${1:-} in
@@ -43,8 +47,13 @@ case ${1:-} in
             done
         done
         ;;
+    ha)
+        ci/setup.sh
+        cargo build --release --locked -p berth-cli
+        python3 ci/bench/ha.py --berth target/release/berth --seconds "${2:-10}" --kills "${3:-10}"
+        ;;
     *)
-        echo "usage: ci/bench.sh launch|probe|wasm [N]" >&2
+        echo "usage: ci/bench.sh launch|probe|wasm|ha [N]" >&2
         exit 2
         ;;
 esac

@@ -2,6 +2,7 @@
 
 mod client;
 mod daemon;
+mod loadgen;
 mod output;
 mod plugin;
 mod plugin_local;
@@ -98,6 +99,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NodeCmd,
     },
+    /// Benchmark: a concurrent write load on the control plane.
+    #[command(hide = true)]
+    Loadgen(loadgen::LoadArgs),
     /// Internal: the single-threaded parent of one container.
     #[command(hide = true)]
     Shim {
@@ -296,6 +300,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Node {
             cmd: NodeCmd::Undrain { name },
         } => client::drain(&addr, &name, false).await,
+        Cmd::Loadgen(a) => loadgen::run(&addr, a).await,
         // Handled in main before the async runtime starts.
         Cmd::Shim { .. } => Ok(()),
         Cmd::Run { file } => client::run(&addr, &file).await,

@@ -93,6 +93,13 @@ impl RedbStorage {
         drop(log);
         drop(meta);
         drop(tx);
+        let last = entries.last().map_or(snap_meta.index, |e| e.index);
+        if hard_state.commit > last {
+            return Err(StoreError::Corrupt(format!(
+                "the log ends at index {last} but index {} was committed: its tail is missing",
+                hard_state.commit
+            )));
+        }
         Ok(RedbStorage {
             db,
             entries,
@@ -413,6 +420,55 @@ mod tests {
         assert_eq!(s.term(4).unwrap(), 3);
         assert_eq!(s.hard_state().commit, 2);
         assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1]);
+    }
+
+    /// Writes raw bytes as log entry `index`, as a damaged disk might.
+    fn poke(path: &Path, index: u64, bytes: Option<&[u8]>) {
+        let db = Database::create(path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut log = tx.open_table(LOG).unwrap();
+            match bytes {
+                Some(b) => {
+                    log.insert(index, b).unwrap();
+                }
+                None => {
+                    log.remove(index).unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_damaged_log_is_refused_naming_the_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let write = |commit: u64| {
+            let mut s = RedbStorage::open(&path).unwrap();
+            let mut hs = HardState::default();
+            hs.term = 1;
+            hs.commit = commit;
+            let ents: Vec<Entry> = (2..=6).map(|i| entry(i, 1)).collect();
+            s.bootstrap(vec![1]).unwrap();
+            s.persist(&ents, Some(&hs)).unwrap();
+        };
+        write(6);
+        // Garbage in an entry.
+        poke(&path, 4, Some(b"\xff\xff garbage"));
+        let e = RedbStorage::open(&path).err().unwrap().to_string();
+        assert!(e.contains("log entry"), "{e}");
+        // A hole in the log.
+        poke(&path, 4, None);
+        let e = RedbStorage::open(&path).err().unwrap().to_string();
+        assert!(e.contains("damaged at index 5"), "{e}");
+        // A lost tail below the commit index.
+        std::fs::remove_file(&path).unwrap();
+        write(6);
+        poke(&path, 6, None);
+        poke(&path, 5, None);
+        let e = RedbStorage::open(&path).err().unwrap().to_string();
+        assert!(e.contains("tail is missing"), "{e}");
     }
 
     #[test]
