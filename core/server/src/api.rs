@@ -125,11 +125,15 @@ impl Control for Api {
         let spec = parse_spec(&req.spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Admission plugins may refuse or change it (also before anything is stored).
         self.plugins.sync(&self.store.read());
-        let plugins = self.plugins.clone();
-        let spec = tokio::task::spawn_blocking(move || plugins.admit(spec))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::invalid_argument)?;
+        let spec = if self.plugins.has_admission() {
+            let plugins = self.plugins.clone();
+            tokio::task::spawn_blocking(move || plugins.admit(spec))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::invalid_argument)?
+        } else {
+            spec
+        };
         let name = spec.name.clone();
         let (_, outcome) = self
             .commit(

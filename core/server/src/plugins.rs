@@ -156,6 +156,14 @@ impl PluginSet {
         inner.generation
     }
 
+    /// Whether any admission plugin is loaded (enforced or in shadow).
+    pub fn has_admission(&self) -> bool {
+        self.lock()
+            .loaded
+            .values()
+            .any(|l| l.settings.kind == "admission")
+    }
+
     fn of(&self, mode: Mode) -> Vec<(String, PluginSettings, Arc<Plugin>)> {
         self.lock()
             .loaded

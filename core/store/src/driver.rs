@@ -107,34 +107,14 @@ impl Driver {
                     }
                 };
                 let tag = self.next_tag();
-                match self.node.propose(self.ctx(tag), data) {
-                    Ok(()) => {
-                        self.pending.insert(tag, reply);
-                    }
-                    Err(raft::Error::ProposalDropped) => {
-                        let leader = self.node.raft.leader_id;
-                        let _ = reply.send(Err(StoreError::NotLeader(leader)));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(StoreError::Raft(e.to_string())));
-                    }
-                }
+                let r = self.node.propose(self.ctx(tag), data);
+                self.proposed(tag, r, reply);
                 None
             }
             Msg::ConfChange(cc, reply) => {
                 let tag = self.next_tag();
-                match self.node.propose_conf_change(self.ctx(tag), *cc) {
-                    Ok(()) => {
-                        self.pending.insert(tag, reply);
-                    }
-                    Err(raft::Error::ProposalDropped) => {
-                        let leader = self.node.raft.leader_id;
-                        let _ = reply.send(Err(StoreError::NotLeader(leader)));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(StoreError::Raft(e.to_string())));
-                    }
-                }
+                let r = self.node.propose_conf_change(self.ctx(tag), *cc);
+                self.proposed(tag, r, reply);
                 None
             }
             Msg::ReadIndex(reply) => {
@@ -171,6 +151,23 @@ impl Driver {
                 None
             }
             Msg::Shutdown(done) => Some(done),
+        }
+    }
+
+    /// Keeps the caller of an accepted proposal waiting for its apply, or
+    /// answers a refused one.
+    fn proposed(&mut self, tag: u64, r: raft::Result<()>, reply: Reply) {
+        match r {
+            Ok(()) => {
+                self.pending.insert(tag, reply);
+            }
+            Err(raft::Error::ProposalDropped) => {
+                let leader = self.node.raft.leader_id;
+                let _ = reply.send(Err(StoreError::NotLeader(leader)));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::Raft(e.to_string())));
+            }
         }
     }
 
