@@ -45,7 +45,7 @@ pub struct ServerOpts {
     #[arg(long, env = "BERTH_HEARTBEAT_TIMEOUT", default_value = "10s")]
     pub heartbeat_timeout: String,
     /// Snapshot the state and compact the log every this many entries.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub snapshot_every: u64,
     /// Raft tick (heartbeats every 2 ticks, elections after 10-20).
     #[arg(long, default_value = "50ms")]
@@ -248,7 +248,10 @@ pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
                     .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"members": v, "leader": r.leader, "term": r.term, "commit": r.commit})
+                    serde_json::json!({
+                        "members": v, "leader": r.leader, "term": r.term, "commit": r.commit,
+                        "id": r.id, "role": r.role, "snapshot": r.snapshot,
+                    })
                 );
                 return Ok(());
             }

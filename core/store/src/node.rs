@@ -58,7 +58,7 @@ impl StoreConfig {
             id: 1,
             data_dir,
             bootstrap_voters: vec![1],
-            snapshot_every: 10_000,
+            snapshot_every: 50_000,
             tick: Duration::from_millis(100),
         }
     }
@@ -175,7 +175,16 @@ impl Store {
             cfg.snapshot_every,
             snap_index,
         );
-        tokio::spawn(driver.run(cfg.tick));
+        // The driver gets a thread of its own: each `Ready` ends in an
+        // fsync, which must not stall the runtime that serves clients.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| StoreError::Io(format!("starting the raft thread: {e}")))?;
+        std::thread::Builder::new()
+            .name(format!("raft-{}", cfg.id))
+            .spawn(move || rt.block_on(driver.run(cfg.tick)))
+            .map_err(|e| StoreError::Io(format!("starting the raft thread: {e}")))?;
         Ok(Store {
             tx,
             shared,
