@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_proto::servers::Servers;
-use common::servers::{Cluster, apps_on, block, write};
+use common::servers::{Agent, Cluster, apps_on, block, write};
 use common::wait_for;
 
 /// A small deterministic generator for kill moments.
@@ -181,6 +181,65 @@ fn restart_all_then_a_new_server_catches_up_by_snapshot_and_leaves() {
     let out = c.berth(&["server", "leave", "127.0.0.1:1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no server at"));
+}
+
+/// `berth ps --json` through every server of `c`.
+fn ps(c: &Cluster) -> Vec<serde_json::Value> {
+    let out = c.berth(&["ps", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn wait_running(c: &Cluster, app: &str) -> serde_json::Value {
+    wait_for(&format!("{app} to run"), Duration::from_secs(30), || {
+        ps(c)
+            .into_iter()
+            .find(|t| t["app"] == app && t["state"] == "running")
+    })
+}
+
+#[test]
+fn an_agent_follows_the_leader_and_its_tasks_stay() {
+    let mut c = Cluster::start(3, 51, &["--raft-tick", "50ms"]);
+    c.wait_leader();
+    let _agent = Agent::start(&c.addrs(), c.dir.path().join("agent"), "n1", "cpu-2s");
+    let spec = |name: &str| {
+        format!(
+            "name: {name}\nimage: busybox:latest\ncommand: [/bin/busybox, sleep, '3600']\nresources: {{cpu: 0.1, memory: 16Mi}}\nstop_grace: 1s\n"
+        )
+    };
+    let run = |c: &Cluster, name: &str| {
+        let f = c.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, spec(name)).unwrap();
+        let out = c.berth(&["run", "-f", f.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&c, "one");
+    let first = wait_running(&c, "one");
+
+    // The leader dies: the agent moves to the new one, which places new
+    // work there and leaves the running task alone.
+    let l = c.wait_leader();
+    c.kill9(l);
+    run(&c, "two");
+    wait_running(&c, "two");
+    let now = ps(&c);
+    let one: Vec<_> = now.iter().filter(|t| t["app"] == "one").collect();
+    assert_eq!(one.len(), 1, "{now:?}");
+    assert_eq!(one[0]["id"], first["id"]);
+    assert_eq!(one[0]["state"], "running");
+    c.spawn(l);
+
+    for app in ["one", "two"] {
+        let out = c.berth(&["rm", app]);
+        assert!(out.status.success());
+    }
+    wait_for("the tasks to be removed", Duration::from_secs(30), || {
+        ps(&c).is_empty().then_some(())
+    });
 }
 
 /// Firewall rules that cut one address off from others; removed on drop.

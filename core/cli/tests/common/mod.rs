@@ -289,24 +289,30 @@ impl Drop for Dev {
             let _ = a.kill();
             let _ = a.wait();
         }
-        // Whatever is left (a failed test): kill containers, then shims.
-        let run = berth_runtime::state_root_for(self.data.path()).join("tasks");
-        for entry in std::fs::read_dir(&run).into_iter().flatten().flatten() {
-            if let Ok(pid) = std::fs::read_to_string(entry.path().join("init.pid")) {
-                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
-            }
+        clean_up_node(self.data.path());
+    }
+}
+
+/// Whatever a node's data dir `dir` left behind (a failed test): kills
+/// its containers, then its shims and agent, removes its runtime state
+/// and unmounts what is mounted under it.
+pub fn clean_up_node(dir: &Path) {
+    let run = berth_runtime::state_root_for(dir).join("tasks");
+    for entry in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+        if let Ok(pid) = std::fs::read_to_string(entry.path().join("init.pid")) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
         }
-        let dir = self.data.path().to_string_lossy().into_owned();
-        let _ = Command::new("pkill").args(["-9", "-f", &dir]).status();
-        let _ = std::fs::remove_dir_all(berth_runtime::state_root_for(self.data.path()));
-        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
-            for m in mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|m| m.starts_with(&dir))
-            {
-                let _ = Command::new("umount").args(["-l", m]).status();
-            }
+    }
+    let d = dir.to_string_lossy().into_owned();
+    let _ = Command::new("pkill").args(["-9", "-f", &d]).status();
+    let _ = std::fs::remove_dir_all(berth_runtime::state_root_for(dir));
+    if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+        for m in mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&d))
+        {
+            let _ = Command::new("umount").args(["-l", m]).status();
         }
     }
 }

@@ -253,3 +253,42 @@ pub async fn apps_on(addr: &str, stale: bool) -> Result<Vec<pb::App>, tonic::Sta
         Err(_) => Err(tonic::Status::deadline_exceeded("list_apps took over 5 s")),
     }
 }
+
+/// A node agent of a [`Cluster`] with its own data dir and the demo image;
+/// killed and cleaned up on drop.
+pub struct Agent {
+    pub data: PathBuf,
+    pub child: Child,
+}
+
+impl Agent {
+    /// Starts agent `name` simulating `inventory`, talking to `servers`.
+    pub fn start(servers: &str, data: PathBuf, name: &str, inventory: &str) -> Agent {
+        std::fs::create_dir_all(&data).unwrap();
+        let import = Command::new(BERTH)
+            .args(["image", "import", super::demo_image().to_str().unwrap()])
+            .env("BERTH_DATA_DIR", &data)
+            .output()
+            .unwrap();
+        assert!(import.status.success());
+        let log = std::fs::File::create(data.join("agent.log")).unwrap();
+        let child = Command::new(BERTH)
+            .args(["agent", "--node-name", name, "--inventory", inventory])
+            .args(["--listen", &format!("127.0.0.1:{}", super::free_port())])
+            .env("BERTH_ADDR", servers)
+            .env("BERTH_DATA_DIR", &data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent { data, child }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        super::clean_up_node(&self.data);
+    }
+}
