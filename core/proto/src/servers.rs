@@ -136,11 +136,21 @@ impl Servers {
     {
         let start = Instant::now();
         let mut pause = Duration::from_millis(20);
+        // Calls in a row that reached no server at all: after two rounds of
+        // the list nobody is there to wait for (a stopped cluster, a typo),
+        // so give up at once rather than at the deadline.
+        let mut unanswered = 0;
         loop {
             match f(self.channel()).await {
                 Ok(v) => return Ok(v),
                 Err(st) => {
-                    if !self.redirect(&st) || start.elapsed() + pause > self.deadline {
+                    if answered(&st) {
+                        unanswered = 0;
+                    } else {
+                        unanswered += 1;
+                    }
+                    let hopeless = unanswered >= 2 * self.all().len();
+                    if !self.redirect(&st) || hopeless || start.elapsed() + pause > self.deadline {
                         return Err(st);
                     }
                     // A named leader is tried at once; otherwise wait a little
@@ -163,6 +173,16 @@ pub fn retryable(st: &Status) -> bool {
         Code::Unknown => st.message().contains("transport") || st.message().contains("connection"),
         _ => false,
     }
+}
+
+/// Whether a server answered (as opposed to a connection that failed):
+/// Berth's own "unavailable" answers all speak of the leader.
+fn answered(st: &Status) -> bool {
+    st.code() != Code::Unavailable
+        || st.metadata().get(LEADER_HEADER).is_some()
+        || st.message().contains("leader")
+        || st.message().contains("retry")
+        || st.message().contains("shutting down")
 }
 
 /// A not-the-leader answer naming the leader's address, if known.
@@ -201,17 +221,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn call_gives_up_after_the_deadline() {
-        let mut s = Servers::parse("127.0.0.1:1").unwrap();
-        s.deadline = Duration::from_millis(200);
+    async fn call_waits_for_an_election_but_not_for_nobody() {
+        let mut s = Servers::parse("127.0.0.1:1,127.0.0.1:2").unwrap();
+        s.deadline = Duration::from_millis(300);
+        // Servers answer "no leader": keep trying until the deadline.
+        let mut tries = 0;
+        let start = Instant::now();
+        let r: Result<(), Status> = s
+            .call(|_| {
+                tries += 1;
+                async { Err(not_leader(None)) }
+            })
+            .await;
+        assert!(r.is_err());
+        assert!(tries >= 3 && start.elapsed() >= Duration::from_millis(100));
+        // Nobody answers: two rounds of the list, then give up.
         let mut tries = 0;
         let r: Result<(), Status> = s
             .call(|_| {
                 tries += 1;
-                async { Err(Status::unavailable("down")) }
+                async { Err(Status::unavailable("tcp connect error")) }
             })
             .await;
         assert!(r.is_err());
-        assert!(tries > 1);
+        assert_eq!(tries, 4);
     }
 }
