@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::cluster::{GPU_MILLI, GpuRequest, Interconnect, NodeState, NumaPolicy, TaskRequest};
+use crate::nvlink::{self, Links};
 use crate::plugin::Rejection;
 
 /// Which NUMA nodes a pick may use.
@@ -118,42 +119,42 @@ fn best_set(node: &NodeState, pool: &[u32], k: usize, need_connected: bool) -> O
     if pool.len() < k {
         return None;
     }
-    if pool.len() > 16 {
+    if pool.len() > nvlink::MAX_POOL {
         let set: Vec<u32> = pool[..k].to_vec();
         return (!need_connected || connected(node, &set)).then_some(set);
     }
-    let mut best: Option<(u32, Vec<u32>)> = None;
-    let mut cur = Vec::with_capacity(k);
+    // Every k-subset in lexicographic order, as bitmasks over the pool;
+    // the first with the most links wins.
     fn rec(
-        node: &NodeState,
-        pool: &[u32],
+        links: &Links,
+        n: usize,
         start: usize,
-        k: usize,
+        left: usize,
         need: bool,
-        cur: &mut Vec<u32>,
-        best: &mut Option<(u32, Vec<u32>)>,
+        cur: u32,
+        best: &mut Option<(u32, u32)>,
     ) {
-        if cur.len() == k {
-            if need && !connected(node, cur) {
+        if left == 0 {
+            if need && !links.connected(cur) {
                 return;
             }
-            let l = links_within(node, cur);
-            if best.as_ref().is_none_or(|(bl, _)| l > *bl) {
-                *best = Some((l, cur.clone()));
+            let l = links.within(cur);
+            if best.is_none_or(|(bl, _)| l > bl) {
+                *best = Some((l, cur));
             }
             return;
         }
-        for i in start..pool.len() {
-            if pool.len() - i < k - cur.len() {
+        for i in start..n {
+            if n - i < left {
                 break;
             }
-            cur.push(pool[i]);
-            rec(node, pool, i + 1, k, need, cur, best);
-            cur.pop();
+            rec(links, n, i + 1, left - 1, need, cur | 1 << i, best);
         }
     }
-    rec(node, pool, 0, k, need_connected, &mut cur, &mut best);
-    best.map(|(_, s)| s)
+    let links = Links::new(node, pool);
+    let mut best = None;
+    rec(&links, pool.len(), 0, k, need_connected, 0, &mut best);
+    best.map(|(_, set)| nvlink::members(pool, set))
 }
 
 /// How shared (fractional) GPU requests pick their GPU.

@@ -11,6 +11,7 @@ pub mod chosen;
 pub mod cluster;
 pub mod constraints;
 pub mod hw;
+mod nvlink;
 pub mod pipeline;
 pub mod plugin;
 pub mod policy;
