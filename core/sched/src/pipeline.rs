@@ -379,7 +379,7 @@ fn pending_summary(total: usize, explain: &[NodeExplain]) -> String {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for e in explain {
         if let Some((_, r)) = &e.filtered {
-            *counts.entry(r.reason.as_str()).or_default() += 1;
+            *counts.entry(r.reason.as_ref()).or_default() += 1;
         }
     }
     let mut parts: Vec<(&str, usize)> = counts.into_iter().collect();

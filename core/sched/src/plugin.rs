@@ -2,6 +2,8 @@
 //! the same traits; the pipeline cannot tell them apart. Calls are batched:
 //! one call sees the task and every candidate node.
 
+use std::borrow::Cow;
+
 use berth_model::task::Allocation;
 
 use crate::cluster::{Cluster, NodeState, TaskRequest};
@@ -11,14 +13,18 @@ use crate::cluster::{Cluster, NodeState, TaskRequest};
 pub struct Rejection {
     /// A short category shared by nodes failing the same way, used to
     /// summarise (`insufficient memory`).
-    pub reason: String,
+    pub reason: Cow<'static, str>,
     /// The node-specific detail (`need 64Mi, free 32Mi`).
-    pub detail: String,
+    pub detail: Cow<'static, str>,
 }
 
 impl Rejection {
-    /// Builds a rejection.
-    pub fn new(reason: impl Into<String>, detail: impl Into<String>) -> Rejection {
+    /// Builds a rejection. Fixed texts are not copied: a scan that turns
+    /// thousands of nodes down allocates nothing for it.
+    pub fn new(
+        reason: impl Into<Cow<'static, str>>,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Rejection {
         Rejection {
             reason: reason.into(),
             detail: detail.into(),

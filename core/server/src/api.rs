@@ -337,12 +337,12 @@ impl Control for Api {
                 reason: n
                     .filtered
                     .as_ref()
-                    .map(|(_, r)| r.reason.clone())
+                    .map(|(_, r)| r.reason.to_string())
                     .unwrap_or_default(),
                 detail: n
                     .filtered
                     .as_ref()
-                    .map(|(_, r)| r.detail.clone())
+                    .map(|(_, r)| r.detail.to_string())
                     .unwrap_or_default(),
                 scores: n
                     .scores
