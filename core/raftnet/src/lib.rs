@@ -79,9 +79,16 @@ impl Peers {
         let me = self.clone();
         tokio::spawn(async move {
             let mut applied = store.applied();
+            let mut known = None;
             loop {
-                let members = store.read().members.clone();
-                me.update(&members);
+                // Most applied entries leave the membership alone: compare
+                // before copying it.
+                let changed = known.as_ref() != Some(&store.read().members);
+                if changed {
+                    let members = store.read().members.clone();
+                    me.update(&members);
+                    known = Some(members);
+                }
                 if applied.changed().await.is_err() {
                     return;
                 }
