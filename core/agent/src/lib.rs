@@ -189,12 +189,18 @@ impl Agent {
                     continue;
                 }
             };
+            // The leader may move while this stream's server lives on (cut
+            // off from the others, it would only send stale sets): follow
+            // the server that heartbeats and reports reach.
+            let source = servers.current();
+            let mut check = tokio::time::interval(self.cfg.heartbeat);
             loop {
                 tokio::select! {
                     msg = stream.message() => match msg {
                         Ok(Some(set)) => self.reconcile(set),
                         Ok(None) | Err(_) => break,
                     },
+                    _ = check.tick() => if servers.current() != source { break },
                     _ = shutdown.changed() => { hb.abort(); return; }
                     r = self.inventory.changed() => {
                         if r.is_ok() && let Err(e) = client.register(self.register_request()).await {
