@@ -143,8 +143,14 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
     let dir = o.data_dir.join("server");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let id = server_id(&dir)?;
-    let fresh = !dir.join("raft.redb").exists();
-    let joining = fresh && join.is_some();
+    // A server that never finished joining (or never started) is not a
+    // member yet: --join (again) or bootstrap.
+    let db = dir.join("raft.redb");
+    let member = db.exists()
+        && berth_store::storage::RedbStorage::open(&db)
+            .with_context(|| format!("opening {}", db.display()))?
+            .is_initialized();
+    let joining = !member && join.is_some();
     let cfg = StoreConfig {
         id,
         data_dir: dir.clone(),
