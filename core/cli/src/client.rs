@@ -19,8 +19,9 @@ use crate::output::{node_rows, table, task_json, task_rows};
 /// The control plane named by `--addr`/`BERTH_ADDR` (one address or a
 /// comma-separated list), shared by every call of this process so the
 /// leader found by one call is where the next goes.
+static SERVERS: OnceLock<Servers> = OnceLock::new();
+
 pub(crate) fn servers(addr: &str) -> anyhow::Result<&'static Servers> {
-    static SERVERS: OnceLock<Servers> = OnceLock::new();
     if let Some(s) = SERVERS.get() {
         return Ok(s);
     }
@@ -86,8 +87,10 @@ async fn channel(addr: &str) -> anyhow::Result<Channel> {
 /// Turns a gRPC status into a plain error message.
 pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     if berth_proto::servers::retryable(&s) {
+        let tried = SERVERS.get().map(|s| s.all().join(",")).unwrap_or_default();
         anyhow!(
-            "{} (is `berth dev` or a server running? BERTH_ADDR lists the servers)",
+            "no server could answer ({}; tried {tried}): is `berth dev` or a server running? \
+             BERTH_ADDR or --addr lists the servers",
             s.message()
         )
     } else {
