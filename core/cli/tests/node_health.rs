@@ -48,6 +48,7 @@ fn a_silent_node_loses_its_tasks_and_a_drained_one_gives_them_up() {
         t["state"] == "running" && t["node"] == other
     });
     let took = killed.elapsed();
+    println!("the task ran elsewhere {took:?} after its node fell silent");
     assert!(
         took <= 2 * timeout,
         "the task ran elsewhere only after {took:?} (heartbeat timeout {timeout:?})"
