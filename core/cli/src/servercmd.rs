@@ -143,18 +143,12 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
     let dir = o.data_dir.join("server");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let id = server_id(&dir)?;
-    // A server that never finished joining (or never started) is not a
-    // member yet: --join (again) or bootstrap.
-    let db = dir.join("raft.redb");
-    let member = db.exists()
-        && berth_store::storage::RedbStorage::open(&db)
-            .with_context(|| format!("opening {}", db.display()))?
-            .is_initialized();
-    let joining = !member && join.is_some();
     let cfg = StoreConfig {
         id,
         data_dir: dir.clone(),
-        bootstrap_voters: if joining { Vec::new() } else { vec![id] },
+        // Ignored once the directory holds a configuration; until then,
+        // --join waits to be added and anything else starts a cluster.
+        bootstrap_voters: if join.is_some() { Vec::new() } else { vec![id] },
         snapshot_every: o.snapshot_every,
         tick,
     };
@@ -163,6 +157,15 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
     let store = Store::open(cfg, Arc::new(peers.clone()))
         .with_context(|| format!("opening the store in {}", dir.display()))?;
     peers.attach(store.clone());
+    // A server that never finished joining (or never started) knows no
+    // voters yet: it joins (again).
+    let joining = join.is_some()
+        && store
+            .status()
+            .await
+            .context("reading the raft status")?
+            .voters
+            .is_empty();
     let server = Server::start_with(
         store.clone(),
         Options {

@@ -49,12 +49,12 @@ impl Api {
             .map_err(|e| self.store_status(e))
     }
 
+    async fn raft_status(&self) -> Result<RaftStatus, Status> {
+        self.store.status().await.map_err(|e| self.store_status(e))
+    }
+
     async fn members_response(&self) -> Result<pb::MembersResponse, Status> {
-        let st: RaftStatus = self
-            .store
-            .status()
-            .await
-            .map_err(|e| self.store_status(e))?;
+        let st: RaftStatus = self.raft_status().await?;
         let book = self.store.read().members.clone();
         let members = st
             .voters
@@ -127,11 +127,7 @@ impl Membership for Api {
                 r.address
             )));
         }
-        let st = self
-            .store
-            .status()
-            .await
-            .map_err(|e| self.store_status(e))?;
+        let st = self.raft_status().await?;
         // Joining again (a retry, or a restart with the same data) is a no-op.
         if st.voters.contains(&r.id) {
             return Ok(Response::new(self.members_response().await?));
@@ -149,11 +145,7 @@ impl Membership for Api {
     ) -> Result<Response<pb::MembersResponse>, Status> {
         let r = req.into_inner();
         let id = self.member_id(r.id, &r.address)?;
-        let st = self
-            .store
-            .status()
-            .await
-            .map_err(|e| self.store_status(e))?;
+        let st = self.raft_status().await?;
         if !st.voters.contains(&id) {
             return Err(Status::not_found(format!("server {id} is not a member")));
         }
@@ -180,11 +172,7 @@ impl Membership for Api {
         if !self.store.is_leader() {
             return Err(self.not_leader());
         }
-        let st = self
-            .store
-            .status()
-            .await
-            .map_err(|e| self.store_status(e))?;
+        let st = self.raft_status().await?;
         let want = req.into_inner().id;
         let to = if want != 0 {
             if !st.voters.contains(&want) {
