@@ -120,8 +120,12 @@ pub struct NodeState {
     /// Physical cores (empty when the node registered no inventory).
     pub cores: Vec<CoreState>,
     /// How many of `cores` are taken (kept by [`NodeState::take`] and
-    /// [`NodeState::release`], so plugins need not count).
+    /// [`NodeState::release`], so plugins need not count; recounted by
+    /// [`NodeState::repack`]).
     pub cores_taken: u32,
+    /// Free cores per NUMA node, `(numa id, free)` by ascending id: the
+    /// NUMA nodes that have cores. Kept like `gpu_free`.
+    pub numa_free: Vec<(u32, u32)>,
     /// NICs.
     pub nics: Vec<NicState>,
     /// How many of `nics` are up and not taken (kept like `cores_taken`).
@@ -156,9 +160,16 @@ impl NodeState {
         self.gpus.iter().map(|g| g.milli_free()).sum()
     }
 
-    /// NUMA node ids present on the node (from cores, then GPUs).
-    pub fn numa_ids(&self) -> BTreeSet<u32> {
-        self.cores.iter().map(|c| c.numa).collect()
+    /// NUMA node ids present on the node (those with cores), ascending.
+    pub fn numa_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = Vec::with_capacity(4);
+        for c in &self.cores {
+            if ids.last() != Some(&c.numa) && !ids.contains(&c.numa) {
+                ids.push(c.numa);
+            }
+        }
+        ids.sort_unstable();
+        ids
     }
 
     /// A ready node named `name` with the hardware of `inv` and its usual
@@ -216,7 +227,6 @@ impl NodeState {
             })
             .collect();
         self.gpus.sort_by_key(|g| g.index);
-        self.repack();
         self.cores = inv
             .numa_nodes()
             .flat_map(|n| {
@@ -229,7 +239,6 @@ impl NodeState {
             })
             .collect();
         self.cores.sort_by_key(|c| c.id);
-        self.cores_taken = 0;
         self.nics = inv
             .nics
             .iter()
@@ -243,7 +252,7 @@ impl NodeState {
                 taken: false,
             })
             .collect();
-        self.nics_free = self.nics.iter().filter(|n| n.up).count() as u32;
+        self.repack();
         self.devices = inv
             .devices
             .iter()
@@ -275,11 +284,46 @@ impl NodeState {
         self
     }
 
-    /// Refreshes the packed copies ([`NodeState::gpu_free`]) from `gpus`.
+    /// Refreshes what is derived from `gpus`, `cores` and `nics`
+    /// ([`NodeState::gpu_free`], `numa_free`, `cores_taken`, `nics_free`).
+    /// [`Cluster::new`] calls it; whoever changes those lists directly
+    /// afterwards calls it again.
     pub fn repack(&mut self) {
+        self.repack_gpus();
+        self.recount_cores();
+        self.nics_free = self.nics.iter().filter(|n| n.up && !n.taken).count() as u32;
+    }
+
+    fn repack_gpus(&mut self) {
         self.gpu_free.clear();
         self.gpu_free
             .extend(self.gpus.iter().map(|g| g.milli_free() as u16));
+    }
+
+    fn recount_cores(&mut self) {
+        self.numa_free.clear();
+        let mut taken = 0;
+        for c in &self.cores {
+            taken += u32::from(c.taken);
+            let i = match self.numa_free.iter().position(|(n, _)| *n == c.numa) {
+                Some(i) => i,
+                None => {
+                    self.numa_free.push((c.numa, 0));
+                    self.numa_free.len() - 1
+                }
+            };
+            self.numa_free[i].1 += u32::from(!c.taken);
+        }
+        self.numa_free.sort_unstable();
+        self.cores_taken = taken;
+    }
+
+    /// Free cores on NUMA node `numa`.
+    pub fn numa_cores_free(&self, numa: u32) -> u32 {
+        self.numa_free
+            .iter()
+            .find(|(n, _)| *n == numa)
+            .map_or(0, |(_, f)| *f)
     }
 
     /// Accounts an allocation on this node.
@@ -296,15 +340,15 @@ impl NodeState {
             }
         }
         if !a.gpus.is_empty() {
-            self.repack();
+            self.repack_gpus();
         }
         for c in &a.cores {
-            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c)
-                && !s.taken
-            {
+            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c) {
                 s.taken = true;
-                self.cores_taken += 1;
             }
+        }
+        if !a.cores.is_empty() {
+            self.recount_cores();
         }
         for n in &a.nics {
             if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n)
@@ -365,15 +409,15 @@ impl NodeState {
             }
         }
         if !a.gpus.is_empty() {
-            self.repack();
+            self.repack_gpus();
         }
         for c in &a.cores {
-            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c)
-                && s.taken
-            {
+            if let Some(s) = self.cores.iter_mut().find(|s| s.id == *c) {
                 s.taken = false;
-                self.cores_taken -= 1;
             }
+        }
+        if !a.cores.is_empty() {
+            self.recount_cores();
         }
         for n in &a.nics {
             if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n)

@@ -202,6 +202,29 @@ fn choose_gpus_in(req: &GpuRequest, node: &NodeState, scope: Scope<'_>) -> Optio
     Some(set.into_iter().map(|i| (i, GPU_MILLI)).collect())
 }
 
+/// Whether [`choose_gpus`] would find GPUs for `req` anywhere on `node`,
+/// without choosing them: for NVLink sets, whether some connected set of
+/// idle GPUs is large enough, instead of searching for the best one.
+pub fn gpus_available(req: &GpuRequest, node: &NodeState) -> bool {
+    if req.mig_profile.is_some() || req.milli < GPU_MILLI || req.count <= 1 {
+        return choose_gpus(req, node, None).is_some();
+    }
+    let idle: Vec<u32> = eligible(req, node)
+        .filter(|g| g.milli_used == 0)
+        .map(|g| g.index)
+        .collect();
+    let k = req.count as usize;
+    if idle.len() < k {
+        false
+    } else if req.interconnect == Interconnect::Any {
+        true
+    } else if idle.len() > nvlink::MAX_POOL {
+        choose_gpus(req, node, None).is_some()
+    } else {
+        Links::new(node, &idle).has_connected(idle.len(), k)
+    }
+}
+
 /// Whether `req` fits `node` at all (ignoring NUMA), with the reason if not.
 pub fn gpu_fit(req: &GpuRequest, node: &NodeState) -> Result<(), Rejection> {
     if choose_gpus(req, node, None).is_some() {
@@ -445,7 +468,7 @@ pub fn pick(task: &TaskRequest, node: &NodeState) -> Result<HwPick, Rejection> {
             "the node registered no hardware inventory",
         ));
     }
-    let numas: Vec<u32> = node.numa_ids().into_iter().collect();
+    let numas = node.numa_ids();
     let single = || {
         numas
             .iter()

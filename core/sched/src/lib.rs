@@ -17,6 +17,7 @@ pub mod plugin;
 pub mod policy;
 pub mod preempt;
 pub mod sample;
+mod scan;
 pub mod topology;
 
 pub use cluster::{

@@ -57,6 +57,32 @@ impl Links {
         seen == set
     }
 
+    /// Whether `k` of the first `n` positions are connected from their
+    /// lowest one (what the best-set search with connectivity looks for):
+    /// true when, for some `s`, the positions reached from `s` through
+    /// positions at or after `s` are at least `k` (the first `k` of them in
+    /// the order they are reached form such a set).
+    pub(crate) fn has_connected(&self, n: usize, k: usize) -> bool {
+        let n = n.min(MAX_POOL);
+        if k <= 1 {
+            return n >= k;
+        }
+        let all = (1u32 << n) - 1;
+        (0..n.saturating_sub(k - 1)).any(|s| {
+            let allowed = all & !((1u32 << s) - 1);
+            let mut seen = 1u32 << s;
+            let mut frontier = seen;
+            while frontier != 0 {
+                let i = frontier.trailing_zeros() as usize;
+                frontier &= frontier - 1;
+                let new = self.adj[i] & allowed & !seen;
+                seen |= new;
+                frontier |= new;
+            }
+            seen.count_ones() as usize >= k
+        })
+    }
+
     /// Links within `set`: for each GPU, those it lists towards GPUs at
     /// later positions of the set.
     pub(crate) fn within(&self, set: u32) -> u32 {
@@ -128,6 +154,17 @@ mod tests {
                 let set = members(&pool, mask);
                 assert_eq!(links.connected(mask), connected(&node, &set), "{set:?}");
                 assert_eq!(links.within(mask), links_within(&node, &set), "{set:?}");
+            }
+            // Some k-subset is connected exactly when the search finds one.
+            for k in 1..=pool.len() {
+                let exhaustive = (0u32..1 << pool.len())
+                    .filter(|m| m.count_ones() as usize == k)
+                    .any(|m| links.connected(m));
+                assert_eq!(
+                    links.has_connected(pool.len(), k),
+                    exhaustive,
+                    "{pool:?} k={k}"
+                );
             }
         }
     }

@@ -10,6 +10,7 @@ use crate::cluster::{Cluster, NodeState, TaskRequest};
 use crate::constraints::Constraints;
 use crate::plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};
 use crate::sample::HotSet;
+use crate::scan::{HOT, Scan};
 use crate::topology::{GpuTopology, NumaAlign};
 
 /// What the pipeline found out about one node.
@@ -265,66 +266,40 @@ impl Pipeline {
             Some(s) if s < n => (self.next_start.load(Ordering::Relaxed) % n, s),
             _ => (0, usize::MAX),
         };
-        let mut feasible: Vec<usize> = Vec::new();
-        let mut idx: Vec<usize> = Vec::new();
-        let mut view: Vec<&NodeState> = Vec::new();
-        let mut out: Vec<Option<Rejection>> = Vec::new();
-        // Keeps the nodes of `idx` that pass every filter.
-        let mut filter = |idx: &mut Vec<usize>| {
-            for f in &self.filters {
-                if idx.is_empty() {
-                    break;
-                }
-                view.clear();
-                view.extend(idx.iter().map(|&i| &all[i]));
-                out.clear();
-                out.resize(idx.len(), None);
-                f.filter(task, &view, &mut out);
-                let mut k = 0;
-                idx.retain(|_| {
-                    k += 1;
-                    out[k - 1].is_none()
-                });
-            }
-        };
         let hot = if limit == usize::MAX || self.hot.cap() == 0 {
             Vec::new()
         } else {
             self.hot.nodes(task, n)
         };
-        if !hot.is_empty() {
-            idx.extend_from_slice(&hot);
-            filter(&mut idx);
-            idx.truncate(limit);
-            feasible.append(&mut idx);
-        }
+        let mut scan = Scan::new(&self.filters, task, all, limit);
+        scan.push(hot.iter().map(|&i| (i, HOT)));
         let mut scanned = 0;
-        while scanned < n && feasible.len() < limit {
+        while scanned < n && !scan.full() {
             let batch = if limit == usize::MAX {
                 n
             } else {
-                (limit - feasible.len()).max(SAMPLE_BATCH).min(n - scanned)
+                scan.need().max(SAMPLE_BATCH).min(n - scanned)
             };
-            idx.clear();
-            idx.extend(
+            scan.push(
                 (scanned..scanned + batch)
-                    .map(|k| (start + k) % n)
-                    .filter(|i| !hot.contains(i)),
+                    .map(|k| ((start + k) % n, k))
+                    .filter(|(i, _)| !hot.contains(i)),
             );
-            filter(&mut idx);
             scanned += batch;
-            if feasible.len() + idx.len() >= limit {
-                idx.truncate(limit - feasible.len());
-                if let Some(&last) = idx.last() {
-                    scanned = (last + n - start) % n + 1;
-                }
-            }
-            feasible.extend_from_slice(&idx);
+            scan.advance(scanned >= n);
+        }
+        if scan.full() {
+            // The scan goes on after the last node it used.
+            scanned = match scan.feasible().last() {
+                Some(&(_, k)) if k != HOT => k + 1,
+                _ => 0,
+            };
         }
         if limit != usize::MAX {
             self.next_start
                 .store((start + scanned) % n, Ordering::Relaxed);
         }
+        let feasible: Vec<usize> = scan.feasible().iter().map(|&(i, _)| i).collect();
         if feasible.is_empty() {
             return None;
         }

@@ -1,7 +1,11 @@
-//! Property: whatever the workload, committed placements never exceed a
-//! node's capacity and never share a host port.
+//! Properties: whatever the workload, committed placements never exceed a
+//! node's capacity and never share a host port; the shortcuts of the lean
+//! filter decide as the full search does.
 
-use berth_sched::{Cluster, NodeState, Pipeline, TaskRequest};
+use berth_sched::builtin::DefaultAllocator;
+use berth_sched::hw::{choose_gpus, gpus_available};
+use berth_sched::policy::FastFit;
+use berth_sched::{Cluster, GpuRequest, GpuState, Interconnect, NodeState, Pipeline, TaskRequest};
 use proptest::prelude::*;
 
 proptest! {
@@ -36,5 +40,68 @@ proptest! {
             ports.dedup();
             prop_assert_eq!(ports.len(), len);
         }
+    }
+}
+
+/// A node with `links[i]`: the GPUs GPU `i` lists NVLinks to, and
+/// `used[i]`: its used thousandths.
+fn linked(links: &[Vec<u32>], used: &[u32]) -> NodeState {
+    let n = links.len() as u32;
+    let mut node = NodeState {
+        name: "n".into(),
+        ready: true,
+        cpu_capacity: 64_000,
+        mem_capacity: 1 << 40,
+        gpus: links
+            .iter()
+            .zip(used)
+            .enumerate()
+            .map(|(i, (peers, used))| GpuState {
+                index: i as u32,
+                milli_used: *used,
+                nvlinks: peers
+                    .iter()
+                    .map(|p| p % n)
+                    .filter(|p| *p != i as u32)
+                    .map(|p| (p, 1 + p % 3))
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    node.repack();
+    node
+}
+
+proptest! {
+    /// The feasibility shortcut for NVLink sets says yes exactly when the
+    /// best-set search finds a set, and the lean filter agrees with the
+    /// default chain on such nodes.
+    #[test]
+    fn gpu_sets_are_found_exactly_when_they_exist(
+        graph in proptest::collection::vec(
+            (proptest::collection::vec(0u32..16, 0..4), prop_oneof![Just(0u32), Just(0), Just(500), Just(1000)]),
+            1..14,
+        ),
+        count in 1u32..9,
+        nvlink in any::<bool>(),
+    ) {
+        let (links, used): (Vec<Vec<u32>>, Vec<u32>) = graph.into_iter().unzip();
+        let node = linked(&links, &used);
+        let req = GpuRequest {
+            count,
+            milli: 1000,
+            interconnect: if nvlink { Interconnect::NvLink } else { Interconnect::Any },
+            ..Default::default()
+        };
+        prop_assert_eq!(gpus_available(&req, &node), choose_gpus(&req, &node, None).is_some());
+        let task = TaskRequest { id: "t".into(), cpu: 1000, memory: 1 << 30, gpus: Some(req), ..Default::default() };
+        let cluster = Cluster::new(vec![node]);
+        let lean = Pipeline::new(Box::new(DefaultAllocator)).filter(Box::new(FastFit));
+        prop_assert_eq!(
+            lean.place(&cluster, &task).is_some(),
+            Pipeline::default().decide(&cluster, &task).placement.is_some()
+        );
     }
 }

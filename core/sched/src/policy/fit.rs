@@ -1,6 +1,6 @@
 //! A lean feasibility filter for simulations and large clusters.
 
-use crate::cluster::{GPU_MILLI, Interconnect, NodeState, NumaPolicy, TaskRequest};
+use crate::cluster::{GPU_MILLI, GpuRequest, NicRequest, NodeState, NumaPolicy, TaskRequest};
 use crate::hw;
 use crate::plugin::{FilterPlugin, Rejection};
 
@@ -9,11 +9,13 @@ use crate::plugin::{FilterPlugin, Rejection};
 /// `resource-fit`, `host-ports`, `hardware-fit`) but without formatting a
 /// detailed reason for every rejected node. Cheap necessary conditions
 /// (enough eligible GPUs, free cores, matching NICs) reject first; tasks
-/// for which they are also sufficient (GPUs without NVLink or MIG, cores
-/// without devices) are decided by them; the rest go through [`hw::pick`].
+/// for which they are also sufficient (all but single-NUMA-node tasks with
+/// GPUs, and tasks with devices) are decided by them, NVLink sets by
+/// [`hw::gpus_available`]; the rest go through [`hw::pick`].
 pub struct FastFit;
 
-/// Whether `task` fits `node` by the default chain's rules.
+/// Whether `task` fits `node` by the default chain's rules. Reads the
+/// counters a [`crate::Cluster`] keeps (see [`NodeState::repack`]).
 pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
     if !node.ready {
         return Err(Rejection::new("node not ready", ""));
@@ -34,99 +36,103 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
         if node.cores.is_empty() {
             return Err(Rejection::new("no core inventory", ""));
         }
-        let want = task.cores as usize;
-        if node.cores.iter().filter(|c| !c.taken).take(want).count() < want {
+        if (node.cores.len() as u32).saturating_sub(node.cores_taken) < task.cores {
             return Err(Rejection::new("insufficient cores", ""));
         }
     }
-    if let Some(req) = &task.gpus {
-        let mut eligible = node
-            .gpus
-            .iter()
-            .filter(|g| req.model_ok(&g.model) && g.memory_bytes >= req.min_memory);
-        let ok = if let Some(p) = &req.mig_profile {
-            eligible.any(|g| g.mig.iter().any(|m| !m.taken && &m.profile == p))
-        } else if req.milli < GPU_MILLI {
-            eligible.any(|g| g.milli_free() >= req.milli)
-        } else {
-            eligible.filter(|g| g.milli_used == 0).count() >= req.count as usize
-        };
-        if !ok {
-            return Err(Rejection::new("insufficient gpu", ""));
-        }
+    if let Some(req) = &task.gpus
+        && !gpus_fit(req, node)
+    {
+        return Err(Rejection::new("insufficient gpu", ""));
     }
-    if let Some(n) = &task.nics {
-        let matching = node
-            .nics
-            .iter()
-            .filter(|x| !x.taken && x.up && x.speed_mbps >= n.min_speed_mbps && (!n.rdma || x.rdma))
-            .count();
-        if matching < n.count as usize {
-            return Err(Rejection::new("insufficient nics", ""));
-        }
+    if let Some(n) = &task.nics
+        && (node.nics_free < n.count || matching_nics(n, node, None) < n.count as usize)
+    {
+        return Err(Rejection::new("insufficient nics", ""));
     }
     if !task.devices.is_empty() {
         return hw::pick(task, node).map(|_| ());
     }
-    // Where the necessary conditions are also sufficient, stop here.
-    let gpus_simple = task.gpus.as_ref().is_none_or(|r| {
-        r.mig_profile.is_none()
-            && (r.milli < GPU_MILLI || r.count <= 1 || r.interconnect == Interconnect::Any)
-    });
-    if gpus_simple && task.nics.is_none() && task.cores == 0 && task.numa == NumaPolicy::None {
-        return Ok(());
-    }
-    if task.gpus.is_none() {
-        // Cores and NICs only: machine-wide they fit (checked above); on one
-        // NUMA node, some node must hold both.
-        if task.numa != NumaPolicy::SingleNumaNode {
-            return Ok(());
+    match task.numa {
+        // One NUMA node must hold everything: the full pick decides.
+        NumaPolicy::SingleNumaNode if task.gpus.is_some() => hw::pick(task, node).map(|_| ()),
+        NumaPolicy::SingleNumaNode => {
+            if one_numa_node_holds(task, node) {
+                Ok(())
+            } else {
+                Err(Rejection::new("cannot satisfy single-numa-node", ""))
+            }
         }
-        return if one_numa_node_holds(task, node) {
-            Ok(())
+        // The other policies fall back to the whole machine, where cores
+        // and NICs fit (counted above): the GPUs decide.
+        _ => match &task.gpus {
+            Some(req) if !hw::gpus_available(req, node) => {
+                Err(Rejection::new("insufficient gpu", ""))
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Whether the GPUs of `node` can serve `req` (a necessary condition; it
+/// is also sufficient without NVLink, MIG or NUMA wishes). Reads the
+/// packed [`NodeState::gpu_free`] when every GPU is eligible.
+fn gpus_fit(req: &GpuRequest, node: &NodeState) -> bool {
+    if req.mig_profile.is_none() && req.models.is_empty() && req.min_memory == 0 {
+        let free = &node.gpu_free;
+        return if req.milli < GPU_MILLI {
+            let want = req.milli as u16;
+            free.iter().any(|&f| f >= want)
         } else {
-            Err(Rejection::new("cannot satisfy single-numa-node", ""))
+            free.iter().filter(|&&f| f as u32 == GPU_MILLI).count() >= req.count as usize
         };
     }
-    hw::pick(task, node).map(|_| ())
+    // Models repeat on a node: decide each distinct model once.
+    let mut last: Option<(&str, bool)> = None;
+    let mut eligible = node.gpus.iter().filter(|g| {
+        let ok = match last {
+            Some((m, ok)) if m == g.model => ok,
+            _ => {
+                let ok = req.model_ok(&g.model);
+                last = Some((&g.model, ok));
+                ok
+            }
+        };
+        ok && g.memory_bytes >= req.min_memory
+    });
+    if let Some(p) = &req.mig_profile {
+        eligible.any(|g| g.mig.iter().any(|m| !m.taken && &m.profile == p))
+    } else if req.milli < GPU_MILLI {
+        eligible.any(|g| g.milli_free() >= req.milli)
+    } else {
+        eligible.filter(|g| g.milli_used == 0).count() >= req.count as usize
+    }
+}
+
+/// Free NICs of `node` that meet `req` (on NUMA node `numa`, if given).
+fn matching_nics(req: &NicRequest, node: &NodeState, numa: Option<u32>) -> usize {
+    node.nics
+        .iter()
+        .filter(|x| {
+            !x.taken
+                && x.up
+                && x.speed_mbps >= req.min_speed_mbps
+                && (!req.rdma || x.rdma)
+                && (numa.is_none() || x.numa == numa)
+        })
+        .count()
 }
 
 /// Whether one NUMA node (of those with cores) has the free cores and the
 /// matching NICs of a task without GPUs.
 fn one_numa_node_holds(task: &TaskRequest, node: &NodeState) -> bool {
-    let want = task.cores as usize;
-    let mut seen: Vec<u32> = Vec::with_capacity(4);
-    for c in &node.cores {
-        if seen.contains(&c.numa) {
-            continue;
-        }
-        seen.push(c.numa);
-        let n = c.numa;
-        let cores_ok = node
-            .cores
-            .iter()
-            .filter(|c| !c.taken && c.numa == n)
-            .take(want)
-            .count()
-            >= want;
-        let nics_ok = task.nics.as_ref().is_none_or(|r| {
-            node.nics
-                .iter()
-                .filter(|x| {
-                    !x.taken
-                        && x.up
-                        && x.speed_mbps >= r.min_speed_mbps
-                        && (!r.rdma || x.rdma)
-                        && x.numa == Some(n)
-                })
-                .count()
-                >= r.count as usize
-        });
-        if cores_ok && nics_ok {
-            return true;
-        }
-    }
-    false
+    node.numa_free.iter().any(|&(n, free)| {
+        free >= task.cores
+            && task
+                .nics
+                .as_ref()
+                .is_none_or(|r| matching_nics(r, node, Some(n)) >= r.count as usize)
+    })
 }
 
 impl FilterPlugin for FastFit {
@@ -146,7 +152,7 @@ impl FilterPlugin for FastFit {
 mod tests {
     use super::*;
     use crate::builtin::{HardwareFit, HostPorts, NodeReady, ResourceFit};
-    use crate::cluster::{GpuRequest, GpuState, NicRequest};
+    use crate::cluster::{GpuRequest, GpuState, Interconnect, NicRequest};
     use crate::policy::rng::Rng;
 
     fn default_fits(task: &TaskRequest, node: &NodeState) -> bool {
@@ -164,7 +170,7 @@ mod tests {
         let models = ["T4", "V100M16", "G2"];
         for _ in 0..5000 {
             let ngpu = r.index(5);
-            let node = NodeState {
+            let mut node = NodeState {
                 name: "n".into(),
                 ready: r.index(10) > 0,
                 cpu_capacity: 8000,
@@ -181,6 +187,7 @@ mod tests {
                     .collect(),
                 ..Default::default()
             };
+            node.repack();
             let gpus = match r.index(4) {
                 0 => None,
                 1 => Some(GpuRequest {
@@ -236,6 +243,7 @@ mod tests {
                     m.taken = r.index(2) == 0;
                 }
             }
+            node.repack();
             let gpus = match r.index(5) {
                 0 | 1 => None,
                 2 => Some(GpuRequest {
