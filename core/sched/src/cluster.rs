@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use berth_hostprobe::Inventory;
 use berth_model::task::Allocation;
 
+use crate::free::Free;
+
 /// Thousandths of a GPU in a whole GPU.
 pub const GPU_MILLI: u32 = 1000;
 
@@ -138,6 +140,8 @@ pub struct NodeState {
     /// [`NodeState::take`] and [`NodeState::release`]; whoever changes
     /// `gpus` directly calls [`NodeState::repack`].
     pub gpu_free: Vec<u16>,
+    /// What is free, in one cache line (kept like `gpu_free`).
+    pub free: Free,
     /// Labels and facts for constraints (`hostname`, `gpu.model`, ...).
     pub attributes: BTreeMap<String, String>,
     /// Tasks per group (app) on this node, for constraints.
@@ -284,52 +288,11 @@ impl NodeState {
         self
     }
 
-    /// Refreshes what is derived from `gpus`, `cores` and `nics`
-    /// ([`NodeState::gpu_free`], `numa_free`, `cores_taken`, `nics_free`).
-    /// [`Cluster::new`] calls it; whoever changes those lists directly
-    /// afterwards calls it again.
-    pub fn repack(&mut self) {
-        self.repack_gpus();
-        self.recount_cores();
-        self.nics_free = self.nics.iter().filter(|n| n.up && !n.taken).count() as u32;
-    }
-
-    fn repack_gpus(&mut self) {
-        self.gpu_free.clear();
-        self.gpu_free
-            .extend(self.gpus.iter().map(|g| g.milli_free() as u16));
-    }
-
-    fn recount_cores(&mut self) {
-        self.numa_free.clear();
-        let mut taken = 0;
-        for c in &self.cores {
-            taken += u32::from(c.taken);
-            let i = match self.numa_free.iter().position(|(n, _)| *n == c.numa) {
-                Some(i) => i,
-                None => {
-                    self.numa_free.push((c.numa, 0));
-                    self.numa_free.len() - 1
-                }
-            };
-            self.numa_free[i].1 += u32::from(!c.taken);
-        }
-        self.numa_free.sort_unstable();
-        self.cores_taken = taken;
-    }
-
-    /// Free cores on NUMA node `numa`.
-    pub fn numa_cores_free(&self, numa: u32) -> u32 {
-        self.numa_free
-            .iter()
-            .find(|(n, _)| *n == numa)
-            .map_or(0, |(_, f)| *f)
-    }
-
     /// Accounts an allocation on this node.
     pub fn take(&mut self, a: &Allocation) {
         self.cpu_used += a.cpu.0 + 1000 * a.cores.len() as u64;
         self.mem_used += a.memory.0;
+        self.recount_memory();
         self.ports_used.extend(a.ports.iter().copied());
         for g in &a.gpus {
             if let Some(s) = self.gpus.iter_mut().find(|s| s.index == g.index) {
@@ -358,6 +321,7 @@ impl NodeState {
                 self.nics_free = self.nics_free.saturating_sub(u32::from(s.up));
             }
         }
+        self.free.nics = self.nics_free;
         self.mark_devices(&a.devices, true);
     }
 
@@ -397,6 +361,7 @@ impl NodeState {
             .cpu_used
             .saturating_sub(a.cpu.0 + 1000 * a.cores.len() as u64);
         self.mem_used = self.mem_used.saturating_sub(a.memory.0);
+        self.recount_memory();
         for p in &a.ports {
             self.ports_used.remove(p);
         }
@@ -427,6 +392,7 @@ impl NodeState {
                 self.nics_free += u32::from(s.up);
             }
         }
+        self.free.nics = self.nics_free;
         self.mark_devices(&a.devices, false);
     }
 }

@@ -204,8 +204,25 @@ fn choose_gpus_in(req: &GpuRequest, node: &NodeState, scope: Scope<'_>) -> Optio
 
 /// Whether [`choose_gpus`] would find GPUs for `req` anywhere on `node`,
 /// without choosing them: for NVLink sets, whether some connected set of
-/// idle GPUs is large enough, instead of searching for the best one.
+/// idle GPUs is large enough, instead of searching for the best one. When
+/// every GPU is eligible, the node's kept [`crate::Free`] counts answer.
 pub fn gpus_available(req: &GpuRequest, node: &NodeState) -> bool {
+    if req.mig_profile.is_none() && req.models.is_empty() && req.min_memory == 0 {
+        // Every GPU is eligible: the node's kept counts decide.
+        let f = &node.free;
+        if req.milli < GPU_MILLI {
+            return f.gpu_share >= req.milli;
+        }
+        if f.gpus_idle < req.count {
+            return false;
+        }
+        if req.count <= 1 || req.interconnect == Interconnect::Any {
+            return true;
+        }
+        if f.nvlink_idle != u32::MAX {
+            return f.nvlink_idle >= req.count;
+        }
+    }
     if req.mig_profile.is_some() || req.milli < GPU_MILLI || req.count <= 1 {
         return choose_gpus(req, node, None).is_some();
     }

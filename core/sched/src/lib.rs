@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod chosen;
 pub mod cluster;
 pub mod constraints;
+pub mod free;
 pub mod hw;
 mod nvlink;
 pub mod pipeline;
@@ -24,5 +25,6 @@ pub use cluster::{
     Cluster, CoreState, GpuRequest, GpuState, Interconnect, MigSlot, NicRequest, NicState,
     NodeState, NumaPolicy, TaskRequest,
 };
+pub use free::Free;
 pub use pipeline::{Decision, NodeExplain, Pipeline};
 pub use plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};

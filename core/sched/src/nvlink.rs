@@ -67,20 +67,32 @@ impl Links {
         if k <= 1 {
             return n >= k;
         }
-        let all = (1u32 << n) - 1;
-        (0..n.saturating_sub(k - 1)).any(|s| {
-            let allowed = all & !((1u32 << s) - 1);
-            let mut seen = 1u32 << s;
-            let mut frontier = seen;
-            while frontier != 0 {
-                let i = frontier.trailing_zeros() as usize;
-                frontier &= frontier - 1;
-                let new = self.adj[i] & allowed & !seen;
-                seen |= new;
-                frontier |= new;
-            }
-            seen.count_ones() as usize >= k
-        })
+        (0..n.saturating_sub(k - 1)).any(|s| self.reach(s, n).count_ones() as usize >= k)
+    }
+
+    /// The most of the first `n` positions connected from their lowest
+    /// one: `has_connected(n, k)` holds exactly for `k` up to this.
+    pub(crate) fn most_connected(&self, n: usize) -> usize {
+        let n = n.min(MAX_POOL);
+        (0..n)
+            .map(|s| self.reach(s, n).count_ones() as usize)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The positions reached from `s` through positions in `s..n`.
+    fn reach(&self, s: usize, n: usize) -> u32 {
+        let allowed = ((1u64 << n) - 1) as u32 & !((1u32 << s) - 1);
+        let mut seen = 1u32 << s;
+        let mut frontier = seen;
+        while frontier != 0 {
+            let i = frontier.trailing_zeros() as usize;
+            frontier &= frontier - 1;
+            let new = self.adj[i] & allowed & !seen;
+            seen |= new;
+            frontier |= new;
+        }
+        seen
     }
 
     /// Links within `set`: for each GPU, those it lists towards GPUs at

@@ -125,11 +125,10 @@ pub fn columns(nodes: &[&NodeState], out: &mut Nodes) {
     out.gpu_free.clear();
     for n in nodes {
         out.index.push(n.slot);
-        out.cpu_free.push(n.cpu_free());
-        out.mem_free.push(n.mem_free());
-        out.cores_free
-            .push((n.cores.len() as u32).saturating_sub(n.cores_taken));
-        out.nics_free.push(n.nics_free);
+        out.cpu_free.push(n.free.cpu);
+        out.mem_free.push(n.free.memory);
+        out.cores_free.push(n.free.cores);
+        out.nics_free.push(n.free.nics);
         out.gpu_start.push(out.gpu_free.len() as u32);
         out.gpu_free.extend_from_slice(&n.gpu_free);
     }

@@ -20,10 +20,11 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
     if !node.ready {
         return Err(Rejection::new("node not ready", ""));
     }
-    if node.cpu_free() < task.cpu {
+    let free = &node.free;
+    if free.cpu < task.cpu {
         return Err(Rejection::new("insufficient cpu", ""));
     }
-    if node.mem_free() < task.memory {
+    if free.memory < task.memory {
         return Err(Rejection::new("insufficient memory", ""));
     }
     if let Some(p) = task.ports.iter().find(|p| node.ports_used.contains(p)) {
@@ -36,7 +37,7 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
         if node.cores.is_empty() {
             return Err(Rejection::new("no core inventory", ""));
         }
-        if (node.cores.len() as u32).saturating_sub(node.cores_taken) < task.cores {
+        if free.cores < task.cores {
             return Err(Rejection::new("insufficient cores", ""));
         }
     }
@@ -46,7 +47,7 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
         return Err(Rejection::new("insufficient gpu", ""));
     }
     if let Some(n) = &task.nics
-        && (node.nics_free < n.count || matching_nics(n, node, None) < n.count as usize)
+        && (free.nics < n.count || matching_nics(n, node, None) < n.count as usize)
     {
         return Err(Rejection::new("insufficient nics", ""));
     }
@@ -57,7 +58,9 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
         // One NUMA node must hold everything: the full pick decides.
         NumaPolicy::SingleNumaNode if task.gpus.is_some() => hw::pick(task, node).map(|_| ()),
         NumaPolicy::SingleNumaNode => {
-            if one_numa_node_holds(task, node) {
+            if free.numa_cores >= task.cores
+                && (task.nics.is_none() || one_numa_node_holds(task, node))
+            {
                 Ok(())
             } else {
                 Err(Rejection::new("cannot satisfy single-numa-node", ""))
@@ -76,15 +79,14 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
 
 /// Whether the GPUs of `node` can serve `req` (a necessary condition; it
 /// is also sufficient without NVLink, MIG or NUMA wishes). Reads the
-/// packed [`NodeState::gpu_free`] when every GPU is eligible.
+/// node's kept [`crate::Free`] counts when every GPU is eligible.
 fn gpus_fit(req: &GpuRequest, node: &NodeState) -> bool {
     if req.mig_profile.is_none() && req.models.is_empty() && req.min_memory == 0 {
-        let free = &node.gpu_free;
+        let f = &node.free;
         return if req.milli < GPU_MILLI {
-            let want = req.milli as u16;
-            free.iter().any(|&f| f >= want)
+            f.gpu_share >= req.milli
         } else {
-            free.iter().filter(|&&f| f as u32 == GPU_MILLI).count() >= req.count as usize
+            f.gpus_idle >= req.count
         };
     }
     // Models repeat on a node: decide each distinct model once.
