@@ -151,10 +151,11 @@ static int cmp_u32(const void *a, const void *b) {
 
 /* F depends only on the model, the CPU level and the sorted free GPUs:
  * memoised on that key (as the native model is), for nodes of up to 8
- * GPUs, in an open-addressing table cleared when it fills. */
+ * GPUs, in an open-addressing table (2 MiB) cleared when 3/4 full. A
+ * slot is free while its k[0] is 0 (a key's k[0] holds n >= 1). */
 #define MEMO_BITS 16
 #define MEMO_GPUS 8
-typedef struct { uint64_t k[3]; double v; bool used; } memo_t;
+typedef struct { uint64_t k[3]; double v; } memo_t;
 static memo_t memo[1 << MEMO_BITS];
 static size_t memo_len;
 
@@ -168,13 +169,19 @@ static void sort_small(uint32_t *a, uint32_t n) {
 
 static double compute(int model, size_t level, const uint32_t *sorted, uint32_t n);
 
+/* The CPU level of a node with `cpu_free`: how many of the typical tasks'
+ * distinct CPU requests it covers. */
+static size_t level_of(uint64_t cpu_free) {
+    size_t level = 0;
+    while (level < n_levels && levels[level] <= cpu_free) level++;
+    return level;
+}
+
 /* F(n): the GPU capacity the typical tasks could not use. */
-static double frag(int model, uint64_t cpu_free, const uint32_t *frees, uint32_t n) {
+static double frag(int model, size_t level, const uint32_t *frees, uint32_t n) {
     if (n == 0) return 0.0;
     uint32_t sorted[MAX_GPUS];
     memcpy(sorted, frees, n * sizeof *frees);
-    size_t level = 0;
-    while (level < n_levels && levels[level] <= cpu_free) level++;
     if (n > MEMO_GPUS || model < 0) {
         qsort(sorted, n, sizeof *sorted, cmp_u32);
         return compute(model, level, sorted, n);
@@ -184,7 +191,7 @@ static double frag(int model, uint64_t cpu_free, const uint32_t *frees, uint32_t
     for (uint32_t i = 0; i < n; i++) k[1 + i / 4] |= (uint64_t)(sorted[i] & 0xFFFF) << (16 * (i % 4));
     uint64_t h = (k[0] * 0x9E3779B97F4A7C15ull) ^ (k[1] * 0xC2B2AE3D27D4EB4Full) ^ (k[2] * 0x165667B19E3779F9ull);
     size_t mask = (1 << MEMO_BITS) - 1, at = (size_t)(h >> 20) & mask;
-    while (memo[at].used) {
+    while (memo[at].k[0]) {
         if (memo[at].k[0] == k[0] && memo[at].k[1] == k[1] && memo[at].k[2] == k[2]) return memo[at].v;
         at = (at + 1) & mask;
     }
@@ -196,7 +203,6 @@ static double frag(int model, uint64_t cpu_free, const uint32_t *frees, uint32_t
     }
     memo[at].k[0] = k[0]; memo[at].k[1] = k[1]; memo[at].k[2] = k[2];
     memo[at].v = v;
-    memo[at].used = true;
     memo_len++;
     return v;
 }
@@ -265,20 +271,30 @@ static int64_t choose(policy_task_t *t, policy_nodes_t *ns, size_t i, int *gpu) 
     uint32_t frees[MAX_GPUS];
     for (uint32_t g = 0; g < count; g++) frees[g] = ns->gpu_free.ptr[start + g];
     uint64_t cpu = ns->cpu_free.ptr[i];
-    double f0 = frag(n->model, cpu, frees, count);
+    size_t level0 = level_of(cpu);
+    double f0 = frag(n->model, level0, frees, count);
     uint64_t demand = t->cpu + 1000ull * t->cores;
-    uint64_t cpu1 = cpu > demand ? cpu - demand : 0;
+    size_t level1 = level_of(cpu > demand ? cpu - demand : 0);
     *gpu = -1;
     berth_plugin_types_gpu_request_t *r = &t->gpu.val;
     bool gpu_task = t->gpu.is_some && r->mig_profile.len == 0 && r->milli > 0 && r->count > 0;
     if (gpu_task && r->milli < GPU_MILLI) {
-        int64_t best = -1;
+        /* GPUs with the same free thousandths leave the same multiset:
+         * each free value is scored once. */
+        int64_t best = -1, seen_score[MEMO_GPUS];
+        uint32_t seen_free[MEMO_GPUS], n_seen = 0;
         for (uint32_t g = 0; g < count; g++) {
             uint32_t free = frees[g];
             if (free < r->milli || !model_ok(t, n->gpu_model[g]) || n->memory[g] < r->min_memory) continue;
-            frees[g] = free - r->milli;
-            int64_t s = fgd_score(f0 - frag(n->model, cpu1, frees, count));
-            frees[g] = free;
+            int64_t s = -1;
+            for (uint32_t j = 0; j < n_seen; j++)
+                if (seen_free[j] == free) { s = seen_score[j]; break; }
+            if (s < 0) {
+                frees[g] = free - r->milli;
+                s = fgd_score(f0 - frag(n->model, level1, frees, count));
+                frees[g] = free;
+                if (n_seen < MEMO_GPUS) { seen_free[n_seen] = free; seen_score[n_seen++] = s; }
+            }
             if (best < 0 || s > best) { best = s; *gpu = (int)g; }
         }
         return best;
@@ -292,8 +308,11 @@ static int64_t choose(policy_task_t *t, policy_nodes_t *ns, size_t i, int *gpu) 
             }
         }
         if (need) return -1;
+    } else if (level1 == level0) {
+        /* Nothing on the node's GPUs or CPU level changes: F stays. */
+        return fgd_score(0.0);
     }
-    return fgd_score(f0 - frag(n->model, cpu1, frees, count));
+    return fgd_score(f0 - frag(n->model, level1, frees, count));
 }
 
 void exports_policy_score(policy_task_t *task, policy_nodes_t *ns, policy_list_f64_t *ret) {

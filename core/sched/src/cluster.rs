@@ -314,14 +314,13 @@ impl NodeState {
             self.recount_cores();
         }
         for n in &a.nics {
-            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n)
-                && !s.taken
-            {
+            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n) {
                 s.taken = true;
-                self.nics_free = self.nics_free.saturating_sub(u32::from(s.up));
             }
         }
-        self.free.nics = self.nics_free;
+        if !a.nics.is_empty() {
+            self.recount_nics();
+        }
         self.mark_devices(&a.devices, true);
     }
 
@@ -385,14 +384,13 @@ impl NodeState {
             self.recount_cores();
         }
         for n in &a.nics {
-            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n)
-                && s.taken
-            {
+            if let Some(s) = self.nics.iter_mut().find(|s| &s.name == n) {
                 s.taken = false;
-                self.nics_free += u32::from(s.up);
             }
         }
-        self.free.nics = self.nics_free;
+        if !a.nics.is_empty() {
+            self.recount_nics();
+        }
         self.mark_devices(&a.devices, false);
     }
 }

@@ -25,6 +25,11 @@ pub struct Free {
     pub numa_cores: u32,
     /// NICs up and not taken.
     pub nics: u32,
+    /// The speeds of the two fastest NICs up and not taken, fastest first,
+    /// as Mb/s + 1 (0: no such NIC; a NIC of unknown speed counts 1).
+    pub nic_speed: [u32; 2],
+    /// The same among NICs with RDMA.
+    pub rdma_speed: [u32; 2],
     /// GPUs with nothing used.
     pub gpus_idle: u32,
     /// The most free thousandths on one GPU.
@@ -44,8 +49,47 @@ impl NodeState {
         self.repack_gpus();
         self.recount_cores();
         self.recount_memory();
-        self.nics_free = self.nics.iter().filter(|n| n.up && !n.taken).count() as u32;
-        self.free.nics = self.nics_free;
+        self.recount_nics();
+    }
+
+    pub(crate) fn recount_nics(&mut self) {
+        let mut count = 0;
+        let (mut any, mut rdma) = ([0u32; 2], [0u32; 2]);
+        let top2 = |best: &mut [u32; 2], speed: u32| {
+            if speed > best[0] {
+                *best = [speed, best[0]];
+            } else if speed > best[1] {
+                best[1] = speed;
+            }
+        };
+        for n in self.nics.iter().filter(|n| n.up && !n.taken) {
+            count += 1;
+            let speed = n.speed_mbps.saturating_add(1).min(u64::from(u32::MAX)) as u32;
+            top2(&mut any, speed);
+            if n.rdma {
+                top2(&mut rdma, speed);
+            }
+        }
+        self.nics_free = count;
+        self.free.nics = count;
+        self.free.nic_speed = any;
+        self.free.rdma_speed = rdma;
+    }
+
+    /// Whether `count` free NICs of at least `min_speed_mbps` (with RDMA
+    /// if `rdma`) exist: `Some` when the kept speeds answer (up to two
+    /// NICs), `None` when the NICs must be counted.
+    pub fn nics_answer(&self, count: u32, min_speed_mbps: u64, rdma: bool) -> Option<bool> {
+        let speeds = if rdma {
+            self.free.rdma_speed
+        } else {
+            self.free.nic_speed
+        };
+        match count {
+            0 => Some(true),
+            1 | 2 => Some(u64::from(speeds[count as usize - 1]) > min_speed_mbps),
+            _ => None,
+        }
     }
 
     pub(crate) fn recount_memory(&mut self) {
@@ -108,7 +152,48 @@ mod tests {
     use berth_model::task::{Allocation, GpuGrant};
 
     use super::*;
-    use crate::cluster::{CoreState, GpuState};
+    use crate::cluster::{CoreState, GpuState, NicState};
+    use crate::policy::rng::Rng;
+
+    /// The kept NIC speeds answer as counting the NICs does.
+    #[test]
+    fn nic_speeds_answer_like_counting() {
+        let mut r = Rng::new(5);
+        for _ in 0..3000 {
+            let mut n = NodeState {
+                nics: (0..r.index(5))
+                    .map(|i| NicState {
+                        name: format!("eth{i}"),
+                        speed_mbps: [0, 1_000, 10_000, 25_000, 100_000][r.index(5)],
+                        rdma: r.index(2) == 0,
+                        up: r.index(5) > 0,
+                        taken: r.index(3) == 0,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            n.repack();
+            let count = r.index(4) as u32;
+            let speed = [0, 1_000, 10_000, 100_000, 200_000][r.index(5)];
+            let rdma = r.index(2) == 0;
+            let counted = n
+                .nics
+                .iter()
+                .filter(|x| x.up && !x.taken && x.speed_mbps >= speed && (!rdma || x.rdma))
+                .count()
+                >= count as usize;
+            if let Some(answer) = n.nics_answer(count, speed, rdma) {
+                assert_eq!(
+                    answer, counted,
+                    "{count} x {speed} rdma {rdma}: {:?}",
+                    n.nics
+                );
+            } else {
+                assert!(count > 2);
+            }
+        }
+    }
 
     #[test]
     fn kept_through_take_and_release() {
@@ -129,10 +214,18 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            nics: vec![NicState {
+                name: "eth0".into(),
+                speed_mbps: 100_000,
+                rdma: true,
+                up: true,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         n.repack();
         let before = n.free;
+        assert_eq!((before.nics, before.rdma_speed), (1, [100_001, 0]));
         assert_eq!(
             (before.gpus_idle, before.nvlink_idle, before.gpu_share),
             (4, 3, 1000)
@@ -146,6 +239,7 @@ mod tests {
                 milli: 250,
             }],
             cores: vec![0],
+            nics: vec!["eth0".into()],
             ..Default::default()
         };
         n.take(&a);
@@ -155,6 +249,8 @@ mod tests {
             (3, 1, 1000)
         );
         assert_eq!((n.free.cores, n.free.numa_cores, n.free.cpu), (3, 2, 6500));
+        assert_eq!((n.free.nics, n.free.nic_speed), (0, [0, 0]));
+        assert_eq!(n.nics_answer(1, 0, false), Some(false));
         let mut fresh = n.clone();
         fresh.repack();
         assert_eq!(fresh.free, n.free);

@@ -273,6 +273,8 @@ impl Pipeline {
         };
         let mut scan = Scan::new(&self.filters, task, all, limit);
         scan.push(hot.iter().map(|&i| (i, HOT)));
+        let mut hot_sorted = hot.clone();
+        hot_sorted.sort_unstable();
         let mut scanned = 0;
         while scanned < n && !scan.full() {
             let batch = if limit == usize::MAX {
@@ -283,7 +285,7 @@ impl Pipeline {
             scan.push(
                 (scanned..scanned + batch)
                     .map(|k| ((start + k) % n, k))
-                    .filter(|(i, _)| !hot.contains(i)),
+                    .filter(|(i, _)| hot_sorted.binary_search(i).is_err()),
             );
             scanned += batch;
             scan.advance(scanned >= n);

@@ -78,6 +78,10 @@ impl Host {
         cfg.epoch_interruption(true)
             .wasm_backtrace_max_frames(None)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("BERTH_WASM_PERFMAP").is_some() {
+            // `perf` then names the plugins' functions (/tmp/perf-PID.map).
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&cfg).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         crate::bindings::policy::berth::plugin::host::add_to_linker::<

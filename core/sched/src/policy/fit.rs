@@ -47,7 +47,10 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
         return Err(Rejection::new("insufficient gpu", ""));
     }
     if let Some(n) = &task.nics
-        && (free.nics < n.count || matching_nics(n, node, None) < n.count as usize)
+        && (free.nics < n.count
+            || !node
+                .nics_answer(n.count, n.min_speed_mbps, n.rdma)
+                .unwrap_or_else(|| matching_nics(n, node, None) >= n.count as usize))
     {
         return Err(Rejection::new("insufficient nics", ""));
     }

@@ -165,6 +165,12 @@ impl FragModel {
     }
 
     /// `F` from FGD's part: the model's value and the CPU term added.
+    /// How many of the typical shapes' distinct CPU requests `cpu_free`
+    /// covers.
+    fn level(&self, cpu_free: u64) -> usize {
+        self.cpu_levels.partition_point(|&c| c <= cpu_free)
+    }
+
     fn finish(&self, base: f64, value: f64, cpu_free: u64, frees: &[u32]) -> f64 {
         let s = f64::from(frees.iter().sum::<u32>());
         let f = base - value * s;
@@ -238,7 +244,7 @@ impl FragSession<'_> {
         if frees.is_empty() {
             return 0.0;
         }
-        let level = self.model.cpu_levels.partition_point(|&c| c <= cpu_free);
+        let level = self.model.level(cpu_free);
         let value = self.memo.models[model].value;
         if frees.len() > MEMO_GPUS || level >= 1 << 40 || model >= 1 << 16 {
             let mut sorted = frees.to_vec();
@@ -355,6 +361,16 @@ impl FragSession<'_> {
                         delta,
                         gpu: None,
                     }
+                })
+            }
+            _ if self.model.cpu_term.is_none()
+                && self.model.level(cpu) == self.model.level(cpu1) =>
+            {
+                // Nothing on the node's GPUs or CPU level changes: F stays.
+                Some(FgdChoice {
+                    score: fgd_score(0.0),
+                    delta: 0.0,
+                    gpu: None,
                 })
             }
             _ => {
