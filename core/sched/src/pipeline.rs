@@ -273,8 +273,17 @@ impl Pipeline {
         };
         let mut scan = Scan::new(&self.filters, task, all, limit);
         scan.push(hot.iter().map(|&i| (i, HOT)));
-        let mut hot_sorted = hot.clone();
-        hot_sorted.sort_unstable();
+        // Where the hot nodes fall in the scan, ascending: the scan skips
+        // them (they were queued first) as it walks past.
+        let mut hot_at: Vec<usize> = hot.iter().map(|&i| (i + n - start) % n).collect();
+        hot_at.sort_unstable();
+        let mut next_hot = 0;
+        let mut not_hot = |k: &usize| {
+            while hot_at.get(next_hot).is_some_and(|&h| h < *k) {
+                next_hot += 1;
+            }
+            hot_at.get(next_hot) != Some(k)
+        };
         let mut scanned = 0;
         while scanned < n && !scan.full() {
             let batch = if limit == usize::MAX {
@@ -284,8 +293,8 @@ impl Pipeline {
             };
             scan.push(
                 (scanned..scanned + batch)
-                    .map(|k| ((start + k) % n, k))
-                    .filter(|(i, _)| hot_sorted.binary_search(i).is_err()),
+                    .filter(&mut not_hot)
+                    .map(|k| ((start + k) % n, k)),
             );
             scanned += batch;
             scan.advance(scanned >= n);
