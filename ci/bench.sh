@@ -6,8 +6,9 @@
 #   ci/bench.sh probe [N]     a full real hardware probe, N (default 30) times
 #   ci/bench.sh wasm          Wasm plugins: boundary cost per node, load and
 #                             instantiate times, memory per plugin; the scale
-#                             benchmark with native FGD, Wasm FGD, and Wasm FGD
-#                             plus two more Wasm plugins; openb with native and
+#                             benchmark (three alternating rounds) with native
+#                             FGD, Wasm FGD, and Wasm FGD plus two more Wasm
+#                             plugins; openb with native and
 #                             Wasm FGD on the four traces
 #   ci/bench.sh ha [S] [K]    three servers on loopback: write throughput and
 #                             commit latency for S seconds (default 10), then
@@ -33,9 +34,13 @@ case ${1:-} in
         b=target/release/berth
         echo "boundary: $(target/release/examples/boundary 10000)"
         filter="filter:$w/label-filter.wasm:{\"key\":\"numa.count\",\"allow\":[\"1\",\"2\",\"4\",\"8\"]}"
-        for extra in "" "--wasm-plugin $w/fgd.wasm" "--wasm-plugin $w/fgd.wasm --extra-plugin $filter --extra-plugin score:$w/binpack.wasm" "--wasm-plugin $w/fgd.wasm --extra-plugin $filter --extra-plugin score:$w/fgd.wasm:workload"; do
-            # shellcheck disable=SC2086
-            echo "scale ${extra:-native}: $($b sim scale --nodes 10000 --tasks 100000 --sample 50 --policy fgd $extra --json | tr -d '\n ')"
+        # Three rounds, the pipelines alternating: this VM's speed drifts
+        # by ±20% between runs, so compare within a round.
+        for round in 1 2 3; do
+            for extra in "" "--wasm-plugin $w/fgd.wasm" "--wasm-plugin $w/fgd.wasm --extra-plugin $filter --extra-plugin score:$w/binpack.wasm" "--wasm-plugin $w/fgd.wasm --extra-plugin $filter --extra-plugin score:$w/fgd.wasm:workload"; do
+                # shellcheck disable=SC2086
+                echo "scale round $round ${extra:-native}: $($b sim scale --nodes 10000 --tasks 100000 --sample 50 --policy fgd $extra --json | tr -d '\n ')"
+            done
         done
         data=../shared/benchmarks/openb/data
         for t in default gpushare40 multigpu30 gpuspec20; do
