@@ -33,16 +33,18 @@ static size_t n_classes;
 static uint64_t levels[MAX_CLASSES];
 static size_t n_levels;
 
+/* Small, so the table of 10,000 nodes stays in cache: each GPU's memory
+ * and model live in flat arrays from `gpu`. */
 typedef struct {
-    uint64_t cpu_cap;
-    uint32_t gpus;
     int model;          /* index into models[] */
-    uint64_t memory[MAX_GPUS];
-    int gpu_model[MAX_GPUS];
+    uint32_t gpus;
+    uint32_t gpu;       /* the node's first entry in gpu_memory/gpu_model */
 } node_t;
 
 static node_t *nodes;
 static size_t n_nodes;
+static uint64_t *gpu_memory;
+static int *gpu_model;
 static char (*model_names)[128];
 static size_t n_models;
 static uint8_t *allowed; /* [model][class] */
@@ -128,18 +130,27 @@ static int intern_model(policy_string_t *s) {
 
 void exports_policy_set_nodes(policy_list_node_info_t *list) {
     free(nodes);
+    free(gpu_memory);
+    free(gpu_model);
     n_nodes = list->len;
+    size_t total = 0;
+    for (size_t i = 0; i < n_nodes; i++)
+        total += list->ptr[i].gpus.len < MAX_GPUS ? list->ptr[i].gpus.len : MAX_GPUS;
     nodes = calloc(n_nodes + 1, sizeof *nodes);
+    gpu_memory = calloc(total + 1, sizeof *gpu_memory);
+    gpu_model = calloc(total + 1, sizeof *gpu_model);
+    uint32_t next = 0;
     for (size_t i = 0; i < n_nodes; i++) {
         berth_plugin_types_node_info_t *in = &list->ptr[i];
         node_t *n = &nodes[i];
-        n->cpu_cap = in->cpu_capacity;
         n->gpus = in->gpus.len < MAX_GPUS ? (uint32_t)in->gpus.len : MAX_GPUS;
+        n->gpu = next;
         for (uint32_t g = 0; g < n->gpus; g++) {
-            n->memory[g] = in->gpus.ptr[g].memory;
-            n->gpu_model[g] = intern_model(&in->gpus.ptr[g].model);
+            gpu_memory[next + g] = in->gpus.ptr[g].memory;
+            gpu_model[next + g] = intern_model(&in->gpus.ptr[g].model);
         }
-        n->model = n->gpus ? n->gpu_model[0] : -1;
+        n->model = n->gpus ? gpu_model[next] : -1;
+        next += n->gpus;
     }
     policy_list_node_info_free(list);
 }
@@ -172,9 +183,12 @@ static double compute(int model, size_t level, const uint32_t *sorted, uint32_t 
 /* The CPU level of a node with `cpu_free`: how many of the typical tasks'
  * distinct CPU requests it covers. */
 static size_t level_of(uint64_t cpu_free) {
-    size_t level = 0;
-    while (level < n_levels && levels[level] <= cpu_free) level++;
-    return level;
+    size_t lo = 0, hi = n_levels; /* levels[] ascends: binary search */
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (levels[mid] <= cpu_free) lo = mid + 1; else hi = mid;
+    }
+    return lo;
 }
 
 /* F(n): the GPU capacity the typical tasks could not use. */
@@ -240,6 +254,9 @@ static double compute(int model, size_t level, const uint32_t *sorted, uint32_t 
     return q1 + q2 + q4 + xl + xr + na;
 }
 
+/* fgd_score(0.0): trunc(100 * sigmoid(0)). */
+#define FGD_SCORE_0 50
+
 static int64_t fgd_score(double delta) {
     return (int64_t)(1.0 / (1.0 + exp(-(delta / 1000.0))) * 100.0);
 }
@@ -285,7 +302,7 @@ static int64_t choose(policy_task_t *t, policy_nodes_t *ns, size_t i, int *gpu) 
         uint32_t seen_free[MEMO_GPUS], n_seen = 0;
         for (uint32_t g = 0; g < count; g++) {
             uint32_t free = frees[g];
-            if (free < r->milli || !model_ok(t, n->gpu_model[g]) || n->memory[g] < r->min_memory) continue;
+            if (free < r->milli || !model_ok(t, gpu_model[n->gpu + g]) || gpu_memory[n->gpu + g] < r->min_memory) continue;
             int64_t s = -1;
             for (uint32_t j = 0; j < n_seen; j++)
                 if (seen_free[j] == free) { s = seen_score[j]; break; }
@@ -302,7 +319,7 @@ static int64_t choose(policy_task_t *t, policy_nodes_t *ns, size_t i, int *gpu) 
     if (gpu_task) {
         uint32_t need = r->count;
         for (uint32_t g = 0; g < count && need > 0; g++) {
-            if (frees[g] >= GPU_MILLI && model_ok(t, n->gpu_model[g]) && n->memory[g] >= r->min_memory) {
+            if (frees[g] >= GPU_MILLI && model_ok(t, gpu_model[n->gpu + g]) && gpu_memory[n->gpu + g] >= r->min_memory) {
                 frees[g] = 0;
                 need--;
             }
@@ -310,7 +327,7 @@ static int64_t choose(policy_task_t *t, policy_nodes_t *ns, size_t i, int *gpu) 
         if (need) return -1;
     } else if (level1 == level0) {
         /* Nothing on the node's GPUs or CPU level changes: F stays. */
-        return fgd_score(0.0);
+        return FGD_SCORE_0;
     }
     return fgd_score(f0 - frag(n->model, level1, frees, count));
 }
