@@ -42,19 +42,7 @@ impl Links {
     /// Whether every position in `set` is reached by NVLink from its
     /// lowest one (an empty or single-GPU set is).
     pub(crate) fn connected(&self, set: u32) -> bool {
-        if set == 0 {
-            return true;
-        }
-        let mut seen = 1u32 << set.trailing_zeros();
-        let mut frontier = seen;
-        while frontier != 0 {
-            let i = frontier.trailing_zeros() as usize;
-            frontier &= frontier - 1;
-            let new = self.adj[i] & set & !seen;
-            seen |= new;
-            frontier |= new;
-        }
-        seen == set
+        set == 0 || self.reach(set.trailing_zeros() as usize, set) == set
     }
 
     /// Whether `k` of the first `n` positions are connected from their
@@ -67,7 +55,7 @@ impl Links {
         if k <= 1 {
             return n >= k;
         }
-        (0..n.saturating_sub(k - 1)).any(|s| self.reach(s, n).count_ones() as usize >= k)
+        (0..n.saturating_sub(k - 1)).any(|s| self.reach_after(s, n).count_ones() as usize >= k)
     }
 
     /// The most of the first `n` positions connected from their lowest
@@ -75,15 +63,14 @@ impl Links {
     pub(crate) fn most_connected(&self, n: usize) -> usize {
         let n = n.min(MAX_POOL);
         (0..n)
-            .map(|s| self.reach(s, n).count_ones() as usize)
+            .map(|s| self.reach_after(s, n).count_ones() as usize)
             .max()
             .unwrap_or(0)
     }
 
-    /// The positions reached from `s` through positions in `s..n`.
-    fn reach(&self, s: usize, n: usize) -> u32 {
-        let allowed = ((1u64 << n) - 1) as u32 & !((1u32 << s) - 1);
-        let mut seen = 1u32 << s;
+    /// The positions reached from `start` through positions in `allowed`.
+    fn reach(&self, start: usize, allowed: u32) -> u32 {
+        let mut seen = 1u32 << start;
         let mut frontier = seen;
         while frontier != 0 {
             let i = frontier.trailing_zeros() as usize;
@@ -93,6 +80,11 @@ impl Links {
             frontier |= new;
         }
         seen
+    }
+
+    /// The positions reached from `s` through positions in `s..n`.
+    fn reach_after(&self, s: usize, n: usize) -> u32 {
+        self.reach(s, ((1u64 << n) - 1) as u32 & !((1u32 << s) - 1))
     }
 
     /// Links within `set`: for each GPU, those it lists towards GPUs at
