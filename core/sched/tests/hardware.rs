@@ -6,8 +6,10 @@ use std::collections::HashSet;
 
 use berth_hostprobe::load_fixture;
 use berth_sched::cluster::DeviceState;
+use berth_sched::hw::pick;
 use berth_sched::{
-    Cluster, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline, TaskRequest,
+    Cluster, CoreState, GpuRequest, Interconnect, NicRequest, NodeState, NumaPolicy, Pipeline,
+    TaskRequest,
 };
 use proptest::prelude::*;
 
@@ -269,4 +271,60 @@ proptest! {
             prop_assert!(c.commit(&n, &a));
         }
     }
+}
+
+/// Four NUMA nodes with two cores each.
+fn four_numa() -> NodeState {
+    NodeState {
+        name: "n".into(),
+        ready: true,
+        cores: (0..8)
+            .map(|i| CoreState {
+                id: i,
+                numa: i / 2,
+                pus: vec![i],
+                taken: false,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn restricted_uses_the_fewest_numa_nodes() {
+    let mut node = four_numa();
+    node.cores[0].taken = true; // NUMA 0 has one free core
+    let t = TaskRequest {
+        id: "t".into(),
+        cores: 3,
+        numa: NumaPolicy::Restricted,
+        ..Default::default()
+    };
+    let p = pick(&t, &node).unwrap();
+    assert_eq!(p.numa.len(), 2, "{p:?}");
+    let t = TaskRequest { cores: 2, ..t };
+    assert_eq!(pick(&t, &node).unwrap().numa, vec![1]);
+    let single = TaskRequest {
+        cores: 3,
+        numa: NumaPolicy::SingleNumaNode,
+        ..t
+    };
+    assert_eq!(
+        pick(&single, &node).unwrap_err().reason,
+        "cannot satisfy single-numa-node"
+    );
+    let gpu = TaskRequest {
+        gpus: Some(GpuRequest {
+            count: 1,
+            milli: 1000,
+            ..Default::default()
+        }),
+        ..single
+    };
+    assert!(
+        pick(&gpu, &node)
+            .unwrap_err()
+            .reason
+            .starts_with("lack 1 free GPUs")
+    );
 }
