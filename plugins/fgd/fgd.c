@@ -284,7 +284,7 @@ static int64_t choose(policy_task_t *t, policy_nodes_t *ns, size_t i, int *gpu) 
     if (k >= n_nodes) return -1;
     node_t *n = &nodes[k];
     uint32_t start = ns->gpu_start.ptr[i], count = ns->gpu_start.ptr[i + 1] - start;
-    if (count > MAX_GPUS) count = MAX_GPUS;
+    if (count > n->gpus) count = n->gpus; /* never past the node's table */
     uint32_t frees[MAX_GPUS];
     for (uint32_t g = 0; g < count; g++) frees[g] = ns->gpu_free.ptr[start + g];
     uint64_t cpu = ns->cpu_free.ptr[i];

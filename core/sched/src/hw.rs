@@ -211,7 +211,7 @@ pub fn gpus_available(req: &GpuRequest, node: &NodeState) -> bool {
         // Every GPU is eligible: the node's kept counts decide.
         let f = &node.free;
         if req.milli < GPU_MILLI {
-            return f.gpu_share >= req.milli;
+            return !node.gpu_free.is_empty() && f.gpu_share >= req.milli;
         }
         if f.gpus_idle < req.count {
             return false;

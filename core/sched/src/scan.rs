@@ -145,7 +145,7 @@ mod tests {
         }
     }
 
-    /// Scans `n` nodes in batches of 4 after the hot node 99.
+    /// Scans nodes 0..96 in batches of 4 after the hot nodes 99 and 97.
     fn scan(filters: &[Box<dyn FilterPlugin>], limit: usize) -> Vec<(usize, Pos)> {
         let all: Vec<NodeState> = (0..100)
             .map(|slot| NodeState {

@@ -61,7 +61,8 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
         // One NUMA node must hold everything: the full pick decides.
         NumaPolicy::SingleNumaNode if task.gpus.is_some() => hw::pick(task, node).map(|_| ()),
         NumaPolicy::SingleNumaNode => {
-            if free.numa_cores >= task.cores
+            if !node.numa_free.is_empty()
+                && free.numa_cores >= task.cores
                 && (task.nics.is_none() || one_numa_node_holds(task, node))
             {
                 Ok(())
@@ -87,7 +88,7 @@ fn gpus_fit(req: &GpuRequest, node: &NodeState) -> bool {
     if req.mig_profile.is_none() && req.models.is_empty() && req.min_memory == 0 {
         let f = &node.free;
         return if req.milli < GPU_MILLI {
-            f.gpu_share >= req.milli
+            !node.gpu_free.is_empty() && f.gpu_share >= req.milli
         } else {
             f.gpus_idle >= req.count
         };
@@ -197,7 +198,7 @@ mod tests {
                 0 => None,
                 1 => Some(GpuRequest {
                     count: 1,
-                    milli: [250, 500, 750][r.index(3)],
+                    milli: [0, 250, 500, 750][r.index(4)],
                     ..Default::default()
                 }),
                 2 => Some(GpuRequest {
@@ -212,10 +213,14 @@ mod tests {
                     ..Default::default()
                 }),
             };
+            // These nodes have no core inventory: one NUMA node cannot hold
+            // anything.
+            let numa = [NumaPolicy::None, NumaPolicy::SingleNumaNode][r.index(2)];
             let task = TaskRequest {
                 cpu: r.below(5) * 1000,
                 memory: r.below(5) << 30,
                 gpus,
+                numa,
                 ..Default::default()
             };
             assert_eq!(

@@ -164,13 +164,13 @@ impl FragModel {
         q1 + q2 + q4 + xl + xr + na
     }
 
-    /// `F` from FGD's part: the model's value and the CPU term added.
     /// How many of the typical shapes' distinct CPU requests `cpu_free`
     /// covers.
     fn level(&self, cpu_free: u64) -> usize {
         self.cpu_levels.partition_point(|&c| c <= cpu_free)
     }
 
+    /// `F` from FGD's part: the model's value and the CPU term added.
     fn finish(&self, base: f64, value: f64, cpu_free: u64, frees: &[u32]) -> f64 {
         let s = f64::from(frees.iter().sum::<u32>());
         let f = base - value * s;
