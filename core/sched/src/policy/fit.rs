@@ -21,6 +21,13 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
         return Err(Rejection::new("node not ready", ""));
     }
     let free = &node.free;
+    debug_assert!(
+        free.cpu == node.cpu_free()
+            && free.memory == node.mem_free()
+            && node.gpu_free.len() == node.gpus.len(),
+        "node {} changed without NodeState::repack",
+        node.name
+    );
     if free.cpu < task.cpu {
         return Err(Rejection::new("insufficient cpu", ""));
     }
@@ -168,6 +175,23 @@ mod tests {
             f.filter(task, &[node], &mut out);
             out[0].is_none()
         })
+    }
+
+    /// A node changed behind the kept counters' back is caught in debug
+    /// builds, not silently misjudged.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "changed without NodeState::repack")]
+    fn a_node_changed_without_repack_is_caught() {
+        let mut node = NodeState {
+            name: "n".into(),
+            ready: true,
+            cpu_capacity: 4000,
+            ..Default::default()
+        };
+        node.repack();
+        node.cpu_used = 1000;
+        let _ = fits(&TaskRequest::default(), &node);
     }
 
     #[test]
