@@ -121,17 +121,11 @@ pub struct NodeState {
     pub gpus: Vec<GpuState>,
     /// Physical cores (empty when the node registered no inventory).
     pub cores: Vec<CoreState>,
-    /// How many of `cores` are taken (kept by [`NodeState::take`] and
-    /// [`NodeState::release`], so plugins need not count; recounted by
-    /// [`NodeState::repack`]).
-    pub cores_taken: u32,
     /// Free cores per NUMA node, `(numa id, free)` by ascending id: the
     /// NUMA nodes that have cores. Kept like `gpu_free`.
     pub numa_free: Vec<(u32, u32)>,
     /// NICs.
     pub nics: Vec<NicState>,
-    /// How many of `nics` are up and not taken (kept like `cores_taken`).
-    pub nics_free: u32,
     /// Other devices, by qualified name.
     pub devices: Vec<DeviceState>,
     /// Free thousandths of each GPU, in `gpus` order: a packed copy for

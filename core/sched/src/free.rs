@@ -42,8 +42,8 @@ pub struct Free {
 
 impl NodeState {
     /// Refreshes what is derived from `gpus`, `cores`, `nics` and the used
-    /// CPU and memory ([`NodeState::free`], `gpu_free`, `numa_free`,
-    /// `cores_taken`, `nics_free`). [`crate::Cluster::new`] calls it;
+    /// CPU and memory ([`NodeState::free`], `gpu_free`, `numa_free`).
+    /// [`crate::Cluster::new`] calls it;
     /// whoever changes those fields directly afterwards calls it again.
     pub fn repack(&mut self) {
         self.repack_gpus();
@@ -70,7 +70,6 @@ impl NodeState {
                 top2(&mut rdma, speed);
             }
         }
-        self.nics_free = count;
         self.free.nics = count;
         self.free.nic_speed = any;
         self.free.rdma_speed = rdma;
@@ -132,17 +131,8 @@ impl NodeState {
             self.numa_free[i].1 += u32::from(!c.taken);
         }
         self.numa_free.sort_unstable();
-        self.cores_taken = taken;
         self.free.cores = self.cores.len() as u32 - taken;
         self.free.numa_cores = self.numa_free.iter().map(|x| x.1).max().unwrap_or(0);
-    }
-
-    /// Free cores on NUMA node `numa`.
-    pub fn numa_cores_free(&self, numa: u32) -> u32 {
-        self.numa_free
-            .iter()
-            .find(|(n, _)| *n == numa)
-            .map_or(0, |(_, f)| *f)
     }
 }
 

@@ -1,17 +1,17 @@
 //! A lean feasibility filter for simulations and large clusters.
 
-use crate::cluster::{GPU_MILLI, GpuRequest, NicRequest, NodeState, NumaPolicy, TaskRequest};
+use crate::cluster::{NicRequest, NodeState, NumaPolicy, TaskRequest};
 use crate::hw;
 use crate::plugin::{FilterPlugin, Rejection};
 
 /// Node readiness, cpu/memory fit, host ports and hardware fit in one pass,
 /// with the same verdicts as the default chain (`node-ready`,
 /// `resource-fit`, `host-ports`, `hardware-fit`) but without formatting a
-/// detailed reason for every rejected node. Cheap necessary conditions
-/// (enough eligible GPUs, free cores, matching NICs) reject first; tasks
-/// for which they are also sufficient (all but single-NUMA-node tasks with
-/// GPUs, and tasks with devices) are decided by them, NVLink sets by
-/// [`hw::gpus_available`]; the rest go through [`hw::pick`].
+/// detailed reason for every rejected node. Machine-wide checks (free
+/// cores, matching NICs, and [`hw::gpus_available`] for GPUs and NVLink
+/// sets, mostly from the node's kept [`crate::Free`]) reject first and
+/// decide every task but single-NUMA-node tasks with GPUs and tasks with
+/// devices, which go through [`hw::pick`].
 pub struct FastFit;
 
 /// Whether `task` fits `node` by the default chain's rules. Reads the
@@ -48,8 +48,9 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
             return Err(Rejection::new("insufficient cores", ""));
         }
     }
+    // Machine-wide, exactly; a necessary condition for one NUMA node.
     if let Some(req) = &task.gpus
-        && !gpus_fit(req, node)
+        && !hw::gpus_available(req, node)
     {
         return Err(Rejection::new("insufficient gpu", ""));
     }
@@ -77,48 +78,9 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
                 Err(Rejection::new("cannot satisfy single-numa-node", ""))
             }
         }
-        // The other policies fall back to the whole machine, where cores
-        // and NICs fit (counted above): the GPUs decide.
-        _ => match &task.gpus {
-            Some(req) if !hw::gpus_available(req, node) => {
-                Err(Rejection::new("insufficient gpu", ""))
-            }
-            _ => Ok(()),
-        },
-    }
-}
-
-/// Whether the GPUs of `node` can serve `req` (a necessary condition; it
-/// is also sufficient without NVLink, MIG or NUMA wishes). Reads the
-/// node's kept [`crate::Free`] counts when every GPU is eligible.
-fn gpus_fit(req: &GpuRequest, node: &NodeState) -> bool {
-    if req.mig_profile.is_none() && req.models.is_empty() && req.min_memory == 0 {
-        let f = &node.free;
-        return if req.milli < GPU_MILLI {
-            !node.gpu_free.is_empty() && f.gpu_share >= req.milli
-        } else {
-            f.gpus_idle >= req.count
-        };
-    }
-    // Models repeat on a node: decide each distinct model once.
-    let mut last: Option<(&str, bool)> = None;
-    let mut eligible = node.gpus.iter().filter(|g| {
-        let ok = match last {
-            Some((m, ok)) if m == g.model => ok,
-            _ => {
-                let ok = req.model_ok(&g.model);
-                last = Some((&g.model, ok));
-                ok
-            }
-        };
-        ok && g.memory_bytes >= req.min_memory
-    });
-    if let Some(p) = &req.mig_profile {
-        eligible.any(|g| g.mig.iter().any(|m| !m.taken && &m.profile == p))
-    } else if req.milli < GPU_MILLI {
-        eligible.any(|g| g.milli_free() >= req.milli)
-    } else {
-        eligible.filter(|g| g.milli_used == 0).count() >= req.count as usize
+        // The other policies fall back to the whole machine, where the
+        // GPUs, cores and NICs fit (checked above).
+        _ => Ok(()),
     }
 }
 
