@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_hostprobe::Inventory;
-use berth_model::spec::AppSpec;
 use berth_model::task::{Desired, TaskState, TaskStatus};
+use berth_proto::assignments::{Changes, View};
 use berth_proto::node_api_client::NodeApiClient;
 use berth_proto::servers::Servers;
 use berth_proto::{
-    self as pb, HeartbeatRequest, RegisterRequest, ReportTasksRequest, WatchAssignmentsRequest,
+    self as pb, HeartbeatRequest, MAX_MESSAGE, RegisterRequest, ReportTasksRequest,
+    WatchAssignmentsRequest, typed,
 };
 use berth_runtime::taskdir::LaunchRecord;
 use berth_runtime::{ExitRecord, LaunchSpec, Recovered, Runtime, RuntimeConfig};
@@ -25,8 +26,17 @@ use supervisor::{Start, TaskPlan, supervise};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub mod hollow;
+
 pub use inventory::InventorySource;
 pub use logs::LogService;
+
+/// A NodeApi client that sends and accepts messages up to [`MAX_MESSAGE`].
+pub fn node_client(ch: tonic::transport::Channel) -> NodeApiClient<tonic::transport::Channel> {
+    NodeApiClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -77,6 +87,8 @@ pub struct Agent {
     report: mpsc::UnboundedSender<TaskStatus>,
     /// The node's current hardware inventory.
     inventory: watch::Receiver<Inventory>,
+    /// The assignments as the control plane last said.
+    view: View,
 }
 
 /// Total CPU (millicores) and memory (bytes) of this machine.
@@ -123,6 +135,7 @@ impl Agent {
                 ended: HashMap::new(),
                 report,
                 inventory: inv_rx,
+                view: View::default(),
             },
             rt,
             reports,
@@ -155,7 +168,7 @@ impl Agent {
             let registered = servers
                 .call(|ch| {
                     let r = req.clone();
-                    async move { NodeApiClient::new(ch).register(r).await }
+                    async move { node_client(ch).register(r).await }
                 })
                 .await;
             if let Err(e) = registered {
@@ -165,7 +178,7 @@ impl Agent {
                     _ = shutdown.changed() => return,
                 }
             }
-            let mut client = NodeApiClient::new(servers.channel());
+            let mut client = node_client(servers.channel());
             tracing::info!(node = %self.cfg.node_name, server = %servers.current(), "registered");
             if let Some(r) = reporter.take() {
                 tokio::spawn(report_loop(servers.clone(), self.cfg.node_name.clone(), r));
@@ -197,7 +210,13 @@ impl Agent {
             loop {
                 tokio::select! {
                     msg = stream.message() => match msg {
-                        Ok(Some(set)) => self.reconcile(set),
+                        Ok(Some(update)) => match self.view.apply(update) {
+                            Ok(changes) => self.reconcile(changes),
+                            Err(gap) => {
+                                tracing::warn!("{gap}");
+                                break;
+                            }
+                        },
                         Ok(None) | Err(_) => break,
                     },
                     _ = check.tick() => if servers.current() != source { break },
@@ -290,102 +309,120 @@ impl Agent {
         self.tasks.insert(id, Supervised { desired: tx, join });
     }
 
-    /// Brings local containers in line with the assigned set.
-    fn reconcile(&mut self, set: pb::AssignmentSet) {
-        let mut seen = std::collections::HashSet::new();
-        for a in set.assignments {
-            let Some(task) = a.task else { continue };
-            seen.insert(task.id.clone());
-            let desired = Desired::parse(&task.desired).unwrap_or(Desired::Run);
-            if let Some(s) = self.tasks.get(&task.id) {
-                if !s.join.is_finished() {
-                    s.desired.send_if_modified(|d| {
-                        let changed = *d != desired;
-                        *d = desired;
-                        changed
-                    });
-                    continue;
-                }
-            }
-            if let Some((launch, exit)) = self.ended.remove(&task.id)
-                && desired == Desired::Run
-            {
-                let attempt = launch.attempt;
-                self.spawn(
-                    plan_from_launch(&task.id, &launch),
-                    Start::Ended(exit, attempt),
-                );
+    /// Brings local containers in line with what changed in the view.
+    fn reconcile(&mut self, changes: Changes) {
+        for id in &changes.changed {
+            let Some(task) = self.view.tasks.get(id).cloned() else {
                 continue;
-            }
-            match desired {
-                Desired::Run => {
-                    // A finished supervisor means the task ended for good (or
-                    // was stopped): only a new task id runs again.
-                    if self.tasks.contains_key(&task.id) {
-                        continue;
-                    }
-                    match plan_for(&task, &a.spec_json) {
-                        Ok(plan) => self.spawn(plan, Start::Fresh(0)),
-                        Err(e) => {
-                            let _ = self.report.send(TaskStatus {
-                                id: task.id.clone(),
-                                state: TaskState::Failed,
-                                exit_code: None,
-                                restarts: 0,
-                                message: e,
-                                gone: false,
-                            });
-                        }
-                    }
-                }
-                Desired::Stop => {
-                    if task.state != TaskState::Stopped.as_str() {
-                        let _ = self.report.send(status(
-                            &task.id,
-                            TaskState::Stopped,
-                            "stopped on request",
-                            false,
-                        ));
-                    }
-                }
-                Desired::Remove => {
-                    let gone = match self.rt.remove(&task.id) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!(task = %task.id, error = %e, "removing task files");
-                            false
-                        }
-                    };
-                    self.tasks.remove(&task.id);
-                    let _ = self
-                        .report
-                        .send(status(&task.id, TaskState::Stopped, "removed", gone));
-                }
-            }
+            };
+            self.reconcile_one(&task);
         }
-        // Ended containers the control plane no longer knows: delete them.
-        let stale: Vec<String> = self
-            .ended
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
-            .collect();
-        for id in stale {
-            self.ended.remove(&id);
-            if let Err(e) = self.rt.remove(&id) {
-                tracing::warn!(task = %id, error = %e, "removing an orphaned task");
+        if changes.full {
+            // Ended containers the control plane no longer knows: delete them.
+            let stale: Vec<String> = self
+                .ended
+                .keys()
+                .filter(|k| !self.view.tasks.contains_key(*k))
+                .cloned()
+                .collect();
+            for id in stale {
+                self.ended.remove(&id);
+                if let Err(e) = self.rt.remove(&id) {
+                    tracing::warn!(task = %id, error = %e, "removing an orphaned task");
+                }
             }
         }
         // Local tasks the control plane no longer knows: stop and delete them.
-        let orphans: Vec<String> = self
-            .tasks
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
-            .collect();
+        let orphans: Vec<String> = if changes.full {
+            self.tasks
+                .keys()
+                .filter(|k| !self.view.tasks.contains_key(*k))
+                .cloned()
+                .collect()
+        } else {
+            changes.removed
+        };
         for id in orphans {
             if let Some(s) = self.tasks.remove(&id) {
                 let _ = s.desired.send(Desired::Remove);
+            }
+        }
+    }
+
+    /// Brings one task in line with its assignment.
+    fn reconcile_one(&mut self, task: &pb::Task) {
+        let Some(desired) = typed::desired_from_wire(task.desired) else {
+            // Never guess: an unknown desired state runs nothing.
+            tracing::error!(task = %task.id, desired = task.desired, "unknown desired state");
+            let _ = self.report.send(status(
+                &task.id,
+                TaskState::Failed,
+                &format!(
+                    "desired state {} is unknown to this agent; it runs nothing (upgrade the agent)",
+                    typed::desired_name(task.desired)
+                ),
+                false,
+            ));
+            return;
+        };
+        if let Some(s) = self.tasks.get(&task.id)
+            && !s.join.is_finished()
+        {
+            s.desired.send_if_modified(|d| {
+                let changed = *d != desired;
+                *d = desired;
+                changed
+            });
+            return;
+        }
+        if let Some((launch, exit)) = self.ended.remove(&task.id)
+            && desired == Desired::Run
+        {
+            let attempt = launch.attempt;
+            self.spawn(
+                plan_from_launch(&task.id, &launch),
+                Start::Ended(exit, attempt),
+            );
+            return;
+        }
+        match desired {
+            Desired::Run => {
+                // A finished supervisor means the task ended for good (or
+                // was stopped): only a new task id runs again.
+                if self.tasks.contains_key(&task.id) {
+                    return;
+                }
+                match plan_for(task, self.view.launch_for(task)) {
+                    Ok(plan) => self.spawn(plan, Start::Fresh(0)),
+                    Err(e) => {
+                        let _ = self
+                            .report
+                            .send(status(&task.id, TaskState::Failed, &e, false));
+                    }
+                }
+            }
+            Desired::Stop => {
+                if typed::state_from_wire(task.state) != Some(TaskState::Stopped) {
+                    let _ = self.report.send(status(
+                        &task.id,
+                        TaskState::Stopped,
+                        "stopped on request",
+                        false,
+                    ));
+                }
+            }
+            Desired::Remove => {
+                let gone = match self.rt.remove(&task.id) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(task = %task.id, error = %e, "removing task files");
+                        false
+                    }
+                };
+                self.tasks.remove(&task.id);
+                let _ = self
+                    .report
+                    .send(status(&task.id, TaskState::Stopped, "removed", gone));
             }
         }
     }
@@ -411,21 +448,31 @@ fn plan_from_launch(task: &str, launch: &LaunchRecord) -> TaskPlan {
     }
 }
 
-fn plan_for(task: &pb::Task, spec_json: &str) -> Result<TaskPlan, String> {
-    let spec: AppSpec = serde_json::from_str(spec_json)
-        .map_err(|e| format!("assignment carries an unreadable spec: {e}"))?;
+fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<TaskPlan, String> {
+    let spec = launch.ok_or_else(|| {
+        format!(
+            "the assignment stream sent no launch spec for {} version {}",
+            task.app, task.version
+        )
+    })?;
+    let restart = typed::restart_from_wire(spec.restart).ok_or_else(|| {
+        format!(
+            "restart policy {} is unknown to this agent (upgrade the agent)",
+            spec.restart
+        )
+    })?;
     let alloc = task.allocation.clone().unwrap_or_default();
     Ok(TaskPlan {
         id: task.id.clone(),
         launch: LaunchSpec {
             image: spec.image.clone(),
             command: spec.command.clone(),
-            env: spec.env.clone(),
+            env: spec.env.clone().into_iter().collect(),
             cpu_millis: (alloc.cpu_millis + 1000 * alloc.cores.len() as u64).max(1),
             memory_bytes: alloc.memory_bytes,
             hostname: task.id.clone(),
-            restart: spec.restart,
-            stop_grace_ms: spec.stop_grace.0,
+            restart,
+            stop_grace_ms: spec.stop_grace_ms,
             cpuset: alloc.cpuset.clone(),
             mems: alloc.numa_nodes.clone(),
             // GPUs (and MIG instances) by uuid, as `nvidia-ctk cdi generate`
@@ -437,26 +484,35 @@ fn plan_for(task: &pb::Task, spec_json: &str) -> Result<TaskPlan, String> {
                 .chain(alloc.devices.iter().cloned())
                 .collect(),
         },
-        restart: spec.restart,
-        stop_grace: Duration::from_millis(spec.stop_grace.0),
+        restart,
+        stop_grace: Duration::from_millis(spec.stop_grace_ms),
     })
 }
 
-/// Heartbeats go to the leader, which judges liveness.
+/// Heartbeats go to the leader, which judges liveness and says when to
+/// send the next one (never sooner than `every`).
 async fn heartbeat_loop(servers: Arc<Servers>, node: String, every: Duration) {
-    let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
         let r = servers
             .call(|ch| {
                 let req = HeartbeatRequest { node: node.clone() };
-                async move { NodeApiClient::new(ch).heartbeat(req).await }
+                async move { node_client(ch).heartbeat(req).await }
             })
             .await;
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "heartbeat failed");
-        }
+        let wait = match r {
+            Ok(r) => every.max(pace(r.into_inner().next_ms)),
+            Err(e) => {
+                tracing::debug!(error = %e, "heartbeat failed");
+                every
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
+}
+
+/// The pause the servers asked for, capped at a minute.
+pub fn pace(next_ms: u64) -> Duration {
+    Duration::from_millis(next_ms.min(60_000))
 }
 
 /// Sends status reports in batches, keeping only the latest per task, and
@@ -486,7 +542,7 @@ async fn report_loop(
         let r = servers
             .call(|ch| {
                 let r = req.clone();
-                async move { NodeApiClient::new(ch).report_tasks(r).await }
+                async move { node_client(ch).report_tasks(r).await }
             })
             .await;
         match r {
@@ -502,7 +558,7 @@ async fn report_loop(
 fn to_proto(s: &TaskStatus) -> pb::TaskStatus {
     pb::TaskStatus {
         id: s.id.clone(),
-        state: s.state.as_str().into(),
+        state: typed::state_to_wire(s.state) as i32,
         has_exit_code: s.exit_code.is_some(),
         exit_code: s.exit_code.unwrap_or(0),
         restarts: s.restarts,

@@ -95,6 +95,7 @@ pub async fn dev(
             plugin_cache: Some(data_dir.join("server").join("plugins")),
             advertise: Some(addr.to_string()),
             heartbeat_timeout,
+            ..Default::default()
         },
     )
     .context("--policy")?;
@@ -155,10 +156,24 @@ pub struct AgentOpts {
     /// Where CDI specs live (repeatable; default /etc/cdi and /var/run/cdi).
     #[arg(long = "cdi-dir")]
     pub cdi_dirs: Vec<PathBuf>,
+    /// FOR BENCHMARKS AND SCALE TESTS ONLY: run N hollow (simulated) nodes
+    /// in this process instead of a real agent. Each registers the
+    /// --inventory fixture as `NODE_NAME-i` (default prefix `hollow`),
+    /// heartbeats, holds its assignment stream and reports its tasks
+    /// running without starting anything.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub hollow: Option<u32>,
+    /// With --hollow: write counters (tasks running, heartbeat round trips)
+    /// as JSON to this file every 200 ms.
+    #[arg(long, requires = "hollow")]
+    pub stats: Option<PathBuf>,
 }
 
 /// `berth agent`: a node agent talking to `addr`.
 pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<()> {
+    if let Some(n) = o.hollow {
+        return hollow(addr, n, o).await;
+    }
     let listen = o.listen.as_str();
     let listen_addr: SocketAddr = listen
         .parse()
@@ -216,6 +231,29 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
     agent.run(reports, rx).await;
     let _ = listener.await;
     Ok(())
+}
+
+/// `berth agent --hollow N`: simulated nodes for benchmarks.
+async fn hollow(addr: &str, n: u32, o: AgentOpts) -> anyhow::Result<()> {
+    let fixture = o
+        .inventory
+        .context("--hollow needs --inventory (a fixture name or file)")?;
+    let inventory = berth_hostprobe::load_fixture(&fixture).context("--inventory")?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(shutdown_signal(tx));
+    berth_agent::hollow::run(
+        berth_agent::hollow::HollowConfig {
+            count: n as usize,
+            prefix: o.node_name.unwrap_or_else(|| "hollow".into()),
+            server: addr.to_string(),
+            inventory,
+            heartbeat: Duration::from_secs(1),
+            stats: o.stats,
+        },
+        rx,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Where `berth image` finds the node's image store.

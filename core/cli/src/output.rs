@@ -2,6 +2,7 @@
 
 use berth_model::quantity::MilliCpu;
 use berth_proto as pb;
+use berth_proto::typed;
 use serde_json::{Value, json};
 
 /// A task as `berth ps --json` prints it.
@@ -12,8 +13,8 @@ pub fn task_json(t: &pb::Task) -> Value {
         "instance": t.instance,
         "version": t.version,
         "node": if t.node.is_empty() { Value::Null } else { json!(t.node) },
-        "state": t.state,
-        "desired": t.desired,
+        "state": typed::state_name(t.state),
+        "desired": typed::desired_name(t.desired),
         "exit_code": if t.has_exit_code { json!(t.exit_code) } else { Value::Null },
         "restarts": t.restarts,
         "message": t.message,
@@ -66,7 +67,7 @@ pub fn task_rows(tasks: &[pb::Task]) -> Vec<Vec<String>> {
                 } else {
                     t.node.clone()
                 },
-                t.state.clone(),
+                typed::state_name(t.state),
                 if t.has_exit_code {
                     t.exit_code.to_string()
                 } else {

@@ -44,6 +44,12 @@ pub struct ServerOpts {
     /// A node silent this long is marked down and its tasks replaced.
     #[arg(long, env = "BERTH_HEARTBEAT_TIMEOUT", default_value = "10s")]
     pub heartbeat_timeout: String,
+    /// Heartbeats per second the cluster aims at, at most: as the cluster
+    /// grows, nodes are told to heartbeat less often (and the down
+    /// deadline grows with that pace).
+    #[arg(long, default_value_t = berth_server::liveness::MAX_HEARTBEATS_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_heartbeats_per_second: u32,
     /// Snapshot the state and compact the log every this many entries.
     #[arg(long, default_value_t = 50_000)]
     pub snapshot_every: u64,
@@ -173,6 +179,7 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
             plugin_cache: Some(dir.join("plugins")),
             advertise: Some(listen_str.clone()),
             heartbeat_timeout,
+            max_heartbeats_per_second: o.max_heartbeats_per_second,
         },
     )
     .context("--policy")?;

@@ -10,4 +10,14 @@ pub mod v1 {
 
 pub use v1::*;
 
+pub mod assignments;
 pub mod servers;
+pub mod typed;
+
+/// The largest gRPC message either side sends or accepts (both sides set
+/// it: tonic's default of 4 MiB is too small for a node holding 20,000
+/// tasks).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// The largest app spec accepted (bytes of YAML or JSON).
+pub const MAX_SPEC: usize = 1 << 20;

@@ -595,6 +595,34 @@ impl Cluster {
         }
     }
 
+    /// Undoes [`Cluster::commit_for`]: the allocation is free again and the
+    /// group counts one task less. Returns false if the node is unknown.
+    pub fn release_for(&mut self, node: &str, group: &str, a: &Allocation) -> bool {
+        let Some(&i) = self.by_name.get(node) else {
+            return false;
+        };
+        let n = &mut self.nodes[i];
+        n.release(a);
+        if let Some(c) = n.groups.get_mut(group) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                n.groups.remove(group);
+            }
+        }
+        true
+    }
+
+    /// Marks a node as taking new work or not. Returns false if unknown.
+    pub fn set_ready(&mut self, node: &str, ready: bool) -> bool {
+        match self.by_name.get(node) {
+            Some(&i) => {
+                self.nodes[i].ready = ready;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Accounts a placement so the next decision sees it. Returns false if
     /// the node is unknown.
     pub fn commit(&mut self, node: &str, a: &Allocation) -> bool {

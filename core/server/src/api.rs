@@ -1,9 +1,8 @@
 //! The gRPC services: `Control` for the CLI, `NodeApi` for agents.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use berth_hostprobe::parse_inventory;
 use berth_model::node::NodeInfo;
@@ -12,29 +11,47 @@ use berth_model::spec::{parse_spec, valid_name};
 use berth_proto as pb;
 use berth_proto::control_server::Control;
 use berth_proto::node_api_server::NodeApi;
-use berth_store::{Command, Envelope, Event, Outcome, Store};
+use berth_store::{Command, Envelope, Event, MAX_REQUEST_ID, Outcome, Store};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::assign;
 use crate::convert;
-use crate::scheduler::holds_resources;
+use crate::liveness::Liveness;
 
 /// Shared server state behind both services.
 #[derive(Clone)]
 pub struct Api {
     pub(crate) store: Store,
-    /// Last heartbeat per node, kept in memory on the server that got it.
-    pub(crate) heartbeats: Arc<Mutex<HashMap<String, Instant>>>,
-    /// The latest scheduling decision per task, with per-node detail.
+    /// Heartbeats received and the pacing handed out.
+    pub(crate) liveness: Arc<Liveness>,
+    /// Recent scheduling decisions, with per-node detail.
     pub(crate) explanations: crate::scheduler::Explanations,
     /// The plugins this server runs.
     pub(crate) plugins: Arc<crate::plugins::PluginSet>,
+    /// Routes changes to the nodes' assignment streams.
+    pub(crate) router: assign::Router,
 }
+
+/// The most status reports one request may carry.
+pub const MAX_STATUSES: usize = 100_000;
+/// The longest task message a node may report (bytes).
+pub const MAX_TASK_MESSAGE: usize = 4096;
+/// The most labels a node may register.
+pub const MAX_LABELS: usize = 256;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-fn request_id(id: String) -> Option<String> {
-    (!id.is_empty()).then_some(id)
+/// A client's request id: empty means none; longer than
+/// [`MAX_REQUEST_ID`] is refused.
+pub(crate) fn request_id(id: String) -> Result<Option<String>, Status> {
+    if id.len() > MAX_REQUEST_ID {
+        return Err(Status::invalid_argument(format!(
+            "request_id: {} bytes, more than {MAX_REQUEST_ID}",
+            id.len()
+        )));
+    }
+    Ok((!id.is_empty()).then_some(id))
 }
 
 impl Api {
@@ -43,6 +60,13 @@ impl Api {
         request_id: Option<String>,
         command: Command,
     ) -> Result<(u64, Outcome), Status> {
+        if let Some(id) = &request_id
+            && self.store.read().request_reused(id, &command)
+        {
+            return Err(Status::already_exists(format!(
+                "request_id: {id:?} was already used for a different request"
+            )));
+        }
         let (index, outcome) = self
             .store
             .propose(Envelope {
@@ -55,6 +79,19 @@ impl Api {
             return Err(Status::failed_precondition(why.clone()));
         }
         Ok((index, outcome))
+    }
+}
+
+impl Api {
+    /// Refuses, before proposing, a change to an app that does not exist
+    /// (unless it is a retry of a request that already went through).
+    fn known_app(&self, name: &str, rid: Option<&str>) -> Result<(), Status> {
+        let state = self.store.read();
+        if state.apps.contains_key(name) || rid.is_some_and(|id| state.outcome_of(id).is_some()) {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!("no app named {name}")))
+        }
     }
 }
 
@@ -121,10 +158,19 @@ impl Control for Api {
         req: Request<pb::RunAppRequest>,
     ) -> Result<Response<pb::RunAppResponse>, Status> {
         let req = req.into_inner();
+        let rid = request_id(req.request_id)?;
+        if req.spec.len() > berth_proto::MAX_SPEC {
+            return Err(Status::invalid_argument(format!(
+                "spec: {} bytes, more than {}",
+                req.spec.len(),
+                berth_proto::MAX_SPEC
+            )));
+        }
         // Validation happens before anything is proposed: a bad spec stores nothing.
         let spec = parse_spec(&req.spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Admission plugins may refuse or change it (also before anything is stored).
-        self.plugins.sync(&self.store.read());
+        let plugins = self.store.read().plugins_only();
+        self.plugins.sync(&plugins);
         let spec = if self.plugins.has_admission() {
             let plugins = self.plugins.clone();
             tokio::task::spawn_blocking(move || plugins.admit(spec))
@@ -137,7 +183,7 @@ impl Control for Api {
         let name = spec.name.clone();
         let (_, outcome) = self
             .commit(
-                request_id(req.request_id),
+                rid,
                 Command::PutApp {
                     spec: Box::new(spec),
                 },
@@ -192,10 +238,9 @@ impl Control for Api {
     async fn stop_app(&self, req: Request<pb::AppRequest>) -> Result<Response<pb::Ack>, Status> {
         let req = req.into_inner();
         check_app_name(&req.name)?;
-        self.commit(
-            request_id(req.request_id),
-            Command::StopApp { name: req.name },
-        )
+        let rid = request_id(req.request_id)?;
+        self.known_app(&req.name, rid.as_deref())?;
+        self.commit(rid, Command::StopApp { name: req.name })
         .await?;
         Ok(Response::new(pb::Ack {}))
     }
@@ -203,10 +248,9 @@ impl Control for Api {
     async fn remove_app(&self, req: Request<pb::AppRequest>) -> Result<Response<pb::Ack>, Status> {
         let req = req.into_inner();
         check_app_name(&req.name)?;
-        self.commit(
-            request_id(req.request_id),
-            Command::RemoveApp { name: req.name },
-        )
+        let rid = request_id(req.request_id)?;
+        self.known_app(&req.name, rid.as_deref())?;
+        self.commit(rid, Command::RemoveApp { name: req.name })
         .await?;
         Ok(Response::new(pb::Ack {}))
     }
@@ -218,12 +262,11 @@ impl Control for Api {
         self.barrier(&req).await?;
         let app = req.into_inner().app;
         let state = self.store.read();
-        let tasks = state
-            .tasks
-            .values()
-            .filter(|t| app.is_empty() || t.app == app)
-            .map(convert::task)
-            .collect();
+        let tasks = if app.is_empty() {
+            state.tasks.values().map(convert::task).collect()
+        } else {
+            state.tasks_of(&app).map(convert::task).collect()
+        };
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
 
@@ -236,52 +279,56 @@ impl Control for Api {
         let app = req.into_inner().app;
         // Subscribe before reading the current state so nothing falls between.
         let mut events = self.store.subscribe();
-        let initial: Vec<pb::TaskEvent> = self
-            .store
-            .read()
-            .tasks
-            .values()
-            .filter(|t| app.is_empty() || t.app == app)
-            .map(|t| pb::TaskEvent {
-                task: Some(convert::task(t)),
-                removed: false,
-            })
-            .collect();
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let initial: Vec<pb::TaskEvent> = {
+            let state = self.store.read();
+            let tasks: Box<dyn Iterator<Item = &berth_model::task::Task>> = if app.is_empty() {
+                Box::new(state.tasks.values())
+            } else {
+                Box::new(state.tasks_of(&app))
+            };
+            tasks
+                .map(|t| pb::TaskEvent {
+                    task: Some(convert::task(t)),
+                    removed: false,
+                })
+                .collect()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
             for ev in initial {
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
                 }
             }
-            loop {
-                let ev = match events.recv().await {
-                    Ok(Event::TaskUpdated(t)) if app.is_empty() || t.app == app => pb::TaskEvent {
-                        task: Some(convert::task(&t)),
-                        removed: false,
-                    },
-                    Ok(Event::TaskRemoved(id)) => pb::TaskEvent {
-                        task: Some(pb::Task {
-                            id,
-                            ..Default::default()
-                        }),
-                        removed: true,
-                    },
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx
-                            .send(Err(Status::data_loss(format!(
-                                "watcher fell {n} events behind; watch again"
-                            ))))
-                            .await;
+            // One apply is one batch, however many tasks it touched: a
+            // watcher is dropped only if it falls millions of events behind.
+            while let Some(batch) = events.recv().await {
+                for e in &batch.events {
+                    let ev = match e {
+                        Event::TaskUpdated(t) if app.is_empty() || t.app == app => pb::TaskEvent {
+                            task: Some(convert::task(t)),
+                            removed: false,
+                        },
+                        Event::TaskRemoved(t) if app.is_empty() || t.app == app => pb::TaskEvent {
+                            task: Some(pb::Task {
+                                id: t.id.clone(),
+                                app: t.app.clone(),
+                                ..Default::default()
+                            }),
+                            removed: true,
+                        },
+                        _ => continue,
+                    };
+                    if tx.send(Ok(ev)).await.is_err() {
                         return;
                     }
-                    Err(_) => return,
-                };
-                if tx.send(Ok(ev)).await.is_err() {
-                    return;
                 }
             }
+            let _ = tx
+                .send(Err(Status::data_loss(
+                    "watcher fell too far behind (or the server stopped); watch again",
+                )))
+                .await;
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -315,7 +362,7 @@ impl Control for Api {
             .cloned()
             .ok_or_else(|| Status::not_found(format!("no task named {id}")))?;
         let ex = self.explanations.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(d) = ex.get(&id) else {
+        let Some(d) = ex.get(&id).filter(|d| d.placement.as_ref().map(|p| &p.0) == task.node.as_ref()) else {
             return Ok(Response::new(pb::Explanation {
                 task: id,
                 summary: task.message.clone(),
@@ -379,11 +426,12 @@ impl Control for Api {
                 r.name
             )));
         }
+        let rid = request_id(r.request_id)?;
         if !self.store.read().nodes.contains_key(&r.name) {
             return Err(Status::not_found(format!("no node named {}", r.name)));
         }
         self.commit(
-            request_id(r.request_id),
+            rid,
             Command::DrainNode {
                 name: r.name,
                 drain: r.drain,
@@ -431,6 +479,12 @@ impl NodeApi for Api {
                 "cpu_millis and memory_bytes must be positive",
             ));
         }
+        if r.labels.len() > MAX_LABELS {
+            return Err(Status::invalid_argument(format!(
+                "labels: {} entries, more than {MAX_LABELS}",
+                r.labels.len()
+            )));
+        }
         let inventory = if r.inventory_json.is_empty() {
             None
         } else {
@@ -446,56 +500,81 @@ impl NodeApi for Api {
             labels: r.labels.into_iter().collect(),
             inventory,
         };
-        self.heartbeats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(r.name, Instant::now());
+        let name = r.name;
         self.commit(None, Command::RegisterNode { info }).await?;
+        self.liveness.registered(&name);
         Ok(Response::new(pb::Ack {}))
     }
 
     async fn heartbeat(
         &self,
         req: Request<pb::HeartbeatRequest>,
-    ) -> Result<Response<pb::Ack>, Status> {
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let node = req.into_inner().node;
         // Liveness is judged by the leader, from the heartbeats it gets.
         if !self.store.is_leader() {
             return Err(self.not_leader());
         }
-        if !self.store.read().nodes.contains_key(&node) {
+        // The state's lock is taken only for a node this server has not
+        // seen registered yet.
+        let store = &self.store;
+        if !self
+            .liveness
+            .beat(&node, || store.read().nodes.contains_key(&node))
+        {
             return Err(Status::not_found(format!("node {node} is not registered")));
         }
-        self.heartbeats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node, Instant::now());
-        Ok(Response::new(pb::Ack {}))
+        Ok(Response::new(pb::HeartbeatResponse {
+            next_ms: self.liveness.interval().as_millis() as u64,
+        }))
     }
 
-    type WatchAssignmentsStream = BoxStream<pb::AssignmentSet>;
+    type WatchAssignmentsStream = BoxStream<pb::AssignmentUpdate>;
 
     async fn watch_assignments(
         &self,
         req: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
         let node = req.into_inner().node;
+        if !valid_name(&node) {
+            return Err(Status::invalid_argument(format!(
+                "node: {node:?} is not a valid node name"
+            )));
+        }
         let store = self.store.clone();
-        let mut applied = store.applied();
+        // Register before reading the full set, so nothing falls between.
+        let mut routed = self.router.register(&node);
+        let mut stream = assign::Stream::new(node);
+        let first = stream.full(&store.read());
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut last: Option<pb::AssignmentSet> = None;
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
             loop {
-                let set = assignments(&store, &node);
-                if last.as_ref() != Some(&set) {
-                    if tx.send(Ok(set.clone())).await.is_err() {
-                        return;
-                    }
-                    last = Some(set);
-                }
-                tokio::select! {
-                    r = applied.changed() => if r.is_err() { return },
+                let r = tokio::select! {
+                    r = routed.recv() => r,
                     _ = tx.closed() => return,
+                };
+                let Some(r) = r else { return };
+                // Everything queued meanwhile goes out as one update.
+                let mut touched = BTreeSet::new();
+                let mut resync = !assign::touched(&r, &mut touched);
+                while let Ok(r) = routed.try_recv() {
+                    resync |= !assign::touched(&r, &mut touched);
+                }
+                let update = {
+                    let state = store.read();
+                    if resync {
+                        Some(stream.full(&state))
+                    } else {
+                        stream.delta(&state, &touched)
+                    }
+                };
+                if let Some(u) = update
+                    && tx.send(Ok(u)).await.is_err()
+                {
+                    return;
                 }
             }
         });
@@ -509,6 +588,19 @@ impl NodeApi for Api {
         req: Request<pb::ReportTasksRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let r = req.into_inner();
+        if r.statuses.len() > MAX_STATUSES {
+            return Err(Status::invalid_argument(format!(
+                "statuses: {} reports, more than {MAX_STATUSES}",
+                r.statuses.len()
+            )));
+        }
+        if let Some(s) = r.statuses.iter().find(|s| s.message.len() > MAX_TASK_MESSAGE) {
+            return Err(Status::invalid_argument(format!(
+                "statuses[{}].message: {} bytes, more than {MAX_TASK_MESSAGE}",
+                s.id,
+                s.message.len()
+            )));
+        }
         let statuses = r
             .statuses
             .into_iter()
@@ -533,8 +625,8 @@ impl NodeApi for Api {
 fn node_summary(state: &berth_store::ClusterState, n: &berth_model::node::Node) -> pb::Node {
     let mine: Vec<_> = state
         .tasks
-        .values()
-        .filter(|t| t.node.as_deref() == Some(n.info.name.as_str()) && holds_resources(state, t))
+        .on_node(&n.info.name)
+        .filter(|t| state.holds_resources(t))
         .collect();
     let cpu: u64 = mine
         .iter()
@@ -547,31 +639,4 @@ fn node_summary(state: &berth_store::ClusterState, n: &berth_model::node::Node) 
         .map(|a| a.memory.0)
         .sum();
     convert::node(n, cpu, mem, mine.len() as u32)
-}
-
-/// The tasks a node must act on, with their specs.
-fn assignments(store: &Store, node: &str) -> pb::AssignmentSet {
-    let state = store.read();
-    let mut specs: HashMap<&str, String> = HashMap::new();
-    let assignments = state
-        .assignments_for(node)
-        .map(|t| {
-            let spec_json = specs
-                .entry(t.app.as_str())
-                .or_insert_with(|| {
-                    state
-                        .apps
-                        .get(&t.app)
-                        .filter(|a| a.version == t.version)
-                        .map(|a| serde_json::to_string(&a.spec).unwrap_or_default())
-                        .unwrap_or_default()
-                })
-                .clone();
-            pb::Assignment {
-                task: Some(convert::task(t)),
-                spec_json,
-            }
-        })
-        .collect();
-    pb::AssignmentSet { assignments }
 }

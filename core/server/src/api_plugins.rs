@@ -128,7 +128,7 @@ impl Api {
             .map_err(|e| Status::invalid_argument(format!("plugin {}: {e}", req.name)))?;
         let known = self.store.read().blobs.contains_key(&digest);
         self.commit(
-            (!req.request_id.is_empty()).then_some(req.request_id),
+            crate::api::request_id(req.request_id)?,
             Command::Plugin(PluginCommand::Put {
                 name: req.name.clone(),
                 digest,
@@ -159,7 +159,7 @@ impl Api {
             }
         };
         self.commit(
-            (!req.request_id.is_empty()).then_some(req.request_id),
+            crate::api::request_id(req.request_id)?,
             Command::Plugin(cmd),
         )
         .await?;

@@ -1,8 +1,9 @@
 //! Conversions between the replicated records and the wire messages.
 
 use berth_model::node::Node;
-use berth_model::task::{Task, TaskState, TaskStatus};
+use berth_model::task::{Task, TaskStatus};
 use berth_proto as pb;
+use berth_proto::typed;
 use tonic::Status;
 
 /// A task record as a wire message.
@@ -13,12 +14,12 @@ pub fn task(t: &Task) -> pb::Task {
         instance: t.instance,
         version: t.version,
         node: t.node.clone().unwrap_or_default(),
-        state: t.state.as_str().into(),
+        state: typed::state_to_wire(t.state) as i32,
         has_exit_code: t.exit_code.is_some(),
         exit_code: t.exit_code.unwrap_or(0),
         restarts: t.restarts,
         message: t.message.clone(),
-        desired: t.desired.as_str().into(),
+        desired: typed::desired_to_wire(t.desired) as i32,
         allocation: t.allocation.as_ref().map(|a| pb::Allocation {
             cpu_millis: a.cpu.0,
             memory_bytes: a.memory.0,
@@ -84,9 +85,9 @@ fn gpu_summary(inv: &berth_hostprobe::Inventory) -> String {
 
 /// A status report from the wire, checked.
 pub fn status(s: pb::TaskStatus) -> Result<TaskStatus, Status> {
-    let state = TaskState::parse(&s.state).ok_or_else(|| {
+    let state = typed::state_from_wire(s.state).ok_or_else(|| {
         Status::invalid_argument(format!(
-            "statuses[{}].state: unknown state {:?}",
+            "statuses[{}].state: unknown state {}",
             s.id, s.state
         ))
     })?;
@@ -98,4 +99,18 @@ pub fn status(s: pb::TaskStatus) -> Result<TaskStatus, Status> {
         message: s.message,
         gone: s.gone,
     })
+}
+
+/// What a node needs of an app version to start its tasks.
+pub fn launch(app: &berth_store::App) -> pb::Launch {
+    let s = &app.spec;
+    pb::Launch {
+        app: s.name.clone(),
+        version: app.version,
+        image: s.image.clone(),
+        command: s.command.clone(),
+        env: s.env.clone().into_iter().collect(),
+        restart: typed::restart_to_wire(s.restart) as i32,
+        stop_grace_ms: s.stop_grace.0,
+    }
 }

@@ -5,21 +5,23 @@
 
 pub mod api;
 pub mod api_plugins;
+pub mod assign;
 pub mod convert;
+pub mod live;
+pub mod liveness;
 pub mod members;
 pub mod plugins;
 pub mod scheduler;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use berth_model::node::NodeStatus;
+use berth_proto::MAX_MESSAGE;
 use berth_proto::control_server::ControlServer;
 use berth_proto::membership_server::MembershipServer;
 use berth_proto::node_api_server::NodeApiServer;
 use berth_sched::policy::{self, PolicyContext, UnknownPolicy};
-use berth_store::{Command, Envelope, Store};
+use berth_store::Store;
 
 pub use api::Api;
 
@@ -37,8 +39,12 @@ pub struct Options {
     /// This server's client address, recorded in the replicated
     /// membership so other servers can point clients at it.
     pub advertise: Option<String>,
-    /// A node silent this long is marked down and its tasks replaced.
+    /// A node silent this long (plus the pacing handed to it) is marked
+    /// down and its tasks replaced.
     pub heartbeat_timeout: Duration,
+    /// Heartbeats per second the cluster aims at, at most: nodes are told
+    /// to heartbeat less often as the cluster grows.
+    pub max_heartbeats_per_second: u32,
 }
 
 impl Default for Options {
@@ -48,6 +54,7 @@ impl Default for Options {
             plugin_cache: None,
             advertise: None,
             heartbeat_timeout: HEARTBEAT_TIMEOUT,
+            max_heartbeats_per_second: liveness::MAX_HEARTBEATS_PER_SECOND,
         }
     }
 }
@@ -89,20 +96,25 @@ impl Server {
         let plugins = Arc::new(plugins::PluginSet::new(o.plugin_cache));
         let api = Api {
             store: store.clone(),
-            heartbeats: Arc::new(Mutex::new(HashMap::new())),
-            explanations: Arc::new(Mutex::new(HashMap::new())),
+            liveness: Arc::new(liveness::Liveness::new(
+                o.heartbeat_timeout,
+                o.max_heartbeats_per_second,
+            )),
+            explanations: Arc::new(Mutex::new(scheduler::Explained::default())),
             plugins: plugins.clone(),
+            router: assign::Router::default(),
         };
-        tokio::spawn(scheduler::run(
+        tokio::spawn(api.router.clone().run(store.clone()));
+        scheduler::start(
             store.clone(),
             policy.to_string(),
             plugins,
             api.explanations.clone(),
-        ));
+        );
         if let Some(addr) = o.advertise {
             tokio::spawn(members::advertise(store.clone(), addr));
         }
-        tokio::spawn(liveness(store, api.heartbeats.clone(), o.heartbeat_timeout));
+        tokio::spawn(api.liveness.clone().run(store));
         Ok(Server { api })
     }
 
@@ -114,6 +126,8 @@ impl Server {
     /// The `Control` gRPC service.
     pub fn control(&self) -> ControlServer<Api> {
         ControlServer::new(self.api.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// The `Membership` gRPC service.
@@ -124,57 +138,7 @@ impl Server {
     /// The `NodeApi` gRPC service.
     pub fn node_api(&self) -> NodeApiServer<Api> {
         NodeApiServer::new(self.api.clone())
-    }
-}
-
-/// On the leader: marks nodes down when their heartbeats stop, and ready
-/// again when they resume. A new leader gives every node a full timeout.
-async fn liveness(
-    store: Store,
-    heartbeats: Arc<Mutex<HashMap<String, Instant>>>,
-    timeout: Duration,
-) {
-    let mut leader_since: Option<Instant> = None;
-    loop {
-        tokio::time::sleep(
-            (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1)),
-        )
-        .await;
-        if !store.is_leader() {
-            leader_since = None;
-            continue;
-        }
-        let since = *leader_since.get_or_insert_with(Instant::now);
-        let changes: Vec<(String, NodeStatus)> = {
-            let state = store.read();
-            let hb = heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-            state
-                .nodes
-                .values()
-                .filter_map(|n| {
-                    let last = hb.get(&n.info.name).copied().unwrap_or(since).max(since);
-                    let alive = last.elapsed() < timeout;
-                    let want = if alive {
-                        NodeStatus::Ready
-                    } else {
-                        NodeStatus::Down
-                    };
-                    (want != n.status).then(|| (n.info.name.clone(), want))
-                })
-                .collect()
-        };
-        for (name, status) in changes {
-            tracing::info!(node = %name, status = status.as_str(), "node status changed");
-            let cmd = Command::SetNodeStatus { name, status };
-            if let Err(e) = store
-                .propose(Envelope {
-                    request_id: None,
-                    command: cmd,
-                })
-                .await
-            {
-                tracing::warn!(error = %e, "committing node status failed");
-            }
-        }
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
     }
 }

@@ -156,6 +156,11 @@ impl PluginSet {
         inner.generation
     }
 
+    /// The generation [`PluginSet::sync`] last returned.
+    pub fn sync_generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// Whether any admission plugin is loaded (enforced or in shadow).
     pub fn has_admission(&self) -> bool {
         self.lock()

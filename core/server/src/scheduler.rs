@@ -1,300 +1,86 @@
 //! The scheduling loop: on the leader, whenever state changes, place the
-//! pending tasks with `berth-sched` and commit the results.
+//! pending tasks that need a decision with `berth-sched` and commit the
+//! results, many placements per command.
+//!
+//! It runs on a thread of its own, never on the runtime that answers
+//! clients and heartbeats. Under the state's read lock it only brings its
+//! [`Live`] view up to date and copies out the work; it decides, and loads
+//! plugins, with no lock held.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use berth_model::node::NodeStatus;
-use berth_model::spec::RestartPolicy;
-use berth_model::task::{Desired, Task, TaskState};
-use berth_sched::policy::{self, PodShape, PolicyContext};
-use berth_sched::preempt::{self, Victim};
-use berth_sched::{Cluster, Decision, NodeState, Pipeline, TaskRequest};
-use berth_store::{ClusterState, Command, Envelope, Placement, Store};
+use berth_model::task::Task;
+use berth_sched::policy::{self, PolicyContext};
+use berth_sched::{Cluster, Decision, Pipeline, TaskRequest};
+use berth_store::{ClusterState, Command, Envelope, Store};
 
+use crate::live::Live;
 use crate::plugins::PluginSet;
 
-/// Whether a task still holds its node's resources.
-pub fn holds_resources(state: &ClusterState, t: &Task) -> bool {
-    if t.node.is_none() {
-        return false;
-    }
-    match t.state {
-        TaskState::Pending | TaskState::Running => true,
-        TaskState::Stopped => false,
-        TaskState::Exited | TaskState::Failed => {
-            if t.desired != Desired::Run {
-                return false;
-            }
-            // Ended for good unless its restart policy brings it back.
-            match state.apps.get(&t.app).map(|a| a.spec.restart) {
-                Some(RestartPolicy::Always) => true,
-                Some(RestartPolicy::OnFailure) => t.exit_code != Some(0),
-                _ => false,
-            }
-        }
-    }
-}
+mod preemption;
+mod round;
 
-/// The scheduler's snapshot of the committed state.
-pub fn snapshot(state: &ClusterState) -> Cluster {
-    let mut nodes: HashMap<&str, NodeState> = state
-        .nodes
-        .values()
-        .map(|n| {
-            let mut node = NodeState {
-                name: n.info.name.clone(),
-                ready: n.status == NodeStatus::Ready && !n.drained,
-                cpu_capacity: n.info.cpu.0,
-                mem_capacity: n.info.memory.0,
-                ..Default::default()
-            };
-            if let Some(inv) = &n.info.inventory {
-                node = node.with_inventory(inv);
-            }
-            node.attributes
-                .insert("hostname".into(), n.info.name.clone());
-            node.attributes.extend(n.info.labels.clone());
-            (n.info.name.as_str(), node)
-        })
-        .collect();
-    for t in state.tasks.values() {
-        if !holds_resources(state, t) {
-            continue;
-        }
-        if let (Some(node), Some(a)) = (t.node.as_deref(), t.allocation.as_ref())
-            && let Some(n) = nodes.get_mut(node)
-        {
-            n.take(a);
-            *n.groups.entry(t.app.clone()).or_default() += 1;
-        }
-    }
-    Cluster::new(nodes.into_values().collect())
-}
+pub use round::{Pending, Plan, Round, Shadows, plan};
 
-/// Shadow pipelines (each the enforced chain plus one shadow plugin) and
-/// where to record how their decisions compare.
+/// How many decisions keep their per-node detail, for pending tasks and
+/// for placed ones each: the rest keep the one-line summary (committed as
+/// the task's message).
+pub const EXPLAIN_BUDGET: usize = 1000;
+
+/// Recent decisions with their per-node explanation, kept in memory by the
+/// server that made them (the leader), within [`EXPLAIN_BUDGET`] for
+/// pending tasks and as many for placed ones.
 #[derive(Default)]
-pub struct Shadows<'a> {
-    /// (plugin name, its pipeline).
-    pub list: &'a [(String, Pipeline)],
-    /// Where comparisons are recorded.
-    pub set: Option<&'a PluginSet>,
+pub struct Explained {
+    map: HashMap<String, (Decision, u64)>,
+    pending: VecDeque<(String, u64)>,
+    placed: VecDeque<(String, u64)>,
+    seq: u64,
 }
 
-/// Decides placements for every pending task against one snapshot; each
-/// shadow pipeline decides the same tasks on the same snapshot, changing
-/// nothing. Returns `None` when there is nothing new to commit.
-pub fn plan(
-    state: &ClusterState,
-    pipeline: &Pipeline,
-    shadows: &Shadows<'_>,
-) -> (Option<Command>, Vec<Decision>) {
-    let mut cluster = snapshot(state);
-    let mut decisions = Vec::new();
-    let mut placements = Vec::new();
-    let mut unplaced = Vec::new();
-    // Pending tasks by app version (instances in order); a gang is decided whole.
-    let mut batches: std::collections::BTreeMap<(&str, u64), Vec<&Task>> = Default::default();
-    for t in state.unplaced() {
-        batches
-            .entry((t.app.as_str(), t.version))
-            .or_default()
-            .push(t);
-    }
-    // Higher priority first, so freed resources go to the task that freed them.
-    let mut batches: Vec<Vec<&Task>> = batches.into_values().collect();
-    batches.sort_by_key(|b| {
-        let prio = state
-            .apps
-            .get(&b[0].app)
-            .map(|a| a.spec.priority)
-            .unwrap_or(0);
-        (std::cmp::Reverse(prio), b[0].app.clone(), b[0].version)
-    });
-    for mut batch in batches {
-        batch.sort_by_key(|t| t.instance);
-        let Some(app) = state.apps.get(&batch[0].app) else {
-            continue;
+impl Explained {
+    /// Keeps a decision, dropping the oldest of its kind past the budget.
+    pub fn insert(&mut self, d: Decision) {
+        self.seq += 1;
+        let id = d.task.clone();
+        let queue = if d.placement.is_some() {
+            &mut self.placed
+        } else {
+            &mut self.pending
         };
-        let gang = app.spec.gang;
-        // A gang is tried on a scratch copy and committed only if all fit.
-        let mut scratch = if gang { Some(cluster.clone()) } else { None };
-        let mut ok = Vec::new();
-        let mut failed: Option<String> = None;
-        for t in &batch {
-            let req = TaskRequest::for_spec(&t.id, &app.spec);
-            let target = scratch.as_mut().unwrap_or(&mut cluster);
-            let d = pipeline.decide(target, &req);
-            if let Some(set) = shadows.set {
-                for (name, sp) in shadows.list {
-                    set.record_shadow(name, &d, &sp.decide(target, &req));
-                }
-            }
-            match &d.placement {
-                Some((node, allocation)) => {
-                    target.commit_for(node, &t.app, allocation);
-                    ok.push(Placement {
-                        task: t.id.clone(),
-                        node: node.clone(),
-                        allocation: allocation.clone(),
-                    });
-                }
-                None => {
-                    failed.get_or_insert_with(|| d.summary.clone());
-                    if !gang && t.message != d.summary {
-                        unplaced.push((t.id.clone(), d.summary.clone()));
-                    }
-                }
-            }
-            decisions.push(d);
-            if gang && failed.is_some() {
+        queue.push_back((id.clone(), self.seq));
+        self.map.insert(id, (d, self.seq));
+        while queue.len() > EXPLAIN_BUDGET {
+            let Some((old, seq)) = queue.pop_front() else {
                 break;
+            };
+            // Only the entry this queue slot put there (not a newer one).
+            if self.map.get(&old).is_some_and(|(_, s)| *s == seq) {
+                self.map.remove(&old);
             }
         }
-        match (gang, failed) {
-            (true, Some(why)) => {
-                // All or none: nothing is held; every member says why.
-                let msg = format!(
-                    "gang of {}: {} of {} fit; {}",
-                    batch.len(),
-                    ok.len(),
-                    batch.len(),
-                    why
-                );
-                for t in &batch {
-                    if t.message != msg {
-                        unplaced.push((t.id.clone(), msg.clone()));
-                    }
-                }
-            }
-            (true, None) => {
-                if let Some(s) = scratch {
-                    cluster = s;
-                }
-                placements.extend(ok);
-            }
-            (false, _) => placements.extend(ok),
-        }
     }
-    if placements.is_empty()
-        && let Some(cmd) = preemption(state, pipeline, &cluster, &mut unplaced)
-    {
-        return (Some(cmd), decisions);
+
+    /// The kept decision for a task.
+    pub fn get(&self, id: &str) -> Option<&Decision> {
+        self.map.get(id).map(|(d, _)| d)
     }
-    let cmd = (!placements.is_empty() || !unplaced.is_empty()).then_some(Command::Schedule {
-        placements,
-        unplaced,
-    });
-    (cmd, decisions)
+
+    /// How many decisions keep their detail.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether none do.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
 }
 
-/// For the highest-priority task that fits nowhere, the smallest set of
-/// lower-priority tasks to evict (one preemption per round, so victims are
-/// never counted twice). Tasks already being removed count as free; while
-/// they stop, the task waits with a message saying so.
-fn preemption(
-    state: &ClusterState,
-    pipeline: &Pipeline,
-    cluster: &Cluster,
-    unplaced: &mut Vec<(String, String)>,
-) -> Option<Command> {
-    let prio = |app: &str| state.apps.get(app).map(|a| a.spec.priority).unwrap_or(0);
-    let victims: Vec<Victim> = state
-        .tasks
-        .values()
-        .filter(|t| holds_resources(state, t))
-        .filter_map(|t| {
-            Some(Victim {
-                id: t.id.clone(),
-                node: t.node.clone()?,
-                group: t.app.clone(),
-                priority: prio(&t.app),
-                allocation: t.allocation.clone()?,
-                leaving: t.desired != Desired::Run,
-            })
-        })
-        .collect();
-    let lowest = victims
-        .iter()
-        .filter(|v| !v.leaving)
-        .map(|v| v.priority)
-        .min()?;
-    let mut waiting: Vec<&Task> = state
-        .unplaced()
-        .filter(|t| {
-            state
-                .apps
-                .get(&t.app)
-                .is_some_and(|a| !a.spec.gang && a.spec.priority > lowest)
-        })
-        .collect();
-    waiting.sort_by_key(|t| (std::cmp::Reverse(prio(&t.app)), t.id.clone()));
-    for t in waiting {
-        let app = state.apps.get(&t.app)?;
-        let Some(plan) = preempt::find(
-            pipeline,
-            cluster,
-            &TaskRequest::for_spec(&t.id, &app.spec),
-            &victims,
-        ) else {
-            continue;
-        };
-        if plan.evict.is_empty() {
-            let msg = format!(
-                "waiting for {} preempted task(s) to stop on {}",
-                plan.waiting_on.len(),
-                plan.node
-            );
-            // Never propose a message the task already has (that would loop).
-            unplaced.retain(|(id, _)| *id != t.id);
-            if t.message != msg {
-                unplaced.push((t.id.clone(), msg));
-            }
-            continue;
-        }
-        tracing::info!(task = %t.id, node = %plan.node, victims = ?plan.evict, "preempting");
-        return Some(Command::Preempt {
-            task: t.id.clone(),
-            node: plan.node,
-            evict: plan.evict,
-        });
-    }
-    None
-}
-
-/// The latest decision for each task, with its per-node explanation, kept
-/// in memory by the server that made it (the leader). The one-line summary
-/// is also committed (as the task's message); the per-node detail is not,
-/// since it grows with the cluster.
-pub type Explanations = Arc<Mutex<HashMap<String, Decision>>>;
-
-/// What the placement policy may know of the workload and the cluster
-/// (FGD's typical task shapes, GPU capacity per model): the shapes of every
-/// task that runs or waits, and the GPUs of every node. Deterministic, so
-/// every server derives the same context from the same state.
-pub fn workload_context(state: &ClusterState) -> PolicyContext {
-    let shapes = state
-        .tasks
-        .values()
-        .filter(|t| t.desired == Desired::Run && t.state != TaskState::Stopped)
-        .filter_map(|t| Some(TaskRequest::for_spec(&t.id, &state.apps.get(&t.app)?.spec)))
-        .map(|r| PodShape::of_task(&r));
-    let mut capacity: BTreeMap<String, u64> = BTreeMap::new();
-    for inv in state
-        .nodes
-        .values()
-        .filter_map(|n| n.info.inventory.as_ref())
-    {
-        for g in inv.gpus.iter().filter(|g| g.mig.instances.is_empty()) {
-            *capacity.entry(g.model.clone()).or_default() += 1000;
-        }
-    }
-    PolicyContext {
-        capacity: capacity.into_iter().collect(),
-        ..PolicyContext::from_shapes(shapes, 0)
-    }
-}
+/// Shared handle to the kept explanations.
+pub type Explanations = Arc<Mutex<Explained>>;
 
 /// The pipeline for `policy` with the enforced plugins, and one per shadow
 /// plugin, rebuilt only when the workload context or the plugins change.
@@ -317,9 +103,8 @@ impl Chain {
         }
     }
 
-    fn for_state(&mut self, state: &ClusterState) {
-        let generation = self.plugins.sync(state);
-        let key = (workload_context(state), generation);
+    fn refresh(&mut self, ctx: PolicyContext, generation: u64) {
+        let key = (ctx, generation);
         if self.key.as_ref() != Some(&key) {
             self.pipeline = self.base(&key.0);
             self.shadows = self.plugins.shadows(|| self.base(&key.0));
@@ -328,56 +113,244 @@ impl Chain {
     }
 }
 
-/// Runs until the store shuts down, placing with the policy named `policy`
-/// (see [`policy::cluster_pipeline`]) and the installed plugins.
-pub async fn run(
+/// Why a task's last decision failed, and what has changed since.
+struct Failed {
+    freed: u64,
+    changed: u64,
+    /// Retry on any change (constraints or plugins may depend on where
+    /// other tasks are), not only when capacity is freed.
+    any: bool,
+}
+
+/// The loop's memory between rounds.
+struct Loop {
+    live: Option<Live>,
+    chain: Chain,
+    plugin_seen: u64,
+    failed: HashMap<String, Failed>,
+    templates: HashMap<(String, u64), TaskRequest>,
+    explanations: Explanations,
+}
+
+impl Loop {
+    /// Under the read lock: brings the view up to date and copies out the
+    /// tasks that need a decision. Returns the plugin records to load when
+    /// they changed.
+    fn gather(&mut self, store: &Store) -> (Round, Option<ClusterState>) {
+        let state = store.read();
+        let synced = self.live.as_mut().is_some_and(|l| l.sync(&state));
+        if !synced {
+            drop(state);
+            self.live = Some(Live::new(store));
+            self.templates.clear();
+            return self.gather(store);
+        }
+        let Some(live) = self.live.as_mut() else {
+            unreachable!("set just above")
+        };
+        let plugins = (live.plugins != self.plugin_seen).then(|| {
+            self.plugin_seen = live.plugins;
+            state.plugins_only()
+        });
+        let wasm = !state.plugins.is_empty();
+        self.failed.retain(|id, _| state.tasks.get(id).is_some_and(berth_store::tasks::is_pending));
+        let mut groups: BTreeMap<(&str, u64), Vec<&Task>> = BTreeMap::new();
+        for t in state.tasks.pending() {
+            groups.entry((t.app.as_str(), t.version)).or_default().push(t);
+        }
+        let mut round = Round::default();
+        for ((app_name, version), tasks) in groups {
+            let Some(app) = state.apps.get(app_name) else {
+                continue;
+            };
+            let retry = |t: &&Task| {
+                self.failed.get(&t.id).is_none_or(|f| {
+                    if f.any {
+                        f.changed != live.changed
+                    } else {
+                        f.freed != live.freed
+                    }
+                })
+            };
+            // A gang is decided whole: if any member needs a decision, all do.
+            let due = if app.spec.gang {
+                if tasks.iter().any(retry) {
+                    tasks
+                } else {
+                    Vec::new()
+                }
+            } else {
+                tasks.into_iter().filter(retry).collect()
+            };
+            if due.is_empty() {
+                continue;
+            }
+            let template = self
+                .templates
+                .entry((app_name.to_string(), version))
+                .or_insert_with(|| TaskRequest::for_spec("", &app.spec));
+            let any = wasm || !app.spec.constraints.is_empty();
+            for t in due {
+                round.pending.push(Pending {
+                    id: t.id.clone(),
+                    app: t.app.clone(),
+                    version: t.version,
+                    instance: t.instance,
+                    message: t.message.clone(),
+                    request: TaskRequest {
+                        id: t.id.clone(),
+                        ..template.clone()
+                    },
+                    priority: app.spec.priority,
+                    gang: app.spec.gang,
+                    retry_any: any,
+                });
+            }
+        }
+        if !round.pending.is_empty() {
+            round.priorities = state
+                .apps
+                .iter()
+                .map(|(n, a)| (n.clone(), a.spec.priority))
+                .collect();
+        }
+        round.freed = live.freed;
+        round.changed = live.changed;
+        (round, plugins)
+    }
+
+    /// One round: gather, decide, commit. Returns whether a command was
+    /// committed (another round follows at once).
+    fn round(&mut self, store: &Store, rt: &tokio::runtime::Handle) -> bool {
+        let (round, plugins) = self.gather(store);
+        let generation = match plugins {
+            Some(mini) => self.chain.plugins.sync(&mini),
+            None => self.chain.plugins.sync_generation(),
+        };
+        let Some(live) = &self.live else {
+            return false;
+        };
+        self.chain.refresh(live.context(), generation);
+        if round.pending.is_empty() {
+            return false;
+        }
+        let mut scratch: Cluster = live.cluster.clone();
+        let shadows = Shadows {
+            list: &self.chain.shadows,
+            set: Some(&self.chain.plugins),
+        };
+        let mut plan = plan(&round, &mut scratch, &self.chain.pipeline, &shadows);
+        let preempt = preemption::find(&round, &mut plan, live, &self.chain.pipeline, &scratch);
+        for (id, any) in std::mem::take(&mut plan.failed) {
+            self.failed.insert(
+                id,
+                Failed {
+                    freed: round.freed,
+                    changed: round.changed,
+                    any,
+                },
+            );
+        }
+        self.keep(std::mem::take(&mut plan.detail));
+        let cmd = preempt.or_else(|| {
+            (!plan.placements.is_empty() || !plan.unplaced.is_empty()).then_some(
+                Command::Schedule {
+                    placements: plan.placements,
+                    unplaced: plan.unplaced,
+                },
+            )
+        });
+        let Some(cmd) = cmd else {
+            return false;
+        };
+        let placed = match &cmd {
+            Command::Schedule { placements, .. } => placements.len(),
+            _ => 0,
+        };
+        let r = rt.block_on(store.propose(Envelope {
+            request_id: None,
+            command: cmd,
+        }));
+        match r {
+            Ok(_) => {
+                tracing::debug!(placed, "placements committed");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "committing placements failed");
+                std::thread::sleep(Duration::from_millis(200));
+                false
+            }
+        }
+    }
+
+    fn keep(&mut self, decisions: Vec<Decision>) {
+        if decisions.is_empty() {
+            return;
+        }
+        let mut ex = self.explanations.lock().unwrap_or_else(|p| p.into_inner());
+        for d in decisions {
+            ex.insert(d);
+        }
+    }
+}
+
+/// Starts the loop on a thread of its own, placing with the policy named
+/// `policy` (see [`policy::cluster_pipeline`]) and the installed plugins.
+/// It runs until the store shuts down.
+pub fn start(store: Store, policy: String, plugins: Arc<PluginSet>, explanations: Explanations) {
+    let rt = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new()
+        .name("scheduler".into())
+        .spawn(move || run(store, policy, plugins, explanations, rt));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "starting the scheduler thread");
+    }
+}
+
+fn run(
     store: Store,
     policy: String,
     plugins: Arc<PluginSet>,
     explanations: Explanations,
+    rt: tokio::runtime::Handle,
 ) {
     let mut applied = store.applied();
-    let mut chain = Chain {
-        policy,
-        plugins,
-        key: None,
-        pipeline: Pipeline::default(),
-        shadows: Vec::new(),
+    let mut l = Loop {
+        live: None,
+        chain: Chain {
+            policy,
+            plugins,
+            key: None,
+            pipeline: Pipeline::default(),
+            shadows: Vec::new(),
+        },
+        plugin_seen: 0,
+        failed: HashMap::new(),
+        templates: HashMap::new(),
+        explanations,
     };
     loop {
+        if store.is_closed() {
+            return;
+        }
         if store.is_leader() {
-            let cmd = {
-                let state = store.read();
-                chain.for_state(&state);
-                let shadows = Shadows {
-                    list: &chain.shadows,
-                    set: Some(&chain.plugins),
-                };
-                let (cmd, decisions) = plan(&state, &chain.pipeline, &shadows);
-                let mut ex = explanations.lock().unwrap_or_else(|p| p.into_inner());
-                ex.retain(|id, _| state.tasks.contains_key(id));
-                for d in decisions {
-                    ex.insert(d.task.clone(), d);
-                }
-                cmd
-            };
-            if let Some(cmd) = cmd {
-                if let Err(e) = store
-                    .propose(Envelope {
-                        request_id: None,
-                        command: cmd,
-                    })
-                    .await
-                {
-                    tracing::warn!(error = %e, "committing placements failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
+            if l.round(&store, &rt) {
                 continue;
             }
+        } else if l.live.is_some() {
+            // A follower keeps no view: a new leader starts from the state.
+            l.live = None;
+            l.failed.clear();
         }
-        tokio::select! {
-            r = applied.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        let woke = rt.block_on(async {
+            tokio::select! {
+                r = applied.changed() => r.is_ok(),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+            }
+        });
+        if !woke {
+            return;
         }
     }
 }

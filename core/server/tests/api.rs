@@ -152,7 +152,7 @@ async fn tasks_wait_with_a_reason_then_place_and_report() {
             node: "n1".into(),
             statuses: vec![pb::TaskStatus {
                 id: placed.id.clone(),
-                state: "exited".into(),
+                state: pb::TaskState::Exited as i32,
                 has_exit_code: true,
                 exit_code: 3,
                 ..Default::default()
@@ -164,7 +164,7 @@ async fn tasks_wait_with_a_reason_then_place_and_report() {
     let seen = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(ev) = watch.next().await {
             let t = ev.unwrap().task.unwrap();
-            if t.id == placed.id && t.state == "exited" {
+            if t.id == placed.id && t.state == pb::TaskState::Exited as i32 {
                 return t;
             }
         }
@@ -180,7 +180,7 @@ async fn tasks_wait_with_a_reason_then_place_and_report() {
             node: "n1".into(),
             statuses: vec![pb::TaskStatus {
                 id: placed.id.clone(),
-                state: "dancing".into(),
+                state: 42,
                 ..Default::default()
             }],
         }))
@@ -347,14 +347,14 @@ async fn higher_priority_preempts_the_fewest_lower_tasks() {
     s.api().run_app(run(high, "h")).await.unwrap();
     eventually("two victims told why", || async {
         let t = tasks(&s).await;
-        let victims: Vec<_> = t.iter().filter(|t| t.desired == "remove").collect();
+        let victims: Vec<_> = t.iter().filter(|t| t.desired == pb::Desired::Remove as i32).collect();
         victims.len() == 2
             && victims.iter().all(|v| {
                 v.message.starts_with("preempted by train-")
                     && v.message.contains("(priority 100 > -10)")
             })
             && t.iter()
-                .filter(|t| t.app == "batch" && t.desired == "run" && t.node.is_empty())
+                .filter(|t| t.app == "batch" && t.desired == pb::Desired::Run as i32 && t.node.is_empty())
                 .count()
                 == 2
     })
@@ -363,7 +363,7 @@ async fn higher_priority_preempts_the_fewest_lower_tasks() {
     let victims: Vec<pb::Task> = tasks(&s)
         .await
         .into_iter()
-        .filter(|t| t.desired == "remove")
+        .filter(|t| t.desired == pb::Desired::Remove as i32)
         .collect();
     let pair: Vec<u32> = victims
         .iter()
@@ -376,7 +376,7 @@ async fn higher_priority_preempts_the_fewest_lower_tasks() {
                 .iter()
                 .map(|v| pb::TaskStatus {
                     id: v.id.clone(),
-                    state: "stopped".into(),
+                    state: pb::TaskState::Stopped as i32,
                     gone: true,
                     ..Default::default()
                 })

@@ -12,6 +12,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
+use crate::events::Batch;
 use crate::node::{Msg, RaftStatus, Reply, Shared, Transport};
 use crate::state::{ClusterState, Envelope, Outcome};
 use crate::storage::RedbStorage;
@@ -265,8 +266,17 @@ impl Driver {
                     .map_err(|e| StoreError::Corrupt(format!("received snapshot: {e}")))?
             };
             s.rebuild_indexes();
-            *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = s;
-            self.last_snapshot = snap.get_metadata().index;
+            let index = snap.get_metadata().index;
+            s.set_applied(index);
+            let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+            *state = s;
+            self.shared.events.publish(Batch {
+                index,
+                reset: true,
+                events: Vec::new(),
+            });
+            drop(state);
+            self.last_snapshot = index;
             self.shared.applied.send_replace(self.last_snapshot);
         }
         let committed = rd.take_committed_entries();
@@ -330,9 +340,16 @@ impl Driver {
                     }
                 }
             }
-        }
-        for ev in events {
-            let _ = self.shared.events.send(ev);
+            state.set_applied(last);
+            // Published before the write lock goes: whoever drains its
+            // subscription under the read lock sees exactly this state.
+            if !events.is_empty() {
+                self.shared.events.publish(Batch {
+                    index: last,
+                    reset: false,
+                    events: std::mem::take(&mut events),
+                });
+            }
         }
         if last > 0 {
             self.shared.applied.send_replace(last);

@@ -5,15 +5,19 @@
 //! the applied state; watchers get [`state::Event`]s after each apply.
 
 mod driver;
+pub mod events;
 pub mod node;
 mod nodes;
 pub mod plugins;
 pub mod state;
 pub mod storage;
+pub mod tasks;
 
 pub use node::{NoPeers, RaftStatus, StateGuard, Store, StoreConfig, Transport};
 pub use plugins::{Blob, Mode, PluginCommand, PluginRecord, PluginSettings, PluginVersion};
-pub use state::{App, ClusterState, Command, Envelope, Event, Outcome, Placement};
+pub use events::{Batch, Subscription};
+pub use state::{App, ClusterState, Command, Envelope, Event, MAX_REQUEST_ID, Outcome, Placement};
+pub use tasks::TaskTable;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use raft::eraftpb::{ConfChange, Message};
 use raft::{Config, RawNode, StateRole};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::StoreError;
 use crate::driver::Driver;
-use crate::state::{ClusterState, Envelope, Event, Outcome};
+use crate::events::{Hub, Subscription};
+use crate::state::{ClusterState, Envelope, Outcome};
 use crate::storage::RedbStorage;
 
 /// Sends raft messages to peers. A single-server cluster sends none.
@@ -103,7 +104,7 @@ pub struct RaftStatus {
 
 pub(crate) struct Shared {
     pub(crate) state: RwLock<ClusterState>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: Hub,
     pub(crate) applied: watch::Sender<u64>,
     pub(crate) role: watch::Sender<(StateRole, u64)>,
 }
@@ -135,6 +136,7 @@ impl Store {
             let mut s: ClusterState = serde_json::from_slice(snap)
                 .map_err(|e| StoreError::Corrupt(format!("snapshot at index {snap_index}: {e}")))?;
             s.rebuild_indexes();
+            s.set_applied(snap_index);
             s
         };
         let raft_cfg = Config {
@@ -159,10 +161,9 @@ impl Store {
             node.campaign()
                 .map_err(|e| StoreError::Raft(e.to_string()))?;
         }
-        let (events, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
-            events,
+            events: Hub::default(),
             applied: watch::channel(snap_index).0,
             role: watch::channel((StateRole::Follower, 0)).0,
         });
@@ -301,14 +302,19 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Subscribes to applied changes.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    /// Subscribes to applied changes, one batch per apply, in order.
+    pub fn subscribe(&self) -> Subscription {
         self.shared.events.subscribe()
     }
 
     /// Watches the applied index; changes whenever something was applied.
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.shared.applied.subscribe()
+    }
+
+    /// Whether the driver has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Whether this server currently leads.

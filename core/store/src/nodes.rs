@@ -57,8 +57,8 @@ impl ClusterState {
     fn replace_tasks_on(&mut self, index: u64, node: &str, why: &str, events: &mut Vec<Event>) {
         let ids: Vec<String> = self
             .tasks
-            .values()
-            .filter(|t| t.node.as_deref() == Some(node) && t.desired == Desired::Run)
+            .on_node(node)
+            .filter(|t| t.desired == Desired::Run)
             .map(|t| t.id.clone())
             .collect();
         for id in ids {
@@ -75,12 +75,14 @@ impl ClusterState {
         why: String,
         events: &mut Vec<Event>,
     ) {
-        let Some(v) = self.tasks.get_mut(id) else {
+        let Some(v) = self.tasks.update(id, |v| {
+            v.desired = Desired::Remove;
+            v.message = why.clone();
+            events.push(Event::TaskUpdated(Box::new(v.clone())));
+            v.clone()
+        }) else {
             return;
         };
-        v.desired = Desired::Remove;
-        v.message = why.clone();
-        events.push(Event::TaskUpdated(Box::new(v.clone())));
         let replacement = Task::pending(
             format!("{}-{}-{}-r{index}", v.app, v.version, v.instance),
             &v.app,
@@ -89,6 +91,6 @@ impl ClusterState {
             format!("replaces {id}: {why}"),
         );
         events.push(Event::TaskUpdated(Box::new(replacement.clone())));
-        self.tasks.insert(replacement.id.clone(), replacement);
+        self.tasks.insert(replacement);
     }
 }

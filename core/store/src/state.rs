@@ -8,12 +8,17 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use berth_model::node::{Node, NodeInfo, NodeStatus};
-use berth_model::spec::AppSpec;
+use berth_model::spec::{AppSpec, RestartPolicy};
 use berth_model::task::{Allocation, Desired, Task, TaskState, TaskStatus, task_id};
 use serde::{Deserialize, Serialize};
 
+use crate::tasks::TaskTable;
+
 /// How many client request ids the state machine remembers for deduplication.
 const REQUEST_MEMORY: usize = 10_000;
+
+/// The longest client request id accepted (bytes).
+pub const MAX_REQUEST_ID: usize = 128;
 
 /// A committed app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,8 +146,8 @@ pub enum Outcome {
 pub enum Event {
     /// A task was created or changed.
     TaskUpdated(Box<Task>),
-    /// A task was deleted.
-    TaskRemoved(String),
+    /// A task was deleted (its last record).
+    TaskRemoved(Box<Task>),
     /// An app was created, changed or removed.
     AppChanged(String),
     /// A node was registered or changed.
@@ -162,53 +167,133 @@ pub struct ClusterState {
     pub blobs: crate::plugins::Blobs,
     /// Apps by name.
     pub apps: BTreeMap<String, App>,
-    /// Tasks by id.
-    pub tasks: BTreeMap<String, Task>,
+    /// Tasks by id, with indexes by node, by app and of pending tasks.
+    pub tasks: TaskTable,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
     /// Control-plane servers: raft id -> client address.
     #[serde(default)]
     pub members: BTreeMap<u64, String>,
-    /// Recent request ids and their outcomes, oldest first.
-    requests: VecDeque<(String, Outcome)>,
+    /// Recent request ids, a digest of their command, and their outcomes,
+    /// oldest first.
+    requests: VecDeque<(String, u64, Outcome)>,
     #[serde(skip)]
-    request_index: HashMap<String, Outcome>,
+    request_index: HashMap<String, (u64, Outcome)>,
+    /// The log index this state has applied (set by the driver).
+    #[serde(skip)]
+    applied: u64,
+}
+
+/// A digest of a command, stable across servers and builds: a request id
+/// reused for a different command is told apart from a retry.
+pub fn command_digest(cmd: &Command) -> u64 {
+    use sha2::Digest as _;
+    let bytes = serde_json::to_vec(cmd).unwrap_or_default();
+    let d = sha2::Sha256::digest(&bytes);
+    u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]))
 }
 
 impl ClusterState {
     /// Rebuilds derived indexes after deserializing a snapshot.
     pub fn rebuild_indexes(&mut self) {
-        self.request_index = self.requests.iter().cloned().collect();
+        self.request_index = self
+            .requests
+            .iter()
+            .map(|(id, d, o)| (id.clone(), (*d, o.clone())))
+            .collect();
+    }
+
+    /// A copy of the plugin records and components alone, to load plugins
+    /// from without holding the state's lock.
+    pub fn plugins_only(&self) -> ClusterState {
+        ClusterState {
+            plugins: self.plugins.clone(),
+            blobs: self.blobs.clone(),
+            ..ClusterState::default()
+        }
+    }
+
+    /// The log index this state has applied up to.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// Records the log index applied (the driver calls this).
+    pub(crate) fn set_applied(&mut self, index: u64) {
+        self.applied = self.applied.max(index);
     }
 
     /// The outcome already recorded for a request id, if it was applied.
     pub fn outcome_of(&self, request_id: &str) -> Option<&Outcome> {
-        self.request_index.get(request_id)
+        self.request_index.get(request_id).map(|(_, o)| o)
+    }
+
+    /// Whether `request_id` was already used for a command other than
+    /// `cmd` (a caller's mistake, refused before proposing).
+    pub fn request_reused(&self, request_id: &str, cmd: &Command) -> bool {
+        self.request_index
+            .get(request_id)
+            .is_some_and(|(d, _)| *d != command_digest(cmd))
     }
 
     /// Tasks of an app, ordered by id.
     pub fn tasks_of<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |t| t.app == app)
+        self.tasks.of_app(app)
     }
 
     /// Applies one committed envelope at log `index`. Deterministic.
     pub fn apply(&mut self, index: u64, env: Envelope, events: &mut Vec<Event>) -> Outcome {
-        if let Some(id) = &env.request_id
-            && let Some(prev) = self.request_index.get(id)
-        {
-            return prev.clone();
+        let Some(id) = env.request_id else {
+            return self.apply_command(index, env.command, events);
+        };
+        if id.len() > MAX_REQUEST_ID {
+            return Outcome::Rejected(format!(
+                "request_id: {} bytes, more than {MAX_REQUEST_ID}",
+                id.len()
+            ));
+        }
+        let digest = command_digest(&env.command);
+        if let Some((d, prev)) = self.request_index.get(&id) {
+            return if *d == digest {
+                prev.clone()
+            } else {
+                Outcome::Rejected(format!(
+                    "request_id: {id:?} was already used for a different request"
+                ))
+            };
         }
         let outcome = self.apply_command(index, env.command, events);
-        if let Some(id) = env.request_id {
-            self.requests.push_back((id.clone(), outcome.clone()));
-            self.request_index.insert(id, outcome.clone());
-            while self.requests.len() > REQUEST_MEMORY {
-                if let Some((old, _)) = self.requests.pop_front() {
-                    self.request_index.remove(&old);
-                }
+        self.requests
+            .push_back((id.clone(), digest, outcome.clone()));
+        self.request_index.insert(id, (digest, outcome.clone()));
+        while self.requests.len() > REQUEST_MEMORY {
+            if let Some((old, _, _)) = self.requests.pop_front() {
+                self.request_index.remove(&old);
             }
         }
         outcome
+    }
+
+    /// Whether a task still holds its node's resources: placed, and
+    /// pending, running, or ended but brought back by its restart policy.
+    pub fn holds_resources(&self, t: &Task) -> bool {
+        if t.node.is_none() {
+            return false;
+        }
+        match t.state {
+            TaskState::Pending | TaskState::Running => true,
+            TaskState::Stopped => false,
+            TaskState::Exited | TaskState::Failed => {
+                if t.desired != Desired::Run {
+                    return false;
+                }
+                match self.apps.get(&t.app).map(|a| a.spec.restart) {
+                    Some(RestartPolicy::Always) => true,
+                    Some(RestartPolicy::OnFailure) => t.exit_code != Some(0),
+                    _ => false,
+                }
+            }
+        }
     }
 
     fn apply_command(&mut self, index: u64, cmd: Command, events: &mut Vec<Event>) -> Outcome {
@@ -278,7 +363,7 @@ impl ClusterState {
                 "waiting for the scheduler".into(),
             );
             events.push(Event::TaskUpdated(Box::new(task.clone())));
-            self.tasks.insert(task.id.clone(), task);
+            self.tasks.insert(task);
         }
         self.apps.insert(
             name.clone(),
@@ -317,25 +402,27 @@ impl ClusterState {
     /// Moves every task of `app` towards `desired`. Tasks that never reached a
     /// node need no node to act: they stop or vanish at once.
     fn retire_tasks(&mut self, app: &str, desired: Desired, events: &mut Vec<Event>) {
-        let ids: Vec<String> = self.tasks_of(app).map(|t| t.id.clone()).collect();
+        let ids: Vec<String> = self
+            .tasks_of(app)
+            .filter(|t| t.desired != Desired::Remove)
+            .map(|t| t.id.clone())
+            .collect();
         for id in ids {
-            let Some(task) = self.tasks.get_mut(&id) else {
-                continue;
-            };
-            if task.desired == Desired::Remove {
-                continue;
-            }
-            task.desired = desired;
-            if task.node.is_none() {
-                if desired == Desired::Remove {
-                    self.tasks.remove(&id);
-                    events.push(Event::TaskRemoved(id));
-                    continue;
+            let unplaced = self.tasks.get(&id).is_some_and(|t| t.node.is_none());
+            if unplaced && desired == Desired::Remove {
+                if let Some(t) = self.tasks.remove(&id) {
+                    events.push(Event::TaskRemoved(Box::new(t)));
                 }
-                task.state = TaskState::Stopped;
-                task.message = "stopped before it was placed".into();
+                continue;
             }
-            events.push(Event::TaskUpdated(Box::new(task.clone())));
+            self.tasks.update(&id, |task| {
+                task.desired = desired;
+                if unplaced {
+                    task.state = TaskState::Stopped;
+                    task.message = "stopped before it was placed".into();
+                }
+                events.push(Event::TaskUpdated(Box::new(task.clone())));
+            });
         }
     }
 
@@ -350,25 +437,31 @@ impl ClusterState {
                 .nodes
                 .get(&p.node)
                 .is_some_and(|n| n.status == NodeStatus::Ready && !n.drained);
-            let Some(task) = self.tasks.get_mut(&p.task) else {
-                continue;
-            };
             // A placement made on an older snapshot is void if the task moved on.
-            if task.node.is_some() || task.desired != Desired::Run || !node_ok {
+            let open = self
+                .tasks
+                .get(&p.task)
+                .is_some_and(|t| t.node.is_none() && t.desired == Desired::Run);
+            if !open || !node_ok {
                 continue;
             }
-            task.node = Some(p.node);
-            task.allocation = Some(p.allocation);
-            task.message = "placed; waiting for the node to start it".into();
-            events.push(Event::TaskUpdated(Box::new(task.clone())));
+            self.tasks.update(&p.task, |task| {
+                task.node = Some(p.node);
+                task.allocation = Some(p.allocation);
+                task.message = "placed; waiting for the node to start it".into();
+                events.push(Event::TaskUpdated(Box::new(task.clone())));
+            });
         }
         for (id, reason) in unplaced {
-            if let Some(task) = self.tasks.get_mut(&id)
-                && task.node.is_none()
-                && task.message != reason
-            {
-                task.message = reason;
-                events.push(Event::TaskUpdated(Box::new(task.clone())));
+            let changed = self
+                .tasks
+                .get(&id)
+                .is_some_and(|t| t.node.is_none() && t.message != reason);
+            if changed {
+                self.tasks.update(&id, |task| {
+                    task.message = reason;
+                    events.push(Event::TaskUpdated(Box::new(task.clone())));
+                });
             }
         }
     }
@@ -411,16 +504,17 @@ impl ClusterState {
 
     fn report(&mut self, node: &str, statuses: Vec<TaskStatus>, events: &mut Vec<Event>) {
         for s in statuses {
-            let Some(task) = self.tasks.get_mut(&s.id) else {
+            let Some(task) = self.tasks.get(&s.id) else {
                 continue;
             };
             if task.node.as_deref() != Some(node) {
                 continue;
             }
             if s.gone {
-                if task.desired == Desired::Remove {
-                    self.tasks.remove(&s.id);
-                    events.push(Event::TaskRemoved(s.id));
+                if task.desired == Desired::Remove
+                    && let Some(t) = self.tasks.remove(&s.id)
+                {
+                    events.push(Event::TaskRemoved(Box::new(t)));
                 }
                 continue;
             }
@@ -429,26 +523,24 @@ impl ClusterState {
                 || task.restarts != s.restarts
                 || task.message != s.message;
             if changed {
-                task.state = s.state;
-                task.exit_code = s.exit_code;
-                task.restarts = s.restarts;
-                task.message = s.message;
-                events.push(Event::TaskUpdated(Box::new(task.clone())));
+                self.tasks.update(&s.id, |task| {
+                    task.state = s.state;
+                    task.exit_code = s.exit_code;
+                    task.restarts = s.restarts;
+                    task.message = s.message;
+                    events.push(Event::TaskUpdated(Box::new(task.clone())));
+                });
             }
         }
     }
 
     /// Tasks assigned to `node` that it must act on (run, stop or clean up).
     pub fn assignments_for<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks
-            .values()
-            .filter(move |t| t.node.as_deref() == Some(node))
+        self.tasks.on_node(node)
     }
 
     /// Tasks waiting for a placement.
     pub fn unplaced(&self) -> impl Iterator<Item = &Task> {
-        self.tasks
-            .values()
-            .filter(|t| t.node.is_none() && t.desired == Desired::Run)
+        self.tasks.pending()
     }
 }

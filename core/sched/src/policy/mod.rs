@@ -50,6 +50,18 @@ impl PolicyContext {
             capacity: Vec::new(),
         }
     }
+
+    /// [`PolicyContext::from_shapes`] from shapes already counted.
+    pub fn from_counts<I: IntoIterator<Item = (PodShape, u64)>>(
+        counts: I,
+        seed: u64,
+    ) -> PolicyContext {
+        PolicyContext {
+            typical: typical::typical_from_counts(counts, 95.0),
+            seed,
+            capacity: Vec::new(),
+        }
+    }
 }
 
 /// A policy name that [`policy`] does not know.

@@ -100,16 +100,28 @@ pub fn typical_pods<I: IntoIterator<Item = PodShape>>(
     shapes: I,
     threshold_pct: f64,
 ) -> Vec<TypicalPod> {
-    let mut counts: HashMap<PodShape, f64> = HashMap::new();
-    let mut total = 0.0;
+    let mut counts: HashMap<PodShape, u64> = HashMap::new();
     for s in shapes {
-        *counts.entry(s).or_insert(0.0) += 1.0;
-        total += 1.0;
+        *counts.entry(s).or_insert(0) += 1;
     }
+    typical_from_counts(counts, threshold_pct)
+}
+
+/// [`typical_pods`] from shapes already counted (how many tasks have each),
+/// for callers that keep the counts as tasks come and go.
+pub fn typical_from_counts<I: IntoIterator<Item = (PodShape, u64)>>(
+    counts: I,
+    threshold_pct: f64,
+) -> Vec<TypicalPod> {
+    let mut list: Vec<(PodShape, f64)> = counts
+        .into_iter()
+        .filter(|(_, c)| *c > 0)
+        .map(|(s, c)| (s, c as f64))
+        .collect();
+    let total: f64 = list.iter().map(|(_, c)| c).sum();
     if total == 0.0 {
         return Vec::new();
     }
-    let mut list: Vec<(PodShape, f64)> = counts.into_iter().collect();
     list.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
     let expected = threshold_pct * total / 100.0;
     let mut cum = 0.0;
