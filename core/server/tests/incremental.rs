@@ -35,13 +35,13 @@ fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
         0 | 1 => Command::PutApp {
             spec: Box::new(
                 parse_spec(&format!(
-                    "name: {}\nimage: busybox\ninstances: {}\nrestart: {}\nresources: {{cpu: {}m, memory: 16Mi}}\n",
+                    "name: {}\nimage: busybox:latest\ninstances: {}\nrestart: {}\nresources: {{cpu: {}m, memory: 16Mi}}\n",
                     APPS[r.next(3) as usize],
                     r.next(5),
                     ["always", "on-failure", "never"][r.next(3) as usize],
                     100 * (1 + r.next(4)),
                 ))
-                .ok()?,
+                .expect("a valid spec"),
             ),
         },
         2 => Command::StopApp { name: APPS[r.next(3) as usize].into() },
@@ -68,7 +68,9 @@ fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
                     allocation: Allocation {
                         cpu: MilliCpu(100 * (1 + r.next(5))),
                         memory: Bytes(1 << 20),
-                        ports: vec![8000 + r.next(3) as u16],
+                        // Host ports are exclusive per node (the scheduler's
+                        // host-ports filter): one of its own per task.
+                        ports: vec![8000 + r.next(50_000) as u16],
                         ..Default::default()
                     },
                 }],
@@ -113,7 +115,7 @@ async fn live_view_and_deltas_match_building_from_scratch() {
         .collect();
     let mut r = Lcg(42);
     let mut applied = 0;
-    for _ in 0..600 {
+    for _ in 0..1500 {
         let cmd = { command(&store.read(), &mut r) };
         let Some(cmd) = cmd else { continue };
         store.propose(Envelope { request_id: None, command: cmd }).await.unwrap();
@@ -161,6 +163,6 @@ async fn live_view_and_deltas_match_building_from_scratch() {
             }
         }
     }
-    assert!(applied > 300);
+    assert!(applied > 300, "only {applied} commands applied");
     store.shutdown().await;
 }

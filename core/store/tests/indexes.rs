@@ -49,10 +49,10 @@ fn command(state: &ClusterState, op: &Op) -> Option<Command> {
         Op::Put(a, n, p) => Command::PutApp {
             spec: Box::new(
                 parse_spec(&format!(
-                    "name: {}\nimage: busybox\ninstances: {n}\npriority: {p}\n",
+                    "name: {}\nimage: busybox:latest\ninstances: {n}\npriority: {p}\n",
                     APPS[a]
                 ))
-                .ok()?,
+                .expect("a valid spec"),
             ),
         },
         Op::Stop(a) => Command::StopApp {
@@ -152,7 +152,7 @@ fn a_reused_request_id_is_refused_and_a_retry_answered() {
     let put = |n: u32| Envelope {
         request_id: Some("r1".into()),
         command: Command::PutApp {
-            spec: Box::new(parse_spec(&format!("name: web\nimage: busybox\ninstances: {n}\n")).unwrap()),
+            spec: Box::new(parse_spec(&format!("name: web\nimage: busybox:latest\ninstances: {n}\n")).unwrap()),
         },
     };
     let mut ev = Vec::new();

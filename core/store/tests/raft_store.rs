@@ -68,9 +68,12 @@ async fn retried_request_applies_once() {
     )
     .unwrap();
     let (i1, o1) = store.propose(put("web", 1, Some("req-1"))).await.unwrap();
-    // Same id, different content: the recorded outcome is returned, nothing changes.
-    let (_, o2) = store.propose(put("web", 3, Some("req-1"))).await.unwrap();
+    // A retry (same id, same request) gets the recorded outcome.
+    let (_, o2) = store.propose(put("web", 1, Some("req-1"))).await.unwrap();
     assert_eq!(o1, o2);
+    // Same id, a different request: refused, nothing changes.
+    let (_, o3) = store.propose(put("web", 3, Some("req-1"))).await.unwrap();
+    assert!(matches!(o3, Outcome::Rejected(ref why) if why.contains("different request")), "{o3:?}");
     assert_eq!(store.read().tasks.len(), 1);
     assert_eq!(
         o1,
