@@ -14,6 +14,11 @@
 #                             commit latency for S seconds (default 10), then
 #                             K (default 10) leader kills and the time to the
 #                             next acknowledged write after each
+#   ci/bench.sh scale [--json] [--pairs 1000x50000,5000x100000]
+#                             three servers and hollow nodes on loopback:
+#                             apps of 1,000 instances, time to all running,
+#                             server CPU and peak RSS, heartbeat p99, nodes
+#                             marked down
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case ${1:-} in
@@ -57,8 +62,14 @@ case ${1:-} in
         cargo build --release --locked -p berth-cli
         python3 ci/bench/ha.py --berth target/release/berth --seconds "${2:-10}" --kills "${3:-10}"
         ;;
+    scale)
+        ci/setup.sh
+        cargo build --release --locked -p berth-cli
+        shift
+        python3 ci/bench/scale.py --berth target/release/berth "$@"
+        ;;
     *)
-        echo "usage: ci/bench.sh launch|probe|wasm|ha [N]" >&2
+        echo "usage: ci/bench.sh launch|probe|wasm|ha|scale [ARGS]" >&2
         exit 2
         ;;
 esac

@@ -270,7 +270,11 @@ fn answer(
         state,
         exit_code: None,
         restarts: 0,
-        message: if gone { "removed".into() } else { "hollow".into() },
+        message: if gone {
+            "removed".into()
+        } else {
+            "hollow".into()
+        },
         gone,
     });
 }
@@ -288,11 +292,7 @@ async fn beat(servers: Arc<Servers>, node: String, every: Duration, stats: Arc<S
             Ok(r) => {
                 let us = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .rtt
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(us);
+                stats.rtt.lock().unwrap_or_else(|p| p.into_inner()).push(us);
                 every.max(pace(r.into_inner().next_ms))
             }
             Err(_) => {
@@ -306,6 +306,7 @@ async fn beat(servers: Arc<Servers>, node: String, every: Duration, stats: Arc<S
 
 /// A cheap stable hash of a name (start jitter).
 fn crc(s: &str) -> u32 {
-    s.bytes()
-        .fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619))
+    s.bytes().fold(2166136261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16777619)
+    })
 }

@@ -59,7 +59,7 @@ macro_rules! ctl {
                 let r = $crate::client::request(req.clone());
                 async move {
                     berth_proto::control_client::ControlClient::new(ch)
-                        .max_decoding_message_size(64 << 20)
+                        .max_decoding_message_size(berth_proto::MAX_MESSAGE)
                         .$method(r)
                         .await
                 }

@@ -118,7 +118,10 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!((c.changed, c.removed), (vec!["z".to_string()], vec!["x".to_string()]));
+        assert_eq!(
+            (c.changed, c.removed),
+            (vec!["z".to_string()], vec!["x".to_string()])
+        );
         let gap = v.apply(AssignmentUpdate {
             version: 12,
             since: 10,

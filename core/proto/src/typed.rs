@@ -96,7 +96,11 @@ mod tests {
         for d in [ModelDesired::Run, ModelDesired::Stop, ModelDesired::Remove] {
             assert_eq!(desired_from_wire(desired_to_wire(d) as i32), Some(d));
         }
-        for r in [ModelRestart::Always, ModelRestart::OnFailure, ModelRestart::Never] {
+        for r in [
+            ModelRestart::Always,
+            ModelRestart::OnFailure,
+            ModelRestart::Never,
+        ] {
             assert_eq!(restart_from_wire(restart_to_wire(r) as i32), Some(r));
         }
         assert_eq!(desired_from_wire(0), None);

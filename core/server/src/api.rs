@@ -241,7 +241,7 @@ impl Control for Api {
         let rid = request_id(req.request_id)?;
         self.known_app(&req.name, rid.as_deref())?;
         self.commit(rid, Command::StopApp { name: req.name })
-        .await?;
+            .await?;
         Ok(Response::new(pb::Ack {}))
     }
 
@@ -251,7 +251,7 @@ impl Control for Api {
         let rid = request_id(req.request_id)?;
         self.known_app(&req.name, rid.as_deref())?;
         self.commit(rid, Command::RemoveApp { name: req.name })
-        .await?;
+            .await?;
         Ok(Response::new(pb::Ack {}))
     }
 
@@ -362,7 +362,10 @@ impl Control for Api {
             .cloned()
             .ok_or_else(|| Status::not_found(format!("no task named {id}")))?;
         let ex = self.explanations.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(d) = ex.get(&id).filter(|d| d.placement.as_ref().map(|p| &p.0) == task.node.as_ref()) else {
+        let Some(d) = ex
+            .get(&id)
+            .filter(|d| d.placement.as_ref().map(|p| &p.0) == task.node.as_ref())
+        else {
             return Ok(Response::new(pb::Explanation {
                 task: id,
                 summary: task.message.clone(),
@@ -594,7 +597,11 @@ impl NodeApi for Api {
                 r.statuses.len()
             )));
         }
-        if let Some(s) = r.statuses.iter().find(|s| s.message.len() > MAX_TASK_MESSAGE) {
+        if let Some(s) = r
+            .statuses
+            .iter()
+            .find(|s| s.message.len() > MAX_TASK_MESSAGE)
+        {
             return Err(Status::invalid_argument(format!(
                 "statuses[{}].message: {} bytes, more than {MAX_TASK_MESSAGE}",
                 s.id,

@@ -71,10 +71,7 @@ impl Router {
         }
         for (node, idx) in per_node {
             if let Some(list) = streams.get_mut(node) {
-                list.retain(|tx| {
-                    tx.send(Routed::Events(batch.clone(), idx.clone()))
-                        .is_ok()
-                });
+                list.retain(|tx| tx.send(Routed::Events(batch.clone(), idx.clone())).is_ok());
                 if list.is_empty() {
                     streams.remove(node);
                 }

@@ -266,10 +266,7 @@ impl Live {
     pub fn context(&self) -> PolicyContext {
         PolicyContext {
             capacity: self.capacity.clone().into_iter().collect(),
-            ..PolicyContext::from_counts(
-                self.shape_counts.iter().map(|(s, c)| (s.clone(), *c)),
-                0,
-            )
+            ..PolicyContext::from_counts(self.shape_counts.iter().map(|(s, c)| (s.clone(), *c)), 0)
         }
     }
 

@@ -153,10 +153,18 @@ impl Loop {
             state.plugins_only()
         });
         let wasm = !state.plugins.is_empty();
-        self.failed.retain(|id, _| state.tasks.get(id).is_some_and(berth_store::tasks::is_pending));
+        self.failed.retain(|id, _| {
+            state
+                .tasks
+                .get(id)
+                .is_some_and(berth_store::tasks::is_pending)
+        });
         let mut groups: BTreeMap<(&str, u64), Vec<&Task>> = BTreeMap::new();
         for t in state.tasks.pending() {
-            groups.entry((t.app.as_str(), t.version)).or_default().push(t);
+            groups
+                .entry((t.app.as_str(), t.version))
+                .or_default()
+                .push(t);
         }
         let mut round = Round::default();
         for ((app_name, version), tasks) in groups {

@@ -347,14 +347,19 @@ async fn higher_priority_preempts_the_fewest_lower_tasks() {
     s.api().run_app(run(high, "h")).await.unwrap();
     eventually("two victims told why", || async {
         let t = tasks(&s).await;
-        let victims: Vec<_> = t.iter().filter(|t| t.desired == pb::Desired::Remove as i32).collect();
+        let victims: Vec<_> = t
+            .iter()
+            .filter(|t| t.desired == pb::Desired::Remove as i32)
+            .collect();
         victims.len() == 2
             && victims.iter().all(|v| {
                 v.message.starts_with("preempted by train-")
                     && v.message.contains("(priority 100 > -10)")
             })
             && t.iter()
-                .filter(|t| t.app == "batch" && t.desired == pb::Desired::Run as i32 && t.node.is_empty())
+                .filter(|t| {
+                    t.app == "batch" && t.desired == pb::Desired::Run as i32 && t.node.is_empty()
+                })
                 .count()
                 == 2
     })

@@ -23,14 +23,18 @@ const APPS: [&str; 3] = ["web", "db", "batch"];
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
 
 fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
     let ids: Vec<&String> = state.tasks.keys().collect();
-    let pick = |r: &mut Lcg| (!ids.is_empty()).then(|| ids[r.next(ids.len() as u64) as usize].clone());
+    let pick =
+        |r: &mut Lcg| (!ids.is_empty()).then(|| ids[r.next(ids.len() as u64) as usize].clone());
     Some(match r.next(9) {
         0 | 1 => Command::PutApp {
             spec: Box::new(
@@ -99,7 +103,11 @@ fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_view_and_deltas_match_building_from_scratch() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig::single(dir.path().to_path_buf()), Arc::new(NoPeers)).unwrap();
+    let store = Store::open(
+        StoreConfig::single(dir.path().to_path_buf()),
+        Arc::new(NoPeers),
+    )
+    .unwrap();
     let mut role = store.role();
     role.wait_for(|_| store.is_leader()).await.unwrap();
     let mut live = Live::new(&store);
@@ -118,13 +126,23 @@ async fn live_view_and_deltas_match_building_from_scratch() {
     for _ in 0..1500 {
         let cmd = { command(&store.read(), &mut r) };
         let Some(cmd) = cmd else { continue };
-        store.propose(Envelope { request_id: None, command: cmd }).await.unwrap();
+        store
+            .propose(Envelope {
+                request_id: None,
+                command: cmd,
+            })
+            .await
+            .unwrap();
         applied += 1;
         let state = store.read();
         // The live view, against a snapshot built from scratch.
         assert!(live.sync(&state));
         let fresh = live::snapshot(&state);
-        assert_eq!(live.cluster.nodes(), fresh.nodes(), "after {applied} commands");
+        assert_eq!(
+            live.cluster.nodes(),
+            fresh.nodes(),
+            "after {applied} commands"
+        );
         assert_eq!(live.context(), live::workload_context(&state));
         // Each node's deltas, against its full set.
         while let Ok(Some(batch)) = sub.try_recv() {
@@ -134,7 +152,9 @@ async fn live_view_and_deltas_match_building_from_scratch() {
                     .iter()
                     .enumerate()
                     .filter(|(_, e)| match e {
-                        Event::TaskUpdated(t) | Event::TaskRemoved(t) => t.node.as_deref() == Some(NODES[i]),
+                        Event::TaskUpdated(t) | Event::TaskRemoved(t) => {
+                            t.node.as_deref() == Some(NODES[i])
+                        }
                         _ => false,
                     })
                     .map(|(k, _)| k as u32)
@@ -143,7 +163,10 @@ async fn live_view_and_deltas_match_building_from_scratch() {
                     continue;
                 }
                 let mut touched = Default::default();
-                assert!(assign::touched(&Routed::Events(batch.clone(), idx), &mut touched));
+                assert!(assign::touched(
+                    &Routed::Events(batch.clone(), idx),
+                    &mut touched
+                ));
                 if let Some(u) = stream.delta(&state, &touched) {
                     view.apply(u).expect("deltas follow one another");
                 }
@@ -155,9 +178,18 @@ async fn live_view_and_deltas_match_building_from_scratch() {
                 .on_node(NODES[i])
                 .map(|t| (t.id.clone(), convert::task(t)))
                 .collect();
-            assert_eq!(view.tasks, full, "node {} after {applied} commands", NODES[i]);
+            assert_eq!(
+                view.tasks, full,
+                "node {} after {applied} commands",
+                NODES[i]
+            );
             for t in view.tasks.values() {
-                if t.desired == berth_proto::Desired::Run as i32 && state.apps.get(&t.app).is_some_and(|a| a.version == t.version) {
+                if t.desired == berth_proto::Desired::Run as i32
+                    && state
+                        .apps
+                        .get(&t.app)
+                        .is_some_and(|a| a.version == t.version)
+                {
                     assert!(view.launch_for(t).is_some(), "launch spec for {}", t.id);
                 }
             }

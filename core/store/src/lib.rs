@@ -13,9 +13,9 @@ pub mod state;
 pub mod storage;
 pub mod tasks;
 
+pub use events::{Batch, Subscription};
 pub use node::{NoPeers, RaftStatus, StateGuard, Store, StoreConfig, Transport};
 pub use plugins::{Blob, Mode, PluginCommand, PluginRecord, PluginSettings, PluginVersion};
-pub use events::{Batch, Subscription};
 pub use state::{App, ClusterState, Command, Envelope, Event, MAX_REQUEST_ID, Outcome, Placement};
 pub use tasks::TaskTable;
 

@@ -172,9 +172,7 @@ impl TaskTable {
     }
 
     fn ids<'a>(&'a self, set: Option<&'a BTreeSet<String>>) -> impl Iterator<Item = &'a Task> + 'a {
-        set.into_iter()
-            .flatten()
-            .filter_map(|id| self.all.get(id))
+        set.into_iter().flatten().filter_map(|id| self.all.get(id))
     }
 
     /// Checks every index against a scan of all tasks (for tests).

@@ -73,7 +73,11 @@ fn command(state: &ClusterState, op: &Op) -> Option<Command> {
         },
         Op::Status(n, up) => Command::SetNodeStatus {
             name: NODES[n].into(),
-            status: if up { NodeStatus::Ready } else { NodeStatus::Down },
+            status: if up {
+                NodeStatus::Ready
+            } else {
+                NodeStatus::Down
+            },
         },
         Op::Drain(n, drain) => Command::DrainNode {
             name: NODES[n].into(),
@@ -152,21 +156,36 @@ fn a_reused_request_id_is_refused_and_a_retry_answered() {
     let put = |n: u32| Envelope {
         request_id: Some("r1".into()),
         command: Command::PutApp {
-            spec: Box::new(parse_spec(&format!("name: web\nimage: busybox:latest\ninstances: {n}\n")).unwrap()),
+            spec: Box::new(
+                parse_spec(&format!(
+                    "name: web\nimage: busybox:latest\ninstances: {n}\n"
+                ))
+                .unwrap(),
+            ),
         },
     };
     let mut ev = Vec::new();
     let first = state.apply(2, put(1), &mut ev);
     assert!(matches!(first, Outcome::App { changed: true, .. }));
-    assert_eq!(state.apply(3, put(1), &mut ev), first, "a retry gets the first answer");
+    assert_eq!(
+        state.apply(3, put(1), &mut ev),
+        first,
+        "a retry gets the first answer"
+    );
     let Outcome::Rejected(why) = state.apply(4, put(2), &mut ev) else {
         panic!("a different request under the same id must be refused");
     };
-    assert!(why.contains("already used for a different request"), "{why}");
+    assert!(
+        why.contains("already used for a different request"),
+        "{why}"
+    );
     let long = Envelope {
         request_id: Some("x".repeat(3 << 20)),
         command: Command::StopApp { name: "web".into() },
     };
-    assert!(matches!(state.apply(5, long, &mut ev), Outcome::Rejected(_)));
+    assert!(matches!(
+        state.apply(5, long, &mut ev),
+        Outcome::Rejected(_)
+    ));
     assert_eq!(state.outcome_of(&"x".repeat(3 << 20)), None, "nothing kept");
 }

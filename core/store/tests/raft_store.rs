@@ -73,7 +73,10 @@ async fn retried_request_applies_once() {
     assert_eq!(o1, o2);
     // Same id, a different request: refused, nothing changes.
     let (_, o3) = store.propose(put("web", 3, Some("req-1"))).await.unwrap();
-    assert!(matches!(o3, Outcome::Rejected(ref why) if why.contains("different request")), "{o3:?}");
+    assert!(
+        matches!(o3, Outcome::Rejected(ref why) if why.contains("different request")),
+        "{o3:?}"
+    );
     assert_eq!(store.read().tasks.len(), 1);
     assert_eq!(
         o1,

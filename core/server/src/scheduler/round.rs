@@ -76,15 +76,29 @@ pub struct Plan {
 
 /// Decides `round` against `cluster`, accounting each placement in it so
 /// later decisions see it.
-pub fn plan(round: &Round, cluster: &mut Cluster, pipeline: &Pipeline, shadows: &Shadows<'_>) -> Plan {
+pub fn plan(
+    round: &Round,
+    cluster: &mut Cluster,
+    pipeline: &Pipeline,
+    shadows: &Shadows<'_>,
+) -> Plan {
     let mut out = Plan::default();
     let mut batches: BTreeMap<(&str, u64), Vec<&Pending>> = BTreeMap::new();
     for p in &round.pending {
-        batches.entry((p.app.as_str(), p.version)).or_default().push(p);
+        batches
+            .entry((p.app.as_str(), p.version))
+            .or_default()
+            .push(p);
     }
     // Higher priority first, so freed resources go to the task that freed them.
     let mut batches: Vec<Vec<&Pending>> = batches.into_values().collect();
-    batches.sort_by_key(|b| (std::cmp::Reverse(b[0].priority), b[0].app.clone(), b[0].version));
+    batches.sort_by_key(|b| {
+        (
+            std::cmp::Reverse(b[0].priority),
+            b[0].app.clone(),
+            b[0].version,
+        )
+    });
     let total = round.pending.len();
     let mut seen = 0;
     for mut batch in batches {
@@ -178,7 +192,12 @@ pub fn plan(round: &Round, cluster: &mut Cluster, pipeline: &Pipeline, shadows: 
 }
 
 /// The full decision, with each shadow pipeline's on the same cluster.
-fn decide(pipeline: &Pipeline, shadows: &Shadows<'_>, cluster: &Cluster, req: &TaskRequest) -> Decision {
+fn decide(
+    pipeline: &Pipeline,
+    shadows: &Shadows<'_>,
+    cluster: &Cluster,
+    req: &TaskRequest,
+) -> Decision {
     let d = pipeline.decide(cluster, req);
     if let Some(set) = shadows.set {
         for (name, sp) in shadows.list {
