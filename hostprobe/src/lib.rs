@@ -2,6 +2,7 @@
 //! cores, PUs, caches, GPUs with NVLink and MIG, NICs), the probes that
 //! fill it from the real machine (hwloc, NVML, sysfs; behind cargo
 //! features), and fixture files that stand in for machines we do not have.
+#![forbid(unsafe_code)]
 
 pub mod fixture;
 pub mod inventory;

@@ -9,6 +9,7 @@
 //! - `last-gpu` (allocate): the highest-numbered free GPUs.
 //! - `hostile-*`: plugins that misbehave (an endless loop, a memory hog, a
 //!   trap, wrong output, a log flood, an impossible GPU), for the host's tests.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

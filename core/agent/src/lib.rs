@@ -2,6 +2,7 @@
 //! assigned to it, runs each through a supervisor on the runtime, and
 //! reports their state. It knows nothing of scheduling: it applies the
 //! control plane's decisions.
+#![forbid(unsafe_code)]
 
 pub mod inventory;
 pub mod logs;

@@ -1,4 +1,5 @@
 //! `berth`: the control plane, the node agent, the shim and the CLI in one binary.
+#![forbid(unsafe_code)]
 
 mod client;
 mod daemon;

@@ -1,5 +1,6 @@
 //! Berth's domain types: the app spec people write, the quantities in it,
 //! and their parsing and validation. No I/O.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod hardware;

@@ -1,6 +1,6 @@
 //! Berth's gRPC contract, generated from `proto/berth.proto` with protox and
 //! tonic-prost-build (no `protoc` needed).
-
+#![forbid(unsafe_code)]
 #![allow(missing_docs, clippy::all)]
 
 /// Version 1 of the API.

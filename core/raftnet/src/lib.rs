@@ -11,6 +11,7 @@
 //! Peer addresses come from the replicated membership
 //! ([`berth_store::ClusterState::members`]), plus seeds a joining server
 //! learns from the server that admitted it.
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -315,6 +315,10 @@ impl Runtime {
             return;
         }
         if let Some(pid) = td.read_pid() {
+            // Not nix's `kill`: its `Signal` enum cannot carry every number a
+            // caller may pass (real-time signals, 0), and this sends any.
+            // SAFETY: kill(2) takes no pointers and touches no memory of ours;
+            // a stale or invalid pid or signal is an error we ignore.
             unsafe {
                 libc::kill(pid, signal);
             }
@@ -393,9 +397,10 @@ fn kill_stray(td: &TaskDir, id: &str) {
         .unwrap_or(false);
     if in_cgroup {
         tracing::warn!(pid, id, "killing a container whose shim is gone");
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -406,12 +411,19 @@ pub fn container_id(task: &str, attempt: u32) -> String {
 
 /// Waits for a process that is not our child to exit, using a pidfd.
 async fn wait_pid_exit(pid: i32) {
+    // nix 0.29 has no pidfd_open.
+    // SAFETY: pidfd_open(2) takes a pid and flags, no pointers; it returns a
+    // new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         return; // already gone
     }
+    // SAFETY: `fd` was just returned by pidfd_open, is open, and nothing
+    // else owns it, so the OwnedFd is its sole owner and closes it once.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // SAFETY: we own the pidfd and nothing else registers it.
+    // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and refers
+    // to the same pidfd until the AsyncFd is dropped; nothing else
+    // registers it.
     match unsafe { AsyncFd::register(fd) } {
         Ok(afd) => {
             let _ = afd.readable().await;

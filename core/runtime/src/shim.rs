@@ -28,13 +28,16 @@ use crate::taskdir::{ExitRecord, TaskDir};
 pub fn run(dir: &Path, run: &Path, id: &str, state_root: &Path) -> i32 {
     // Its own session: signals aimed at the agent's terminal or process
     // group never reach the shim, so containers outlive the agent.
+    let _ = nix::unistd::setsid();
     // The agent may be gone when we write to the sync pipe.
+    // SAFETY: SIG_IGN installs no handler code, so there is no
+    // async-signal-safety to uphold; the shim has a single thread here and
+    // nothing else in it changes SIGPIPE's disposition.
     unsafe {
-        libc::setsid();
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        // Adopt any orphan the container leaves so nothing escapes reaping.
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
+    // Adopt any orphan the container leaves so nothing escapes reaping.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let td = TaskDir::new(dir.to_path_buf(), run.to_path_buf());
     let _ = td.create_run_dir();
     let _ = td.write_shim_pid(std::process::id() as i32);
@@ -68,12 +71,13 @@ fn sync_line(line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
     // Close the sync pipe so the agent's reader sees EOF.
-    unsafe {
-        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
-        if devnull >= 0 {
-            libc::dup2(devnull, 1);
-            libc::close(devnull);
-        }
+    if let Ok(devnull) = nix::fcntl::open(
+        c"/dev/null",
+        nix::fcntl::OFlag::O_WRONLY,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        let _ = nix::unistd::dup2(devnull, 1);
+        let _ = nix::unistd::close(devnull);
     }
 }
 
@@ -130,9 +134,7 @@ fn start(td: &TaskDir, id: &str, state_root: &Path) -> Result<i32, String> {
         .ok_or_else(|| "created container has no init pid".to_string())?
         .as_raw();
     if let Err(e) = container.start() {
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(Pid::from_raw(pid), None);
         return Err(format!("starting container: {e}"));
     }

@@ -2,6 +2,7 @@
 //! agents), the scheduling loop, and node liveness, over a replicated
 //! [`berth_store::Store`]. Decisions are made by the leader and committed as
 //! results; followers and agents apply them.
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod api_plugins;

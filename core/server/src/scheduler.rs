@@ -143,6 +143,8 @@ impl Loop {
             drop(state);
             self.live = Some(Live::new(store));
             self.templates.clear();
+            // A new view counts plugin changes from scratch: load them.
+            self.plugin_seen = 0;
             return self.gather(store);
         }
         let Some(live) = self.live.as_mut() else {
@@ -229,7 +231,7 @@ impl Loop {
 
     /// One round: gather, decide, commit. Returns whether a command was
     /// committed (another round follows at once).
-    fn round(&mut self, store: &Store, rt: &tokio::runtime::Handle) -> bool {
+    fn round(&mut self, store: &Store, rt: &tokio::runtime::Runtime) -> bool {
         let (round, plugins) = self.gather(store);
         let generation = match plugins {
             Some(mini) => self.chain.plugins.sync(&mini),
@@ -307,10 +309,19 @@ impl Loop {
 /// `policy` (see [`policy::cluster_pipeline`]) and the installed plugins.
 /// It runs until the store shuts down.
 pub fn start(store: Store, policy: String, plugins: Arc<PluginSet>, explanations: Explanations) {
-    let rt = tokio::runtime::Handle::current();
+    // Its own small runtime (for waiting and proposing): the loop neither
+    // occupies nor outlives the runtime that serves clients.
     let spawned = std::thread::Builder::new()
         .name("scheduler".into())
-        .spawn(move || run(store, policy, plugins, explanations, rt));
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => run(store, policy, plugins, explanations, &rt),
+                Err(e) => tracing::error!(error = %e, "starting the scheduler's runtime"),
+            }
+        });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "starting the scheduler thread");
     }
@@ -321,7 +332,7 @@ fn run(
     policy: String,
     plugins: Arc<PluginSet>,
     explanations: Explanations,
-    rt: tokio::runtime::Handle,
+    rt: &tokio::runtime::Runtime,
 ) {
     let mut applied = store.applied();
     let mut l = Loop {
@@ -343,7 +354,7 @@ fn run(
             return;
         }
         if store.is_leader() {
-            if l.round(&store, &rt) {
+            if l.round(&store, rt) {
                 continue;
             }
         } else if l.live.is_some() {

@@ -5,6 +5,7 @@
 //!   GPU traces as used by the FGD paper), reproduced number for number.
 //! - [`scale`]: placements per second and latency on a large synthetic
 //!   cluster built from the hardware fixtures, with and without sampling.
+#![forbid(unsafe_code)]
 
 pub mod openb;
 pub mod scale;

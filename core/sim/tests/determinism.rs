@@ -7,9 +7,7 @@ use berth_sim::openb::csv::{load_nodes, load_pods};
 
 #[test]
 fn same_seed_same_curve() {
-    let Some(data) = common::openb_data() else {
-        return;
-    };
+    let data = common::openb_data();
     // A tenth of the cluster and of the trace keeps the debug build quick.
     let nodes = load_nodes(&data.join("openb_node_list_gpu_node.csv")).unwrap();
     let pods = load_pods(&data.join("openb_pod_list_gpuspec20.csv")).unwrap();

@@ -7,9 +7,7 @@ use berth_sim::{OpenbOpts, ScaleOpts, run_openb, run_scale};
 
 #[test]
 fn fgd_on_the_default_trace() {
-    let Some(data) = common::openb_data() else {
-        return;
-    };
+    let data = common::openb_data();
     let r = run_openb(&OpenbOpts {
         trace: data.join("openb_pod_list_default.csv"),
         nodes: None,

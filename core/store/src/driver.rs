@@ -45,6 +45,8 @@ pub(crate) struct Driver {
     counter: u64,
     snapshot_every: u64,
     last_snapshot: u64,
+    /// A snapshot being encoded on another thread: (index, bytes).
+    encoding: Option<oneshot::Receiver<Result<(u64, Vec<u8>), String>>>,
 }
 
 impl Driver {
@@ -67,6 +69,7 @@ impl Driver {
             counter: 0,
             snapshot_every,
             last_snapshot,
+            encoding: None,
         }
     }
 
@@ -77,6 +80,10 @@ impl Driver {
         while stop.is_none() {
             tokio::select! {
                 _ = ticker.tick() => { self.node.tick(); }
+                done = wait_encoded(&mut self.encoding) => {
+                    self.encoding = None;
+                    self.store_snapshot(done);
+                }
                 msg = self.rx.recv() => {
                     let Some(msg) = msg else { break };
                     stop = self.handle(msg);
@@ -363,20 +370,72 @@ impl Driver {
         }
     }
 
+    /// Starts a snapshot when one is due: the state is copied under the
+    /// lock (the driver is its only writer, so this is a consistent view)
+    /// and encoded on another thread, so applies go on meanwhile.
     fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
+        if self.encoding.is_some() {
+            return Ok(());
+        }
         let applied = self.node.raft.raft_log.applied;
         let due = applied >= self.last_snapshot + self.snapshot_every;
         if !(due || self.node.store().snapshot_wanted()) || applied <= self.last_snapshot {
             return Ok(());
         }
-        let data = {
-            let state = self.shared.state.read().unwrap_or_else(|p| p.into_inner());
-            serde_json::to_vec(&*state).map_err(|e| StoreError::Encode(e.to_string()))?
-        };
-        self.node.mut_store().create_snapshot(applied, data)?;
-        self.last_snapshot = applied;
-        tracing::debug!(index = applied, "snapshot taken, log compacted");
+        let copy = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (tx, rx) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let r = serde_json::to_vec(&copy)
+                    .map(|d| (applied, d))
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Ok(_) => self.encoding = Some(rx),
+            Err(e) => tracing::warn!(error = %e, "starting the snapshot thread"),
+        }
         Ok(())
+    }
+
+    /// Stores an encoded snapshot and compacts the log it covers.
+    fn store_snapshot(&mut self, done: Result<(u64, Vec<u8>), String>) {
+        let (index, data) = match done {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a snapshot");
+                return;
+            }
+        };
+        // A snapshot received from the leader meanwhile may be newer.
+        if index <= self.last_snapshot {
+            return;
+        }
+        match self.node.mut_store().create_snapshot(index, data) {
+            Ok(()) => {
+                self.last_snapshot = index;
+                tracing::debug!(index, "snapshot taken, log compacted");
+            }
+            Err(e) => tracing::error!(error = %e, "storing a snapshot"),
+        }
+    }
+}
+
+/// Waits for the snapshot being encoded, if any (forever when none is).
+async fn wait_encoded(
+    rx: &mut Option<oneshot::Receiver<Result<(u64, Vec<u8>), String>>>,
+) -> Result<(u64, Vec<u8>), String> {
+    match rx {
+        Some(rx) => rx
+            .await
+            .unwrap_or_else(|_| Err("snapshot thread died".into())),
+        None => std::future::pending().await,
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Every change goes through the log, even with one server. Reads come from
 //! the applied state; watchers get [`state::Event`]s after each apply.
+#![forbid(unsafe_code)]
 
 mod driver;
 pub mod events;

@@ -16,6 +16,11 @@ use crate::StoreError;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+/// The snapshot's state-machine bytes, in a table of their own: the hard
+/// state in `META` is rewritten by every commit, and a copy-on-write B-tree
+/// rewrites the pages it touches, so a multi-megabyte value beside it was
+/// written again with every acknowledged write.
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 
 const HARD_STATE: &str = "hard_state";
 const CONF_STATE: &str = "conf_state";
@@ -52,7 +57,14 @@ impl RedbStorage {
         {
             let tx = db.begin_write()?;
             tx.open_table(LOG)?;
-            tx.open_table(META)?;
+            let mut meta = tx.open_table(META)?;
+            let mut snap = tx.open_table(SNAPSHOT)?;
+            // Data directories from before the split: move the bytes over.
+            let old = meta.remove(SNAP_DATA)?.map(|v| v.value().to_vec());
+            if let Some(old) = old {
+                snap.insert(SNAP_DATA, old.as_slice())?;
+            }
+            drop((meta, snap));
             tx.commit()?;
         }
         let tx = db.begin_read()?;
@@ -72,7 +84,11 @@ impl RedbStorage {
             Some(b) => decode(&b, "snapshot metadata")?,
             None => SnapshotMetadata::default(),
         };
-        let snap_data = get(SNAP_DATA)?.unwrap_or_default();
+        let snap_data = tx
+            .open_table(SNAPSHOT)?
+            .get(SNAP_DATA)?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
         let log = tx.open_table(LOG)?;
         let mut entries = Vec::new();
         let mut last_term = snap_meta.term;
@@ -214,7 +230,8 @@ impl RedbStorage {
             log.retain(|_, _| false)?;
             let mut m = tx.open_table(META)?;
             m.insert(SNAP_META, encode(meta).as_slice())?;
-            m.insert(SNAP_DATA, snap.get_data())?;
+            tx.open_table(SNAPSHOT)?
+                .insert(SNAP_DATA, snap.get_data())?;
             m.insert(CONF_STATE, encode(meta.get_conf_state()).as_slice())?;
             let mut hs = self.hard_state.clone();
             hs.term = hs.term.max(meta.term);
@@ -249,7 +266,8 @@ impl RedbStorage {
         {
             let mut m = tx.open_table(META)?;
             m.insert(SNAP_META, encode(&meta).as_slice())?;
-            m.insert(SNAP_DATA, data.as_slice())?;
+            tx.open_table(SNAPSHOT)?
+                .insert(SNAP_DATA, data.as_slice())?;
             m.insert(HARD_STATE, encode(&self.hard_state).as_slice())?;
         }
         self.commit_dirty = false;

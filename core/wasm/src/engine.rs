@@ -128,7 +128,7 @@ impl Host {
         if let Some(path) = &cached_path
             && path.exists()
         {
-            // Safety: the cache directory holds only what this host wrote
+            // SAFETY: the cache directory holds only what this host wrote
             // with `serialize` for the same engine settings (the file name
             // carries the compatibility hash); a mismatch is an error, not
             // undefined behaviour.

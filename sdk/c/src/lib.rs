@@ -16,6 +16,7 @@
 //!     .unwrap();
 //! std::fs::write("binpack.wasm", wasm).unwrap();
 //! ```
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -28,7 +28,7 @@
 //! crate compiles and its plugins' logic runs natively, so plugins are
 //! unit-tested without Wasm; only the host's `log` needs the host (natively
 //! [`log`] prints to stderr).
-
+#![forbid(unsafe_code)]
 #![allow(missing_docs)]
 
 /// Bindings of each world (generated from `sdk/wit`).

@@ -199,8 +199,11 @@ pub(crate) fn overlay_options(
         lower[..layers.len()].join(":")
     );
     // The kernel copies mount data into a single page.
-    // SAFETY: sysconf has no preconditions.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096);
     if opts.len() >= page {
         return Err(format!(
             "overlay options for {} layers are {} bytes, over the {page}-byte limit",

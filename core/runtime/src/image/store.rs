@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -437,14 +436,16 @@ impl ImageStore {
             .write(true)
             .open(&lock_path)
             .ctx("open", &lock_path)?;
-        // SAFETY: the fd is valid for the life of `lock`; the lock is
-        // released when `lock` is closed at the end of this function.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(ImageError::io(
-                format!("lock {}", lock_path.display()),
-                io::Error::last_os_error(),
-            ));
-        }
+        // Held until `lock` is dropped at the end of this function.
+        let lock = match nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive) {
+            Ok(lock) => lock,
+            Err((_, errno)) => {
+                return Err(ImageError::io(
+                    format!("lock {}", lock_path.display()),
+                    io::Error::from(errno),
+                ));
+            }
+        };
         let mut refs = self.read_refs()?;
         if change(&mut refs) {
             let mut json = serde_json::to_vec_pretty(&refs).expect("a map of strings serializes");

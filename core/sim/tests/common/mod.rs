@@ -2,13 +2,17 @@
 
 use std::path::PathBuf;
 
-/// The openb data folder (`shared/benchmarks/openb/data`), if present.
-pub fn openb_data() -> Option<PathBuf> {
+/// The openb data folder, `shared/benchmarks/openb/data` in the `shared/`
+/// folder beside the checkout (CI always has it). Panics when it is
+/// missing, so a test that needs it never passes without running.
+pub fn openb_data() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/benchmarks/openb/data");
-    if p.join("openb_node_list_gpu_node.csv").is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipping: openb data not found at {}", p.display());
-        None
-    }
+    let nodes = p.join("openb_node_list_gpu_node.csv");
+    assert!(
+        nodes.is_file(),
+        "openb data not found: {} is missing; this test needs the `shared/` \
+         folder beside the checkout (shared/benchmarks/openb/data)",
+        nodes.display()
+    );
+    p
 }
