@@ -170,7 +170,7 @@ fn scaled(number: &str, unit: u64) -> Result<u64, NumError> {
     // numerator < 10^24 and unit < 2^64, so the product fits in u128.
     let product = numerator * u128::from(unit);
     let denominator = 10u128.pow(frac.len() as u32);
-    if product % denominator != 0 {
+    if !product.is_multiple_of(denominator) {
         return Err(NumError::Fraction);
     }
     // product / denominator < unit, so it fits in u64.
@@ -285,7 +285,7 @@ impl DurationMs {
 
 impl fmt::Display for MilliCpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             write!(f, "{}m", self.0)
@@ -297,7 +297,7 @@ impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0 != 0 {
             for (suffix, unit) in BYTE_UNITS {
-                if self.0 % unit == 0 {
+                if self.0.is_multiple_of(unit) {
                     return write!(f, "{}{}", self.0 / unit, suffix);
                 }
             }
@@ -312,7 +312,7 @@ impl fmt::Display for DurationMs {
             return f.write_str("0s");
         }
         for (suffix, unit) in DURATION_UNITS {
-            if self.0 % unit == 0 {
+            if self.0.is_multiple_of(unit) {
                 return write!(f, "{}{}", self.0 / unit, suffix);
             }
         }

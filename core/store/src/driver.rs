@@ -34,6 +34,9 @@ fn boot_nonce() -> u64 {
     t ^ (u64::from(std::process::id()) << 32)
 }
 
+/// A snapshot encoded on another thread: its index and bytes, or why not.
+type Encoding = oneshot::Receiver<Result<(u64, Vec<u8>), String>>;
+
 pub(crate) struct Driver {
     node: RawNode<RedbStorage>,
     rx: mpsc::Receiver<Msg>,
@@ -46,7 +49,7 @@ pub(crate) struct Driver {
     snapshot_every: u64,
     last_snapshot: u64,
     /// A snapshot being encoded on another thread: (index, bytes).
-    encoding: Option<oneshot::Receiver<Result<(u64, Vec<u8>), String>>>,
+    encoding: Option<Encoding>,
 }
 
 impl Driver {
@@ -429,7 +432,7 @@ impl Driver {
 
 /// Waits for the snapshot being encoded, if any (forever when none is).
 async fn wait_encoded(
-    rx: &mut Option<oneshot::Receiver<Result<(u64, Vec<u8>), String>>>,
+    rx: &mut Option<Encoding>,
 ) -> Result<(u64, Vec<u8>), String> {
     match rx {
         Some(rx) => rx

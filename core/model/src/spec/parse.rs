@@ -118,8 +118,8 @@ fn problem(path: &Path, message: &str) -> FieldError {
         }
     };
 
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, expected)) = split_quoted(rest) {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = split_quoted(rest) {
             let names = backticked(expected);
             let message = if names.is_empty() {
                 "unknown field (no fields are allowed here)".to_owned()
@@ -129,7 +129,6 @@ fn problem(path: &Path, message: &str) -> FieldError {
             push_field(&mut segments, field);
             return FieldError::new(at(&segments), message);
         }
-    }
     if let Some(field) = message
         .strip_prefix("missing field `")
         .and_then(|rest| rest.strip_suffix('`'))
@@ -144,8 +143,8 @@ fn problem(path: &Path, message: &str) -> FieldError {
         push_field(&mut segments, field);
         return FieldError::new(at(&segments), "is given more than once");
     }
-    if let Some(rest) = message.strip_prefix("unknown variant `") {
-        if let Some((value, expected)) = split_quoted(rest) {
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((value, expected)) = split_quoted(rest) {
             let names = backticked(expected);
             return FieldError::new(
                 at(&segments),
@@ -156,7 +155,6 @@ fn problem(path: &Path, message: &str) -> FieldError {
                 ),
             );
         }
-    }
     let message = message
         .replace("expected field identifier", "expected a field name")
         .replace("struct AppSpec", "a mapping of fields")

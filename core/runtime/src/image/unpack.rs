@@ -167,11 +167,10 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                 meta.xattrs
                     .push((name.as_bytes().to_vec(), ext.value_bytes().to_vec()));
-            } else if key == "mtime" {
-                if let Some(t) = parse_pax_time(ext.value_bytes()) {
+            } else if key == "mtime"
+                && let Some(t) = parse_pax_time(ext.value_bytes()) {
                     meta.mtime = t;
                 }
-            }
         }
     }
     Ok(meta)
