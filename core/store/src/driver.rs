@@ -431,9 +431,7 @@ impl Driver {
 }
 
 /// Waits for the snapshot being encoded, if any (forever when none is).
-async fn wait_encoded(
-    rx: &mut Option<Encoding>,
-) -> Result<(u64, Vec<u8>), String> {
+async fn wait_encoded(rx: &mut Option<Encoding>) -> Result<(u64, Vec<u8>), String> {
     match rx {
         Some(rx) => rx
             .await

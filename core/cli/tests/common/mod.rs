@@ -267,13 +267,14 @@ impl Drop for Dev {
         // Remove every app so the agent stops containers and deletes files.
         if self.child.is_some() {
             if let Ok(out) = std::panic::catch_unwind(|| self.berth(&["apps", "--json"]))
-                && let Ok(Value::Array(apps)) = serde_json::from_slice::<Value>(&out.stdout) {
-                    for a in apps {
-                        if let Some(n) = a["name"].as_str() {
-                            let _ = self.berth(&["rm", n]);
-                        }
+                && let Ok(Value::Array(apps)) = serde_json::from_slice::<Value>(&out.stdout)
+            {
+                for a in apps {
+                    if let Some(n) = a["name"].as_str() {
+                        let _ = self.berth(&["rm", n]);
                     }
                 }
+            }
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(15) {
                 let out = self.berth(&["ps", "--json"]);

@@ -119,16 +119,17 @@ fn problem(path: &Path, message: &str) -> FieldError {
     };
 
     if let Some(rest) = message.strip_prefix("unknown field `")
-        && let Some((field, expected)) = split_quoted(rest) {
-            let names = backticked(expected);
-            let message = if names.is_empty() {
-                "unknown field (no fields are allowed here)".to_owned()
-            } else {
-                format!("unknown field (expected one of: {})", names.join(", "))
-            };
-            push_field(&mut segments, field);
-            return FieldError::new(at(&segments), message);
-        }
+        && let Some((field, expected)) = split_quoted(rest)
+    {
+        let names = backticked(expected);
+        let message = if names.is_empty() {
+            "unknown field (no fields are allowed here)".to_owned()
+        } else {
+            format!("unknown field (expected one of: {})", names.join(", "))
+        };
+        push_field(&mut segments, field);
+        return FieldError::new(at(&segments), message);
+    }
     if let Some(field) = message
         .strip_prefix("missing field `")
         .and_then(|rest| rest.strip_suffix('`'))
@@ -144,17 +145,18 @@ fn problem(path: &Path, message: &str) -> FieldError {
         return FieldError::new(at(&segments), "is given more than once");
     }
     if let Some(rest) = message.strip_prefix("unknown variant `")
-        && let Some((value, expected)) = split_quoted(rest) {
-            let names = backticked(expected);
-            return FieldError::new(
-                at(&segments),
-                format!(
-                    "unknown value {} (expected one of: {})",
-                    quoted(value),
-                    names.join(", ")
-                ),
-            );
-        }
+        && let Some((value, expected)) = split_quoted(rest)
+    {
+        let names = backticked(expected);
+        return FieldError::new(
+            at(&segments),
+            format!(
+                "unknown value {} (expected one of: {})",
+                quoted(value),
+                names.join(", ")
+            ),
+        );
+    }
     let message = message
         .replace("expected field identifier", "expected a field name")
         .replace("struct AppSpec", "a mapping of fields")

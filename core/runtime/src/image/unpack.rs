@@ -168,9 +168,10 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
                 meta.xattrs
                     .push((name.as_bytes().to_vec(), ext.value_bytes().to_vec()));
             } else if key == "mtime"
-                && let Some(t) = parse_pax_time(ext.value_bytes()) {
-                    meta.mtime = t;
-                }
+                && let Some(t) = parse_pax_time(ext.value_bytes())
+            {
+                meta.mtime = t;
+            }
         }
     }
     Ok(meta)
