@@ -159,6 +159,11 @@ impl Hollow {
         let (report, reports) = mpsc::unbounded_channel();
         let mut reporter = Some(reports);
         let mut first = true;
+        // Kept across reconnects: a new stream's full set replaces the view
+        // and says which tasks went away meanwhile.
+        let mut view = View::default();
+        let mut said: BTreeMap<String, TaskState> = BTreeMap::new();
+        let mut confirmed: HashSet<String> = HashSet::new();
         loop {
             let req = self.register.clone();
             let r = self
@@ -198,9 +203,6 @@ impl Hollow {
                 continue;
             };
             let mut stream = stream.into_inner();
-            let mut view = View::default();
-            let mut said: BTreeMap<String, TaskState> = BTreeMap::new();
-            let mut confirmed: HashSet<String> = HashSet::new();
             loop {
                 tokio::select! {
                     m = stream.message() => match m {

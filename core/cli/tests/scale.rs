@@ -144,7 +144,7 @@ fn twenty_thousand_tasks_on_hollow_nodes_survive_a_leader_kill() {
     }
     // No node was ever marked down (nothing was replaced, all are ready).
     let nodes: Vec<serde_json::Value> =
-        serde_json::from_slice(&c.berth(&["node", "ls", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&c.berth(&["nodes", "--json"]).stdout).unwrap();
     assert_eq!(nodes.len(), NODES);
     assert!(
         nodes.iter().all(|n| n["status"] == "ready"),

@@ -139,4 +139,57 @@ mod tests {
             .unwrap();
         assert_eq!(c.removed, ["y"]);
     }
+
+    #[test]
+    fn a_node_with_20000_tasks_fits_one_message_and_reconciles_by_deltas() {
+        use prost::Message as _;
+        let tasks: Vec<Task> = (0..20_000)
+            .map(|i| Task {
+                id: format!("app{}-{}-{i}", i % 20, 1000 + i % 20),
+                app: format!("app{}", i % 20),
+                version: 1000 + (i % 20) as u64,
+                instance: i,
+                node: "n1".into(),
+                state: crate::TaskState::Running as i32,
+                desired: crate::Desired::Run as i32,
+                message: "placed; waiting for the node to start it".into(),
+                allocation: Some(crate::Allocation {
+                    cpu_millis: 10,
+                    memory_bytes: 16 << 20,
+                    cpuset: (0..8).collect(),
+                    numa_nodes: vec![0],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let full = AssignmentUpdate {
+            version: 7,
+            full: true,
+            tasks,
+            ..Default::default()
+        };
+        let bytes = full.encode_to_vec();
+        // Launch specs travel once per app version, not once per task: the
+        // full set stays well inside the limit both sides set.
+        assert!(bytes.len() < crate::MAX_MESSAGE / 8, "{} bytes", bytes.len());
+        let mut v = View::default();
+        let c = v.apply(AssignmentUpdate::decode(bytes.as_slice()).unwrap()).unwrap();
+        assert_eq!(c.changed.len(), 20_000);
+        // One task told to stop, one gone: the delta carries two, not 20,000.
+        let mut stop = v.tasks["app3-1003-3"].clone();
+        stop.desired = crate::Desired::Stop as i32;
+        let delta = AssignmentUpdate {
+            version: 8,
+            since: 7,
+            tasks: vec![stop],
+            removed: vec!["app4-1004-4".into()],
+            ..Default::default()
+        };
+        assert!(delta.encode_to_vec().len() < 1024);
+        let c = v.apply(delta).unwrap();
+        assert_eq!((c.changed.len(), c.removed.len()), (1, 1));
+        assert_eq!(v.tasks.len(), 19_999);
+        assert_eq!(v.tasks["app3-1003-3"].desired, crate::Desired::Stop as i32);
+    }
 }

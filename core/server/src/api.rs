@@ -85,13 +85,22 @@ impl Api {
 impl Api {
     /// Refuses, before proposing, a change to an app that does not exist
     /// (unless it is a retry of a request that already went through).
-    fn known_app(&self, name: &str, rid: Option<&str>) -> Result<(), Status> {
-        let state = self.store.read();
-        if state.apps.contains_key(name) || rid.is_some_and(|id| state.outcome_of(id).is_some()) {
-            Ok(())
-        } else {
-            Err(Status::failed_precondition(format!("no app named {name}")))
+    /// Judged on the leader only, after a read barrier (a follower, or a
+    /// leader that has not applied all it committed, could lag), so a
+    /// follower still redirects the client.
+    async fn known_app(&self, name: &str, rid: Option<&str>) -> Result<(), Status> {
+        let known = |api: &Api| {
+            let state = api.store.read();
+            state.apps.contains_key(name) || rid.is_some_and(|id| state.outcome_of(id).is_some())
+        };
+        if !self.store.is_leader() || known(self) {
+            return Ok(());
         }
+        if self.store.read_barrier().await.is_err() || known(self) {
+            // No barrier: let the proposal decide (and redirect).
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!("no app named {name}")))
     }
 }
 
@@ -239,7 +248,7 @@ impl Control for Api {
         let req = req.into_inner();
         check_app_name(&req.name)?;
         let rid = request_id(req.request_id)?;
-        self.known_app(&req.name, rid.as_deref())?;
+        self.known_app(&req.name, rid.as_deref()).await?;
         self.commit(rid, Command::StopApp { name: req.name })
             .await?;
         Ok(Response::new(pb::Ack {}))
@@ -249,7 +258,7 @@ impl Control for Api {
         let req = req.into_inner();
         check_app_name(&req.name)?;
         let rid = request_id(req.request_id)?;
-        self.known_app(&req.name, rid.as_deref())?;
+        self.known_app(&req.name, rid.as_deref()).await?;
         self.commit(rid, Command::RemoveApp { name: req.name })
             .await?;
         Ok(Response::new(pb::Ack {}))

@@ -175,7 +175,9 @@ pub struct ClusterState {
     #[serde(default)]
     pub members: BTreeMap<u64, String>,
     /// Recent request ids, a digest of their command, and their outcomes,
-    /// oldest first.
+    /// oldest first. (Named anew when the digest was added: a snapshot
+    /// from before loads with an empty memory instead of failing.)
+    #[serde(default, rename = "request_log")]
     requests: VecDeque<(String, u64, Outcome)>,
     #[serde(skip)]
     request_index: HashMap<String, (u64, Outcome)>,
