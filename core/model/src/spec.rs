@@ -54,6 +54,12 @@ pub const MAX_STOP_GRACE: DurationMs = DurationMs(600_000);
 pub const MAX_NAME_LEN: usize = 63;
 /// Longest image tag, in characters.
 pub const MAX_TAG_LEN: usize = 128;
+/// Most environment variables one app may set.
+pub const MAX_ENV: usize = 1024;
+/// Most command arguments.
+pub const MAX_ARGS: usize = 1024;
+/// Longest environment value or command argument, in bytes.
+pub const MAX_VALUE_LEN: usize = 32 << 10;
 
 /// A validated-on-parse description of an app: what to run, how many, with
 /// which resources and ports, and how to restart and stop it.
@@ -388,7 +394,33 @@ impl AppSpec {
         if let Err(message) = check_image(&self.image) {
             problem("image".into(), message);
         }
+        if self.command.len() > MAX_ARGS {
+            problem(
+                "command".into(),
+                format!("{} arguments, more than {MAX_ARGS}", self.command.len()),
+            );
+        }
+        if self.env.len() > MAX_ENV {
+            problem(
+                "env".into(),
+                format!("{} variables, more than {MAX_ENV}", self.env.len()),
+            );
+        }
+        for (k, v) in &self.env {
+            if v.len() > MAX_VALUE_LEN {
+                problem(
+                    format!("env.{k}"),
+                    format!("{} bytes, more than {MAX_VALUE_LEN}", v.len()),
+                );
+            }
+        }
         for (i, arg) in self.command.iter().enumerate() {
+            if arg.len() > MAX_VALUE_LEN {
+                problem(
+                    format!("command[{i}]"),
+                    format!("{} bytes, more than {MAX_VALUE_LEN}", arg.len()),
+                );
+            }
             if arg.is_empty() {
                 problem(format!("command[{i}]"), "must not be empty".into());
             } else if arg.contains('\0') {

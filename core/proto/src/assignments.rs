@@ -172,9 +172,15 @@ mod tests {
         let bytes = full.encode_to_vec();
         // Launch specs travel once per app version, not once per task: the
         // full set stays well inside the limit both sides set.
-        assert!(bytes.len() < crate::MAX_MESSAGE / 8, "{} bytes", bytes.len());
+        assert!(
+            bytes.len() < crate::MAX_MESSAGE / 8,
+            "{} bytes",
+            bytes.len()
+        );
         let mut v = View::default();
-        let c = v.apply(AssignmentUpdate::decode(bytes.as_slice()).unwrap()).unwrap();
+        let c = v
+            .apply(AssignmentUpdate::decode(bytes.as_slice()).unwrap())
+            .unwrap();
         assert_eq!(c.changed.len(), 20_000);
         // One task told to stop, one gone: the delta carries two, not 20,000.
         let mut stop = v.tasks["app3-1003-3"].clone();
