@@ -15,10 +15,10 @@ use berth_hostprobe::Inventory;
 use berth_model::task::{Desired, TaskState, TaskStatus};
 use berth_proto::assignments::View;
 use berth_proto::servers::Servers;
-use berth_proto::{HeartbeatRequest, RegisterRequest, WatchAssignmentsRequest, typed};
+use berth_proto::{RegisterRequest, WatchAssignmentsRequest, typed};
 use tokio::sync::{mpsc, watch};
 
-use crate::{node_client, pace, report_loop};
+use crate::{heartbeat, node_client, report_loop};
 
 /// How many hollow nodes share one connection to the servers.
 const NODES_PER_CONNECTION: usize = 100;
@@ -284,18 +284,12 @@ fn answer(
 async fn beat(servers: Arc<Servers>, node: String, every: Duration, stats: Arc<Stats>) {
     loop {
         let start = Instant::now();
-        let r = servers
-            .call(|ch| {
-                let req = HeartbeatRequest { node: node.clone() };
-                async move { node_client(ch).heartbeat(req).await }
-            })
-            .await;
-        let wait = match r {
-            Ok(r) => {
+        let wait = match heartbeat(&servers, &node, every).await {
+            Ok(wait) => {
                 let us = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                 stats.rtt.lock().unwrap_or_else(|p| p.into_inner()).push(us);
-                every.max(pace(r.into_inner().next_ms))
+                wait
             }
             Err(_) => {
                 stats.heartbeat_failures.fetch_add(1, Ordering::Relaxed);

@@ -494,14 +494,8 @@ fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<TaskPlan, St
 /// send the next one (never sooner than `every`).
 async fn heartbeat_loop(servers: Arc<Servers>, node: String, every: Duration) {
     loop {
-        let r = servers
-            .call(|ch| {
-                let req = HeartbeatRequest { node: node.clone() };
-                async move { node_client(ch).heartbeat(req).await }
-            })
-            .await;
-        let wait = match r {
-            Ok(r) => every.max(pace(r.into_inner().next_ms)),
+        let wait = match heartbeat(&servers, &node, every).await {
+            Ok(wait) => wait,
             Err(e) => {
                 tracing::debug!(error = %e, "heartbeat failed");
                 every
@@ -509,6 +503,24 @@ async fn heartbeat_loop(servers: Arc<Servers>, node: String, every: Duration) {
         };
         tokio::time::sleep(wait).await;
     }
+}
+
+/// Sends one heartbeat; answers how long to wait before the next (the
+/// servers' pace, never less than `every`).
+pub async fn heartbeat(
+    servers: &Servers,
+    node: &str,
+    every: Duration,
+) -> Result<Duration, tonic::Status> {
+    let r = servers
+        .call(|ch| {
+            let req = HeartbeatRequest {
+                node: node.to_string(),
+            };
+            async move { node_client(ch).heartbeat(req).await }
+        })
+        .await?;
+    Ok(every.max(pace(r.into_inner().next_ms)))
 }
 
 /// The pause the servers asked for, capped at a minute.
