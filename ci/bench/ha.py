@@ -87,7 +87,10 @@ def main():
              "--seconds", str(a.seconds), "--prefix", "tput"],
             env=env, capture_output=True, text=True, check=True,
         )
-        print(json.dumps({"measure": "throughput", "servers": 3, **json.loads(out.stdout)}))
+        sizes = [round(sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(d)
+                           for f in fs) / (1 << 20), 1) for d in dirs]
+        print(json.dumps({"measure": "throughput", "servers": 3, **json.loads(out.stdout),
+                          "data_dir_mib": sizes}))
 
         acks = os.path.join(root, "acks.txt")
         load = subprocess.Popen(
