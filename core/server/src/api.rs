@@ -178,8 +178,15 @@ impl Control for Api {
         // Validation happens before anything is proposed: a bad spec stores nothing.
         let spec = parse_spec(&req.spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Admission plugins may refuse or change it (also before anything is stored).
-        let plugins = self.store.read().plugins_only();
-        self.plugins.sync(&plugins);
+        // Plugins are loaded from a copy, without the state's lock, and
+        // only when they changed.
+        let changed = {
+            let state = self.store.read();
+            (!self.plugins.in_step(&state)).then(|| state.plugins_only())
+        };
+        if let Some(plugins) = changed {
+            self.plugins.sync(&plugins);
+        }
         let spec = if self.plugins.has_admission() {
             let plugins = self.plugins.clone();
             tokio::task::spawn_blocking(move || plugins.admit(spec))

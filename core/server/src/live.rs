@@ -37,6 +37,8 @@ pub struct Live {
     held: HashMap<String, Held>,
     shapes: HashMap<String, PodShape>,
     shape_counts: HashMap<PodShape, u64>,
+    /// Each app version's shape (a shape is a function of the spec).
+    app_shapes: HashMap<(String, u64), PodShape>,
     capacity: BTreeMap<String, u64>,
     /// Bumped whenever capacity is freed or the nodes change.
     pub freed: u64,
@@ -59,13 +61,20 @@ fn holding(state: &ClusterState, t: &Task) -> Option<Held> {
     })
 }
 
-/// The shape a task adds to the workload context (tasks that run or wait).
+/// Whether a task counts in the workload context (it runs or waits).
+fn counts(t: &Task) -> bool {
+    t.desired == Desired::Run && t.state != TaskState::Stopped
+}
+
+/// The shape of an app's tasks.
+fn app_shape(app: &berth_store::App) -> PodShape {
+    PodShape::of_task(&TaskRequest::for_spec("", &app.spec))
+}
+
+/// The shape a task adds to the workload context, if it counts.
 fn shape(state: &ClusterState, t: &Task) -> Option<PodShape> {
-    if t.desired != Desired::Run || t.state == TaskState::Stopped {
-        return None;
-    }
-    let app = state.apps.get(&t.app)?;
-    Some(PodShape::of_task(&TaskRequest::for_spec(&t.id, &app.spec)))
+    counts(t).then_some(())?;
+    Some(app_shape(state.apps.get(&t.app)?))
 }
 
 /// The scheduler's node table for `state` (nothing allocated yet).
@@ -139,6 +148,7 @@ impl Live {
             held: HashMap::new(),
             shapes: HashMap::new(),
             shape_counts: HashMap::new(),
+            app_shapes: HashMap::new(),
             capacity: BTreeMap::new(),
             freed: 0,
             changed: 0,
@@ -155,6 +165,7 @@ impl Live {
         self.held.clear();
         self.shapes.clear();
         self.shape_counts.clear();
+        self.app_shapes.clear();
         for t in state.tasks.values() {
             self.track(state, t);
         }
@@ -179,7 +190,7 @@ impl Live {
         if let Some(h) = holding(state, t) {
             self.held.insert(t.id.clone(), h);
         }
-        if let Some(s) = shape(state, t) {
+        if let Some(s) = self.shape(state, t) {
             *self.shape_counts.entry(s.clone()).or_default() += 1;
             self.shapes.insert(t.id.clone(), s);
         }
@@ -204,7 +215,7 @@ impl Live {
                             }
                             Event::NodeChanged(_) => nodes_changed = true,
                             Event::PluginChanged(_) => self.plugins += 1,
-                            Event::AppChanged(_) => {}
+                            Event::AppChanged(a) => self.app_shapes.retain(|(n, _), _| n != a),
                         }
                     }
                 }
@@ -245,7 +256,7 @@ impl Live {
             }
             self.changed += 1;
         }
-        let s = cur.and_then(|t| shape(state, t));
+        let s = cur.and_then(|t| self.shape(state, t));
         if self.shapes.get(id) != s.as_ref() {
             if let Some(old) = self.shapes.remove(id)
                 && let Some(c) = self.shape_counts.get_mut(&old)
@@ -260,6 +271,19 @@ impl Live {
                 self.shapes.insert(id.to_string(), s);
             }
         }
+    }
+
+    /// [`shape`], from the cache of app versions' shapes.
+    fn shape(&mut self, state: &ClusterState, t: &Task) -> Option<PodShape> {
+        counts(t).then_some(())?;
+        let app = state.apps.get(&t.app)?;
+        let key = (t.app.clone(), app.version);
+        Some(
+            self.app_shapes
+                .entry(key)
+                .or_insert_with(|| app_shape(app))
+                .clone(),
+        )
     }
 
     /// What the placement policy may know of the workload and the cluster.

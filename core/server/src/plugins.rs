@@ -42,6 +42,21 @@ struct Inner {
     generation: u64,
 }
 
+impl Inner {
+    /// Whether the record's current version is loaded as it is, or is
+    /// known not to load.
+    fn settled(&self, record: &berth_store::PluginRecord) -> bool {
+        let v = record.current();
+        self.loaded
+            .get(&record.name)
+            .is_some_and(|l| l.digest == v.digest && l.settings == v.settings)
+            || self
+                .errors
+                .get(&record.name)
+                .is_some_and(|e| e.starts_with(&v.digest))
+    }
+}
+
 /// The plugins of one server.
 #[derive(Default)]
 pub struct PluginSet {
@@ -111,16 +126,7 @@ impl PluginSet {
         inner.errors.retain(|n, _| state.plugins.contains_key(n));
         for (record, bytes) in state.active_plugins() {
             let v = record.current();
-            let same = inner
-                .loaded
-                .get(&record.name)
-                .is_some_and(|l| l.digest == v.digest && l.settings == v.settings);
-            if same
-                || inner
-                    .errors
-                    .get(&record.name)
-                    .is_some_and(|e| e.starts_with(&v.digest))
-            {
+            if inner.settled(record) {
                 continue;
             }
             let loaded = spec(&record.name, &v.settings).and_then(|s| {
@@ -154,6 +160,14 @@ impl PluginSet {
             inner.generation += 1;
         }
         inner.generation
+    }
+
+    /// Whether [`PluginSet::sync`] would change nothing for `state` (a
+    /// cheap look: no component bytes are copied or loaded).
+    pub fn in_step(&self, state: &ClusterState) -> bool {
+        let inner = self.lock();
+        inner.loaded.keys().all(|n| state.plugins.contains_key(n))
+            && state.active_plugins().all(|(r, _)| inner.settled(r))
     }
 
     /// The generation [`PluginSet::sync`] last returned.

@@ -152,8 +152,15 @@ impl Loop {
         };
         let plugins = (live.plugins != self.plugin_seen).then(|| {
             self.plugin_seen = live.plugins;
+            // Another filter chain may place what the last one could not.
+            self.failed.clear();
             state.plugins_only()
         });
+        // Request templates of app versions that are gone.
+        if self.templates.len() > state.apps.len() {
+            self.templates
+                .retain(|(a, v), _| state.apps.get(a).is_some_and(|x| x.version == *v));
+        }
         let wasm = !state.plugins.is_empty();
         self.failed.retain(|id, _| {
             state
