@@ -530,6 +530,11 @@ impl NodeApi for Api {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let node = req.into_inner().node;
+        if !valid_name(&node) {
+            return Err(Status::invalid_argument(format!(
+                "node: {node:?} is not a valid node name"
+            )));
+        }
         // Liveness is judged by the leader, from the heartbeats it gets.
         if !self.store.is_leader() {
             return Err(self.not_leader());
