@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, SnapshotMetadata};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
 use crate::events::Batch;
 use crate::node::{Msg, RaftStatus, Reply, Shared, Transport};
+use crate::snapfile;
 use crate::state::{ClusterState, Envelope, Outcome};
 use crate::storage::RedbStorage;
 
@@ -34,8 +35,9 @@ fn boot_nonce() -> u64 {
     t ^ (u64::from(std::process::id()) << 32)
 }
 
-/// A snapshot encoded on another thread: its index and bytes, or why not.
-type Encoding = oneshot::Receiver<Result<(u64, Vec<u8>), String>>;
+/// A snapshot encoded and written to its file on another thread: its
+/// metadata and bytes, or why not.
+type Encoding = oneshot::Receiver<Result<(SnapshotMetadata, Vec<u8>), String>>;
 
 pub(crate) struct Driver {
     node: RawNode<RedbStorage>,
@@ -48,7 +50,7 @@ pub(crate) struct Driver {
     counter: u64,
     snapshot_every: u64,
     last_snapshot: u64,
-    /// A snapshot being encoded on another thread: (index, bytes).
+    /// A snapshot being encoded and written on another thread.
     encoding: Option<Encoding>,
 }
 
@@ -223,6 +225,7 @@ impl Driver {
             voters: r.prs().conf().voters().ids().iter().collect(),
             matched,
             snapshot: self.node.store().snapshot_data().1,
+            snapshot_bytes: self.node.store().snapshot_data().0.len() as u64,
         }
     }
 
@@ -375,16 +378,27 @@ impl Driver {
 
     /// Starts a snapshot when one is due: the state is copied under the
     /// lock (the driver is its only writer, so this is a consistent view)
-    /// and encoded on another thread, so applies go on meanwhile.
+    /// and encoded and written to a file on another thread, so applies go
+    /// on meanwhile; the driver only renames it into place.
     fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
         if self.encoding.is_some() {
             return Ok(());
         }
         let applied = self.node.raft.raft_log.applied;
-        let due = applied >= self.last_snapshot + self.snapshot_every;
-        if !(due || self.node.store().snapshot_wanted()) || applied <= self.last_snapshot {
+        // At least `snapshot_every` entries, and a log as large as the last
+        // snapshot: a snapshot costs the size of the state, so the interval
+        // grows with it and the cost per entry stays flat as the state
+        // grows, while the log stays no larger than one snapshot.
+        let store = self.node.store();
+        let due = applied >= self.last_snapshot + self.snapshot_every
+            && store.log_bytes() >= store.snapshot_data().0.len() as u64;
+        if !(due || store.snapshot_wanted()) || applied <= self.last_snapshot {
             return Ok(());
         }
+        let Some(meta) = self.node.store().snapshot_meta(applied)? else {
+            return Ok(());
+        };
+        let tmp = self.node.store().prepared_path(applied);
         let copy = self
             .shared
             .state
@@ -396,8 +410,12 @@ impl Driver {
             .name("snapshot".into())
             .spawn(move || {
                 let r = serde_json::to_vec(&copy)
-                    .map(|d| (applied, d))
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| e.to_string())
+                    .and_then(|data| {
+                        snapfile::write_tmp(&tmp, &meta, &data)
+                            .map(|()| (meta, data))
+                            .map_err(|e| e.to_string())
+                    });
                 let _ = tx.send(r);
             });
         match spawned {
@@ -408,21 +426,18 @@ impl Driver {
     }
 
     /// Stores an encoded snapshot and compacts the log it covers.
-    fn store_snapshot(&mut self, done: Result<(u64, Vec<u8>), String>) {
-        let (index, data) = match done {
+    fn store_snapshot(&mut self, done: Result<(SnapshotMetadata, Vec<u8>), String>) {
+        let (meta, data) = match done {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "encoding a snapshot");
                 return;
             }
         };
-        // A snapshot received from the leader meanwhile may be newer.
-        if index <= self.last_snapshot {
-            return;
-        }
-        match self.node.mut_store().create_snapshot(index, data) {
+        let index = meta.index;
+        match self.node.mut_store().install_prepared(meta, data) {
             Ok(()) => {
-                self.last_snapshot = index;
+                self.last_snapshot = self.last_snapshot.max(index);
                 tracing::debug!(index, "snapshot taken, log compacted");
             }
             Err(e) => tracing::error!(error = %e, "storing a snapshot"),
@@ -431,7 +446,7 @@ impl Driver {
 }
 
 /// Waits for the snapshot being encoded, if any (forever when none is).
-async fn wait_encoded(rx: &mut Option<Encoding>) -> Result<(u64, Vec<u8>), String> {
+async fn wait_encoded(rx: &mut Option<Encoding>) -> Result<(SnapshotMetadata, Vec<u8>), String> {
     match rx {
         Some(rx) => rx
             .await

@@ -46,7 +46,8 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Voters of a brand-new cluster (ignored once initialized).
     pub bootstrap_voters: Vec<u64>,
-    /// Take a snapshot and compact the log every this many applied entries.
+    /// Take a snapshot and compact the log after at least this many applied
+    /// entries, once the log since the last snapshot is as large as it.
     pub snapshot_every: u64,
     /// Raft tick interval.
     pub tick: Duration,
@@ -100,6 +101,8 @@ pub struct RaftStatus {
     pub matched: BTreeMap<u64, u64>,
     /// Index of the latest snapshot (the log starts after it).
     pub snapshot: u64,
+    /// Size of the latest snapshot's state-machine bytes.
+    pub snapshot_bytes: u64,
 }
 
 pub(crate) struct Shared {

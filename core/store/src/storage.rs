@@ -1,25 +1,30 @@
-//! The durable raft log: entries, hard state, conf state and the latest
-//! snapshot, kept in `redb` and mirrored in memory for raft's reads.
+//! The durable raft log: entries, hard state and conf state kept in
+//! `redb`, the latest snapshot in a file beside it ([`crate::snapfile`]),
+//! all mirrored in memory for raft's reads.
 //!
-//! Writes go to redb first (one transaction per `Ready`), then to the
+//! Writes go to disk first (one transaction per `Ready`), then to the
 //! in-memory mirror, so what raft sees is always what is on disk.
+//!
+//! A snapshot is installed in two steps: its file is renamed into place,
+//! then one transaction records its metadata and drops the log it covers.
+//! A crash between the two leaves a file ahead of the database; opening
+//! finishes the install (see [`RedbStorage::open`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::StoreError;
+use crate::snapfile;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
-/// The snapshot's state-machine bytes, in a table of their own: the hard
-/// state in `META` is rewritten by every commit, and a copy-on-write B-tree
-/// rewrites the pages it touches, so a multi-megabyte value beside it was
-/// written again with every acknowledged write.
+/// Where data directories from before the snapshot file kept the
+/// snapshot's bytes; moved to the file when opened.
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 
 const HARD_STATE: &str = "hard_state";
@@ -30,13 +35,20 @@ const SNAP_DATA: &str = "snapshot_data";
 /// Raft storage over redb.
 pub struct RedbStorage {
     db: Database,
+    snap_path: PathBuf,
     entries: Vec<Entry>,
+    /// Bytes of command data in `entries`.
+    log_bytes: u64,
     hard_state: HardState,
     conf_state: ConfState,
     snap_meta: SnapshotMetadata,
     snap_data: Vec<u8>,
     snapshot_wanted: AtomicBool,
     commit_dirty: bool,
+}
+
+fn data_bytes(entries: &[Entry]) -> u64 {
+    entries.iter().map(|e| e.data.len() as u64).sum()
 }
 
 fn decode<M: protobuf::Message>(bytes: &[u8], what: &str) -> Result<M, StoreError> {
@@ -54,41 +66,69 @@ impl RedbStorage {
     /// Detects gaps and term regressions in the stored log.
     pub fn open(path: &Path) -> Result<RedbStorage, StoreError> {
         let db = Database::create(path)?;
-        {
+        let snap_path = snapfile::path_for(path);
+        let (hard_state, conf_state, db_meta, legacy) = {
             let tx = db.begin_write()?;
             tx.open_table(LOG)?;
-            let mut meta = tx.open_table(META)?;
-            let mut snap = tx.open_table(SNAPSHOT)?;
-            // Data directories from before the split: move the bytes over.
-            let old = meta.remove(SNAP_DATA)?.map(|v| v.value().to_vec());
-            if let Some(old) = old {
-                snap.insert(SNAP_DATA, old.as_slice())?;
+            tx.open_table(SNAPSHOT)?;
+            let meta = tx.open_table(META)?;
+            let get = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(meta.get(key)?.map(|v| v.value().to_vec()))
+            };
+            let hard_state: HardState = match get(HARD_STATE)? {
+                Some(b) => decode(&b, "hard state")?,
+                None => HardState::default(),
+            };
+            let conf_state: ConfState = match get(CONF_STATE)? {
+                Some(b) => decode(&b, "conf state")?,
+                None => ConfState::default(),
+            };
+            let db_meta: SnapshotMetadata = match get(SNAP_META)? {
+                Some(b) => decode(&b, "snapshot metadata")?,
+                None => SnapshotMetadata::default(),
+            };
+            // The bytes of the oldest layouts: in META, then their own table.
+            let mut legacy = get(SNAP_DATA)?;
+            if legacy.is_none() {
+                legacy = tx
+                    .open_table(SNAPSHOT)?
+                    .get(SNAP_DATA)?
+                    .map(|v| v.value().to_vec());
             }
-            drop((meta, snap));
+            drop(meta);
             tx.commit()?;
-        }
+            (hard_state, conf_state, db_meta, legacy)
+        };
+        snapfile::remove_leftovers(&snap_path);
+        let (snap_meta, snap_data) = match (snapfile::read(&snap_path)?, legacy) {
+            (Some((m, d)), _) if m.index >= db_meta.index => (m, d),
+            (Some((m, _)), _) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: snapshot at index {} is older than the one the log records ({})",
+                    snap_path.display(),
+                    m.index,
+                    db_meta.index
+                )));
+            }
+            (None, Some(bytes)) => {
+                snapfile::write(&snap_path, &db_meta, &bytes)?;
+                (db_meta.clone(), bytes)
+            }
+            (None, None) if db_meta.index == 0 => (db_meta.clone(), Vec::new()),
+            (None, None) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is missing: the log records a snapshot at index {}",
+                    snap_path.display(),
+                    db_meta.index
+                )));
+            }
+        };
+        // A file ahead of the database: a crash between the two steps of
+        // an install. The log past it is kept while it follows on; an
+        // entry that does not (a stale suffix of a log the leader's
+        // snapshot replaced) ends it.
+        let ahead = snap_meta.index > db_meta.index;
         let tx = db.begin_read()?;
-        let meta = tx.open_table(META)?;
-        let get = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(meta.get(key)?.map(|v| v.value().to_vec()))
-        };
-        let hard_state = match get(HARD_STATE)? {
-            Some(b) => decode(&b, "hard state")?,
-            None => HardState::default(),
-        };
-        let conf_state = match get(CONF_STATE)? {
-            Some(b) => decode(&b, "conf state")?,
-            None => ConfState::default(),
-        };
-        let snap_meta: SnapshotMetadata = match get(SNAP_META)? {
-            Some(b) => decode(&b, "snapshot metadata")?,
-            None => SnapshotMetadata::default(),
-        };
-        let snap_data = tx
-            .open_table(SNAPSHOT)?
-            .get(SNAP_DATA)?
-            .map(|v| v.value().to_vec())
-            .unwrap_or_default();
         let log = tx.open_table(LOG)?;
         let mut entries = Vec::new();
         let mut last_term = snap_meta.term;
@@ -96,6 +136,9 @@ impl RedbStorage {
             let (k, v) = row?;
             let e: Entry = decode(v.value(), "log entry")?;
             if k.value() != expect || e.index != expect || e.term < last_term {
+                if ahead {
+                    break;
+                }
                 return Err(StoreError::Corrupt(format!(
                     "raft log is damaged at index {} (expected index {expect}, term >= {last_term}; found index {} term {})",
                     k.value(),
@@ -107,25 +150,72 @@ impl RedbStorage {
             entries.push(e);
         }
         drop(log);
-        drop(meta);
         drop(tx);
-        let last = entries.last().map_or(snap_meta.index, |e| e.index);
-        if hard_state.commit > last {
-            return Err(StoreError::Corrupt(format!(
-                "the log ends at index {last} but index {} was committed: its tail is missing",
-                hard_state.commit
-            )));
-        }
-        Ok(RedbStorage {
+        let log_bytes = data_bytes(&entries);
+        let mut s = RedbStorage {
             db,
+            snap_path,
             entries,
+            log_bytes,
             hard_state,
             conf_state,
             snap_meta,
             snap_data,
             snapshot_wanted: AtomicBool::new(false),
             commit_dirty: false,
-        })
+        };
+        if ahead {
+            s.finish_install()?;
+        } else if s.db_has_legacy_bytes()? {
+            s.drop_legacy_bytes()?;
+        }
+        let last = s.last_index_inner();
+        if s.hard_state.commit > last {
+            return Err(StoreError::Corrupt(format!(
+                "the log ends at index {last} but index {} was committed: its tail is missing",
+                s.hard_state.commit
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Records the snapshot file's metadata in the database and drops the
+    /// log it covers and anything past the entries kept in memory.
+    fn finish_install(&mut self) -> Result<(), StoreError> {
+        let meta = self.snap_meta.clone();
+        self.conf_state = meta.get_conf_state().clone();
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        let keep_to = self.last_index_inner();
+        let tx = self.db.begin_write()?;
+        {
+            let mut log = tx.open_table(LOG)?;
+            log.retain(|k, _| k > meta.index && k <= keep_to)?;
+            let mut m = tx.open_table(META)?;
+            m.insert(SNAP_META, encode(&meta).as_slice())?;
+            m.insert(CONF_STATE, encode(&self.conf_state).as_slice())?;
+            m.insert(HARD_STATE, encode(&self.hard_state).as_slice())?;
+            m.remove(SNAP_DATA)?;
+            tx.open_table(SNAPSHOT)?.remove(SNAP_DATA)?;
+        }
+        tx.commit()?;
+        self.commit_dirty = false;
+        Ok(())
+    }
+
+    fn db_has_legacy_bytes(&self) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read()?;
+        let in_meta = tx.open_table(META)?.get(SNAP_DATA)?.is_some();
+        Ok(in_meta || tx.open_table(SNAPSHOT)?.get(SNAP_DATA)?.is_some())
+    }
+
+    /// Once the file holds them, the old layouts' bytes go.
+    fn drop_legacy_bytes(&mut self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.remove(SNAP_DATA)?;
+        tx.open_table(SNAPSHOT)?.remove(SNAP_DATA)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// True once a configuration has been stored (bootstrapped or joined).
@@ -201,8 +291,12 @@ impl RedbStorage {
         tx.commit()?;
         if let Some(first) = ents.first() {
             let keep = first.index.saturating_sub(self.snap_meta.index + 1) as usize;
-            self.entries.truncate(keep);
+            if keep < self.entries.len() {
+                self.log_bytes -= data_bytes(&self.entries[keep..]);
+                self.entries.truncate(keep);
+            }
             self.entries.extend_from_slice(ents);
+            self.log_bytes += data_bytes(ents);
         }
         if let Some(hs) = hs {
             self.hard_state = hs;
@@ -224,14 +318,13 @@ impl RedbStorage {
     /// Replaces the log with a snapshot received from the leader.
     pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<(), StoreError> {
         let meta = snap.get_metadata();
+        snapfile::write(&self.snap_path, meta, snap.get_data())?;
         let tx = self.db.begin_write()?;
         {
             let mut log = tx.open_table(LOG)?;
             log.retain(|_, _| false)?;
             let mut m = tx.open_table(META)?;
             m.insert(SNAP_META, encode(meta).as_slice())?;
-            tx.open_table(SNAPSHOT)?
-                .insert(SNAP_DATA, snap.get_data())?;
             m.insert(CONF_STATE, encode(meta.get_conf_state()).as_slice())?;
             let mut hs = self.hard_state.clone();
             hs.term = hs.term.max(meta.term);
@@ -240,7 +333,9 @@ impl RedbStorage {
             self.hard_state = hs;
         }
         tx.commit()?;
+        self.commit_dirty = false;
         self.entries.clear();
+        self.log_bytes = 0;
         self.snap_meta = meta.clone();
         self.snap_data = snap.get_data().to_vec();
         self.conf_state = meta.get_conf_state().clone();
@@ -251,39 +346,70 @@ impl RedbStorage {
     /// and drops the log entries it covers. Followers that lag behind it
     /// catch up from the snapshot.
     pub fn create_snapshot(&mut self, index: u64, data: Vec<u8>) -> Result<(), StoreError> {
-        if index <= self.snap_meta.index {
+        let Some(meta) = self.snapshot_meta(index)? else {
             return Ok(());
+        };
+        snapfile::write(&self.snap_path, &meta, &data)?;
+        self.record_snapshot(meta, data)
+    }
+
+    /// The metadata of a snapshot of the state at `index` (applied), or
+    /// `None` when the stored one is as new.
+    pub fn snapshot_meta(&self, index: u64) -> Result<Option<SnapshotMetadata>, StoreError> {
+        if index <= self.snap_meta.index {
+            return Ok(None);
         }
         let term = raft::Storage::term(self, index).map_err(|e| StoreError::Raft(e.to_string()))?;
-        let meta = SnapshotMetadata {
+        Ok(Some(SnapshotMetadata {
             index,
             term,
             conf_state: protobuf::SingularPtrField::some(self.conf_state.clone()),
             ..Default::default()
-        };
+        }))
+    }
+
+    /// Where a snapshot at `index` is written (on any thread, with
+    /// [`snapfile::write_tmp`]) before [`RedbStorage::install_prepared`].
+    pub fn prepared_path(&self, index: u64) -> PathBuf {
+        snapfile::tmp_path(&self.snap_path, index)
+    }
+
+    /// Installs a snapshot file written at [`RedbStorage::prepared_path`]:
+    /// a rename and one small transaction on the caller's thread.
+    pub fn install_prepared(
+        &mut self,
+        meta: SnapshotMetadata,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let tmp = self.prepared_path(meta.index);
+        if meta.index <= self.snap_meta.index {
+            // A snapshot received from the leader meanwhile is newer.
+            let _ = std::fs::remove_file(tmp);
+            return Ok(());
+        }
+        snapfile::install(&tmp, &self.snap_path)?;
+        self.record_snapshot(meta, data)
+    }
+
+    /// Records an installed snapshot file and drops the log it covers, in
+    /// one transaction.
+    fn record_snapshot(&mut self, meta: SnapshotMetadata, data: Vec<u8>) -> Result<(), StoreError> {
+        let index = meta.index;
         self.hard_state.commit = self.hard_state.commit.max(index);
         let tx = self.db.begin_write()?;
         {
             let mut m = tx.open_table(META)?;
             m.insert(SNAP_META, encode(&meta).as_slice())?;
-            tx.open_table(SNAPSHOT)?
-                .insert(SNAP_DATA, data.as_slice())?;
             m.insert(HARD_STATE, encode(&self.hard_state).as_slice())?;
+            tx.open_table(LOG)?.retain_in(..=index, |_, _| false)?;
         }
-        self.commit_dirty = false;
         tx.commit()?;
+        self.commit_dirty = false;
+        self.entries.retain(|e| e.index > index);
+        self.log_bytes = data_bytes(&self.entries);
         self.snap_meta = meta;
         self.snap_data = data;
         self.snapshot_wanted.store(false, Ordering::Relaxed);
-        self.compact(index)
-    }
-
-    /// Drops entries up to and including `to`, which the snapshot covers.
-    fn compact(&mut self, to: u64) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(LOG)?.retain_in(..=to, |_, _| false)?;
-        tx.commit()?;
-        self.entries.retain(|e| e.index > to);
         Ok(())
     }
 
@@ -305,6 +431,11 @@ impl RedbStorage {
     /// The current membership.
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
+    }
+
+    /// Bytes of command data in the log after the snapshot.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
     }
 
     /// Number of log entries held (after the snapshot).
@@ -402,128 +533,4 @@ impl raft::Storage for RedbStorage {
 }
 
 #[cfg(test)]
-#[allow(clippy::field_reassign_with_default)]
-mod tests {
-    use super::*;
-    use raft::Storage;
-
-    fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("e{index}").into_bytes().into();
-        e
-    }
-
-    #[test]
-    fn persists_and_reloads_entries_and_hard_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.redb");
-        {
-            let mut s = RedbStorage::open(&path).unwrap();
-            s.bootstrap(vec![1]).unwrap();
-            let mut hs = HardState::default();
-            hs.term = 2;
-            hs.commit = 2;
-            // The bootstrap snapshot holds index 1; the log starts at 2.
-            assert_eq!(s.first_index().unwrap(), 2);
-            s.persist(&[entry(2, 1), entry(3, 2), entry(4, 2)], Some(&hs))
-                .unwrap();
-            // A conflicting suffix replaces the old one.
-            s.persist(&[entry(4, 3)], None).unwrap();
-        }
-        let s = RedbStorage::open(&path).unwrap();
-        assert!(s.is_initialized());
-        assert_eq!(s.last_index().unwrap(), 4);
-        assert_eq!(s.term(4).unwrap(), 3);
-        assert_eq!(s.hard_state().commit, 2);
-        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1]);
-    }
-
-    /// Writes raw bytes as log entry `index`, as a damaged disk might.
-    fn poke(path: &Path, index: u64, bytes: Option<&[u8]>) {
-        let db = Database::create(path).unwrap();
-        let tx = db.begin_write().unwrap();
-        {
-            let mut log = tx.open_table(LOG).unwrap();
-            match bytes {
-                Some(b) => {
-                    log.insert(index, b).unwrap();
-                }
-                None => {
-                    log.remove(index).unwrap();
-                }
-            }
-        }
-        tx.commit().unwrap();
-    }
-
-    #[test]
-    fn a_damaged_log_is_refused_naming_the_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.redb");
-        let write = |commit: u64| {
-            let mut s = RedbStorage::open(&path).unwrap();
-            let mut hs = HardState::default();
-            hs.term = 1;
-            hs.commit = commit;
-            let ents: Vec<Entry> = (2..=6).map(|i| entry(i, 1)).collect();
-            s.bootstrap(vec![1]).unwrap();
-            s.persist(&ents, Some(&hs)).unwrap();
-        };
-        write(6);
-        // Garbage in an entry.
-        poke(&path, 4, Some(b"\xff\xff garbage"));
-        let e = RedbStorage::open(&path).err().unwrap().to_string();
-        assert!(e.contains("log entry"), "{e}");
-        // A hole in the log.
-        poke(&path, 4, None);
-        let e = RedbStorage::open(&path).err().unwrap().to_string();
-        assert!(e.contains("damaged at index 5"), "{e}");
-        // A lost tail below the commit index.
-        std::fs::remove_file(&path).unwrap();
-        write(6);
-        poke(&path, 6, None);
-        poke(&path, 5, None);
-        let e = RedbStorage::open(&path).err().unwrap().to_string();
-        assert!(e.contains("tail is missing"), "{e}");
-    }
-
-    #[test]
-    fn snapshot_compacts_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.redb");
-        {
-            let mut s = RedbStorage::open(&path).unwrap();
-            s.bootstrap(vec![1]).unwrap();
-            let ents: Vec<Entry> = (2..=10).map(|i| entry(i, 1)).collect();
-            s.persist(&ents, None).unwrap();
-            s.create_snapshot(8, b"state".to_vec()).unwrap();
-            assert_eq!(s.first_index().unwrap(), 9);
-            assert_eq!(s.term(8).unwrap(), 1);
-            assert!(matches!(
-                s.entries(5, 6, None, GetEntriesContext::empty(false)),
-                Err(raft::Error::Store(StorageError::Compacted))
-            ));
-        }
-        let s = RedbStorage::open(&path).unwrap();
-        assert_eq!(s.snapshot_data(), (&b"state"[..], 8));
-        assert_eq!(s.last_index().unwrap(), 10);
-        assert_eq!(
-            s.entries(9, 11, None, GetEntriesContext::empty(false))
-                .unwrap()
-                .len(),
-            2
-        );
-        let snap = s.snapshot(8, 1).unwrap();
-        assert_eq!(snap.get_metadata().index, 8);
-        // A server the snapshot's membership lacks needs a newer one.
-        assert!(matches!(
-            s.snapshot(8, 2),
-            Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable
-            ))
-        ));
-        assert!(s.snapshot_wanted());
-    }
-}
+mod tests;
