@@ -87,7 +87,7 @@ impl Stats {
 /// Runs the hollow nodes until `shutdown` fires.
 pub async fn run(cfg: HollowConfig, shutdown: watch::Receiver<bool>) -> Result<(), String> {
     let stats = Arc::new(Stats::default());
-    let inventory = serde_json::to_string(&cfg.inventory).map_err(|e| e.to_string())?;
+    let inventory = berth_proto::Inventory::from(&cfg.inventory);
     let cpu_millis = (cfg.inventory.pu_count() as u64).max(1) * 1000;
     let memory_bytes = cfg.inventory.memory_bytes().max(1 << 30);
     let mut conns = Vec::new();
@@ -106,7 +106,7 @@ pub async fn run(cfg: HollowConfig, shutdown: watch::Receiver<bool>) -> Result<(
                 cpu_millis,
                 memory_bytes,
                 labels: Default::default(),
-                inventory_json: inventory.clone(),
+                inventory: Some(inventory.clone()),
             },
             heartbeat: cfg.heartbeat,
             stats: stats.clone(),

@@ -257,7 +257,7 @@ impl Agent {
             cpu_millis,
             memory_bytes,
             labels: self.cfg.labels.clone().into_iter().collect(),
-            inventory_json: serde_json::to_string(&*inv).unwrap_or_default(),
+            inventory: Some(berth_proto::Inventory::from(&*inv)),
         }
     }
 

@@ -10,6 +10,7 @@ use berth_model::spec::parse_spec;
 use berth_proto as pb;
 use berth_proto::agent_client::AgentClient;
 use berth_proto::servers::Servers;
+use berth_proto::typed::node_status_text;
 use berth_runtime::image::ImageStore;
 use tonic::transport::Channel;
 
@@ -169,16 +170,19 @@ pub async fn apps(addr: &str, json: bool) -> anyhow::Result<()> {
         .into_inner()
         .apps;
     if json {
-        let v: Vec<serde_json::Value> = apps
+        let v = apps
             .iter()
             .map(|a| {
-                serde_json::json!({
+                let spec = a.spec.clone().map(berth_model::spec::AppSpec::try_from);
+                let spec = spec
+                    .transpose()
+                    .map_err(|e| anyhow!("app {}: spec.{e}", a.name))?;
+                Ok(serde_json::json!({
                     "name": a.name, "image": a.image, "instances": a.instances, "running": a.running,
-                    "version": a.version, "stopped": a.stopped,
-                    "spec": serde_json::from_str::<serde_json::Value>(&a.spec_json).unwrap_or_default(),
-                })
+                    "version": a.version, "stopped": a.stopped, "spec": spec,
+                }))
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -405,7 +409,7 @@ pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
             .iter()
             .map(|n| {
                 serde_json::json!({
-                    "name": n.name, "status": n.status, "address": n.address,
+                    "name": n.name, "status": node_status_text(n.state, n.drained), "address": n.address,
                     "cpu_millis": n.cpu_millis, "memory_bytes": n.memory_bytes,
                     "cpu_used": n.cpu_used, "memory_used": n.memory_used, "tasks": n.tasks,
                     "cores": n.cores, "numa_nodes": n.numa_nodes, "gpus": n.gpus, "gpu_model": n.gpu_model,
@@ -428,10 +432,11 @@ pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
 /// `berth node show NAME`: the node's hardware tree.
 pub async fn node_show(addr: &str, name: &str, json: bool) -> anyhow::Result<()> {
     let node = ctl!(addr, get_node, pb::GetNodeRequest { name: name.into() })?.into_inner();
-    if node.inventory_json.is_empty() {
+    let Some(wire) = node.inventory.clone() else {
         bail!("node {name} registered no hardware inventory");
-    }
-    let inv = berth_hostprobe::parse_inventory(&node.inventory_json, "inventory")?;
+    };
+    let inv = berth_hostprobe::Inventory::try_from(wire)
+        .map_err(|e| anyhow::anyhow!("node {name}: inventory.{e}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&inv)?);
         return Ok(());
@@ -439,7 +444,7 @@ pub async fn node_show(addr: &str, name: &str, json: bool) -> anyhow::Result<()>
     println!(
         "node {} ({}), {} at {}; allocated cpu {}/{}, {} tasks",
         node.name,
-        node.status,
+        node_status_text(node.state, node.drained),
         if node.labels.is_empty() {
             "no labels".to_string()
         } else {

@@ -108,7 +108,7 @@ pub fn node_rows(nodes: &[pb::Node]) -> Vec<Vec<String>> {
             };
             vec![
                 n.name.clone(),
-                n.status.clone(),
+                berth_proto::typed::node_status_text(n.state, n.drained),
                 n.cores.to_string(),
                 n.numa_nodes.to_string(),
                 gpus,

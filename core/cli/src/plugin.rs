@@ -230,7 +230,14 @@ fn info_json(p: &pb::PluginInfo) -> serde_json::Value {
         "weight": p.weight, "config": parse_json(&p.config), "digest": p.digest,
         "version": p.version, "versions": p.versions, "budget_ms": p.budget_ms,
         "memory_mib": p.memory_mib, "loaded": p.loaded,
-        "metrics": parse_json(&p.metrics_json), "shadow": parse_json(&p.shadow_json),
+        "metrics": p.metrics.as_ref().map(|m| serde_json::json!({
+            "calls": m.calls, "failures": m.failures, "mean_us": m.mean_us, "p50_us": m.p50_us,
+            "p99_us": m.p99_us, "instances": m.instances, "logs_dropped": m.logs_dropped,
+            "load_ms": m.load_ms, "instantiate_ms": m.instantiate_ms,
+        })),
+        "shadow": p.shadow.as_ref().map(|s| serde_json::json!({
+            "decisions": s.decisions, "differed": s.differed, "recent": s.recent,
+        })),
     })
 }
 
@@ -250,26 +257,20 @@ fn show(p: &pb::PluginInfo) {
         p.weight, p.budget_ms, p.memory_mib, p.config
     );
     println!("  loaded on this server: {}", p.loaded);
-    let m = parse_json(&p.metrics_json);
-    if !m.is_null() {
+    if let Some(m) = &p.metrics {
+        let failures: std::collections::BTreeMap<_, _> = m.failures.iter().collect();
         println!(
-            "  calls {}, failures {}, latency mean {:.1} µs, p99 <= {} µs, logs dropped {}, instances {}",
-            m["calls"],
-            m["failures"],
-            m["mean_us"].as_f64().unwrap_or(0.0),
-            m["p99_us"],
-            m["logs_dropped"],
-            m["instances"]
+            "  calls {}, failures {failures:?}, latency mean {:.1} µs, p99 <= {} µs, logs dropped {}, instances {}",
+            m.calls, m.mean_us, m.p99_us, m.logs_dropped, m.instances
         );
     }
-    let s = parse_json(&p.shadow_json);
-    if !s.is_null() {
+    if let Some(s) = &p.shadow {
         println!(
             "  shadow: {} of {} decisions would differ",
-            s["differed"], s["decisions"]
+            s.differed, s.decisions
         );
-        for r in s["recent"].as_array().into_iter().flatten() {
-            println!("    {}", r.as_str().unwrap_or_default());
+        for r in &s.recent {
+            println!("    {r}");
         }
     }
 }

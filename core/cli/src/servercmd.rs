@@ -50,7 +50,9 @@ pub struct ServerOpts {
     #[arg(long, default_value_t = berth_server::liveness::MAX_HEARTBEATS_PER_SECOND,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_heartbeats_per_second: u32,
-    /// Snapshot the state and compact the log every this many entries.
+    /// Snapshot the state and compact the log after at least this many
+    /// entries, once the log since the last snapshot is as large as it (so
+    /// snapshots get rarer as the state grows and cost the same per write).
     #[arg(long, default_value_t = 50_000)]
     pub snapshot_every: u64,
     /// Raft tick (heartbeats every 2 ticks, elections after 10-20).
@@ -267,6 +269,7 @@ pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
                     serde_json::json!({
                         "members": v, "leader": r.leader, "term": r.term, "commit": r.commit,
                         "id": r.id, "role": r.role, "snapshot": r.snapshot,
+                        "snapshot_bytes": r.snapshot_bytes, "applied": r.applied,
                     })
                 );
                 return Ok(());

@@ -11,7 +11,9 @@ pub mod v1 {
 pub use v1::*;
 
 pub mod assignments;
+pub mod inventory;
 pub mod servers;
+pub mod spec;
 pub mod typed;
 
 /// The largest gRPC message either side sends or accepts (both sides set

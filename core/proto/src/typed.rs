@@ -4,7 +4,9 @@
 use berth_model::spec::RestartPolicy as ModelRestart;
 use berth_model::task::{Desired as ModelDesired, TaskState as ModelState};
 
-use crate::v1::{Desired, RestartPolicy, TaskState};
+use berth_model::node::NodeStatus as ModelNodeStatus;
+
+use crate::v1::{Desired, NodeState, RestartPolicy, TaskState};
 
 /// A model task state on the wire.
 pub fn state_to_wire(s: ModelState) -> TaskState {
@@ -76,6 +78,29 @@ pub fn restart_from_wire(v: i32) -> Option<ModelRestart> {
         RestartPolicy::OnFailure => ModelRestart::OnFailure,
         RestartPolicy::Never => ModelRestart::Never,
     })
+}
+
+/// A model node status on the wire.
+pub fn node_state_to_wire(s: ModelNodeStatus) -> NodeState {
+    match s {
+        ModelNodeStatus::Ready => NodeState::Ready,
+        ModelNodeStatus::Down => NodeState::Down,
+    }
+}
+
+/// How a node reads in lists: `ready` or `down`, with `,drained` when
+/// drained (`unknown(N)` for a state this build does not know).
+pub fn node_status_text(state: i32, drained: bool) -> String {
+    let base = match NodeState::try_from(state) {
+        Ok(NodeState::Ready) => ModelNodeStatus::Ready.as_str().to_string(),
+        Ok(NodeState::Down) => ModelNodeStatus::Down.as_str().to_string(),
+        _ => format!("unknown({state})"),
+    };
+    if drained {
+        format!("{base},drained")
+    } else {
+        base
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_hostprobe::parse_inventory;
+use berth_hostprobe::Inventory;
+use berth_hostprobe::validate::validate as validate_inventory;
 use berth_model::node::NodeInfo;
 use berth_model::quantity::{Bytes, MilliCpu};
 use berth_model::spec::{parse_spec, valid_name};
@@ -245,7 +246,7 @@ impl Control for Api {
                         t.version == a.version && t.state == berth_model::task::TaskState::Running
                     })
                     .count() as u32,
-                spec_json: serde_json::to_string(&a.spec).unwrap_or_default(),
+                spec: Some(pb::AppSpec::from(&a.spec)),
             })
             .collect();
         Ok(Response::new(pb::ListAppsResponse { apps }))
@@ -472,10 +473,7 @@ impl Control for Api {
             .get(&name)
             .ok_or_else(|| Status::not_found(format!("no node named {name}")))?;
         let mut out = node_summary(&state, n);
-        if let Some(inv) = &n.info.inventory {
-            out.inventory_json =
-                serde_json::to_string(inv).map_err(|e| Status::internal(e.to_string()))?;
-        }
+        out.inventory = n.info.inventory.as_deref().map(pb::Inventory::from);
         Ok(Response::new(out))
     }
 }
@@ -504,12 +502,16 @@ impl NodeApi for Api {
                 r.labels.len()
             )));
         }
-        let inventory = if r.inventory_json.is_empty() {
-            None
-        } else {
-            let inv = parse_inventory(&r.inventory_json, "inventory_json")
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            Some(Box::new(inv))
+        let inventory = match r.inventory {
+            None => None,
+            Some(wire) => {
+                let inv = Inventory::try_from(wire)
+                    .map_err(|e| Status::invalid_argument(format!("inventory.{e}")))?;
+                validate_inventory(&inv).map_err(|(path, message)| {
+                    Status::invalid_argument(format!("inventory.{path}: {message}"))
+                })?;
+                Some(Box::new(inv))
+            }
         };
         let info = NodeInfo {
             name: r.name.clone(),

@@ -186,7 +186,7 @@ impl Api {
 
     fn info(&self, r: &PluginRecord) -> pb::PluginInfo {
         let v = r.current();
-        let (loaded, metrics_json, shadow_json) = self.plugins.status(&r.name);
+        let (loaded, metrics, shadow) = self.plugins.status(&r.name);
         pb::PluginInfo {
             name: r.name.clone(),
             kind: v.settings.kind.clone(),
@@ -200,8 +200,8 @@ impl Api {
             budget_ms: v.settings.budget_ms,
             memory_mib: v.settings.memory_mib,
             loaded,
-            metrics_json,
-            shadow_json,
+            metrics,
+            shadow,
         }
     }
 }

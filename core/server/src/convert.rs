@@ -52,18 +52,15 @@ pub fn node(n: &Node, cpu_used: u64, mem_used: u64, tasks: u32) -> pb::Node {
         memory_bytes: n.info.memory.0,
         cpu_used,
         memory_used: mem_used,
-        status: if n.drained {
-            format!("{},drained", n.status.as_str())
-        } else {
-            n.status.as_str().into()
-        },
+        state: berth_proto::typed::node_state_to_wire(n.status) as i32,
+        drained: n.drained,
         tasks,
         labels: n.info.labels.clone().into_iter().collect(),
         cores: inv.map(|i| i.core_count() as u32).unwrap_or(0),
         numa_nodes: inv.map(|i| i.numa_nodes().count() as u32).unwrap_or(0),
         gpus: inv.map(|i| i.gpus.len() as u32).unwrap_or(0),
         gpu_model: inv.map(gpu_summary).unwrap_or_default(),
-        inventory_json: String::new(),
+        inventory: None,
     }
 }
 

@@ -75,6 +75,7 @@ impl Api {
             id: st.id,
             role: st.role.to_string(),
             snapshot: st.snapshot,
+            snapshot_bytes: st.snapshot_bytes,
         })
     }
 

@@ -266,30 +266,40 @@ impl PluginSet {
     }
 
     /// What this server knows of plugin `name`: "yes" when loaded or why
-    /// not; metrics and shadow statistics as JSON.
-    pub fn status(&self, name: &str) -> (String, String, String) {
+    /// not; its metrics once loaded, and shadow statistics.
+    pub fn status(
+        &self,
+        name: &str,
+    ) -> (
+        String,
+        Option<berth_proto::PluginMetrics>,
+        Option<berth_proto::ShadowStats>,
+    ) {
         let inner = self.lock();
         let loaded = match (inner.loaded.get(name), inner.errors.get(name)) {
             (Some(_), _) => "yes".to_string(),
             (None, Some(e)) => e.clone(),
             (None, None) => "not yet".to_string(),
         };
-        let metrics = inner
-            .loaded
-            .get(name)
-            .map(|l| {
-                let mut m = serde_json::to_value(l.plugin.metrics()).unwrap_or_default();
-                m["load_ms"] = serde_json::json!(l.plugin.load_time().as_secs_f64() * 1000.0);
-                m["instantiate_ms"] =
-                    serde_json::json!(l.plugin.instantiate_time().as_secs_f64() * 1000.0);
-                m.to_string()
-            })
-            .unwrap_or_default();
-        let shadow = inner
-            .shadow
-            .get(name)
-            .map(|s| serde_json::to_string(s).unwrap_or_default())
-            .unwrap_or_default();
+        let metrics = inner.loaded.get(name).map(|l| {
+            let m = l.plugin.metrics();
+            berth_proto::PluginMetrics {
+                calls: m.calls,
+                failures: m.failures.into_iter().collect(),
+                mean_us: m.mean_us,
+                p50_us: m.p50_us,
+                p99_us: m.p99_us,
+                instances: m.instances,
+                logs_dropped: m.logs_dropped,
+                load_ms: l.plugin.load_time().as_secs_f64() * 1000.0,
+                instantiate_ms: l.plugin.instantiate_time().as_secs_f64() * 1000.0,
+            }
+        });
+        let shadow = inner.shadow.get(name).map(|s| berth_proto::ShadowStats {
+            decisions: s.decisions,
+            differed: s.differed,
+            recent: s.recent.iter().cloned().collect(),
+        });
         (loaded, metrics, shadow)
     }
 }

@@ -124,7 +124,7 @@ async fn tasks_wait_with_a_reason_then_place_and_report() {
             cpu_millis: 4000,
             memory_bytes: 1 << 30,
             labels: Default::default(),
-            inventory_json: String::new(),
+            inventory: None,
         }))
         .await
         .unwrap();
@@ -192,18 +192,20 @@ async fn tasks_wait_with_a_reason_then_place_and_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
     let (_d, s) = start();
-    let dgx = berth_hostprobe::fixture::FIXTURES[0].1.to_string();
-    let reg = |inv: String| {
+    let dgx =
+        berth_hostprobe::parse_inventory(berth_hostprobe::fixture::FIXTURES[0].1, "dgx").unwrap();
+    let reg = |inv: berth_hostprobe::Inventory| {
         Request::new(pb::RegisterRequest {
             name: "dgx1".into(),
             address: "127.0.0.1:1".into(),
             cpu_millis: 224_000,
             memory_bytes: 2 << 40,
             labels: Default::default(),
-            inventory_json: inv,
+            inventory: Some(pb::Inventory::from(&inv)),
         })
     };
-    let bad = dgx.replacen("\"numa_node\": 0", "\"numa_node\": 9", 1);
+    let mut bad = dgx.clone();
+    bad.gpus[0].numa_node = Some(9);
     let err = s.api().register(reg(bad)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
@@ -231,7 +233,7 @@ async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
         .into_inner();
     assert_eq!((n.cores, n.numa_nodes, n.gpus), (112, 2, 8));
     assert_eq!(n.gpu_model, "8x NVIDIA H100 80GB HBM3");
-    let inv = berth_hostprobe::parse_inventory(&n.inventory_json, "t").unwrap();
+    let inv = berth_hostprobe::Inventory::try_from(n.inventory.unwrap()).unwrap();
     assert_eq!(inv.nvlink_islands().len(), 1);
 }
 
@@ -244,7 +246,7 @@ async fn register_fixture(s: &Server, name: &str, fixture: &str) {
             cpu_millis: inv.pu_count() as u64 * 1000,
             memory_bytes: inv.memory_bytes(),
             labels: Default::default(),
-            inventory_json: serde_json::to_string(&inv).unwrap(),
+            inventory: Some(pb::Inventory::from(&inv)),
         }))
         .await
         .unwrap();

@@ -1,0 +1,248 @@
+//! An app's spec on the wire: [`AppSpec`] as the typed `AppSpec` message,
+//! and back. Decoding names the field that holds a value this build does
+//! not know (an unset enum, an operator from a newer server).
+
+use berth_model::hardware::{GpuSpec, Interconnect, NicSpec, NumaPolicy};
+use berth_model::placement::{Constraint, Operator};
+use berth_model::quantity::{Bytes, DurationMs, MilliCpu};
+use berth_model::spec::{AppSpec, PortSpec, Resources};
+
+use crate::typed::{restart_from_wire, restart_to_wire};
+use crate::v1 as pb;
+
+/// Why a wire spec cannot become an [`AppSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct WireSpecError {
+    /// The field, as a path (`constraints[1].op`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn unknown(field: impl Into<String>, v: i32) -> WireSpecError {
+    WireSpecError {
+        field: field.into(),
+        message: format!("{v} is not a value this build knows"),
+    }
+}
+
+impl From<&AppSpec> for pb::AppSpec {
+    fn from(s: &AppSpec) -> Self {
+        pb::AppSpec {
+            name: s.name.clone(),
+            image: s.image.clone(),
+            command: s.command.clone(),
+            env: s.env.clone().into_iter().collect(),
+            resources: Some(resources(&s.resources)),
+            instances: s.instances,
+            host_ports: s.ports.iter().map(|p| p.host.into()).collect(),
+            restart: restart_to_wire(s.restart) as i32,
+            stop_grace_ms: s.stop_grace.0,
+            constraints: s
+                .constraints
+                .iter()
+                .map(|c| pb::Constraint {
+                    field: c.field.clone(),
+                    op: operator(c.op) as i32,
+                    value: c.value.clone(),
+                })
+                .collect(),
+            gang: s.gang,
+            priority: s.priority,
+            labels: s.labels.clone().into_iter().collect(),
+        }
+    }
+}
+
+fn resources(r: &Resources) -> pb::Resources {
+    pb::Resources {
+        cpu_millis: r.cpu.0,
+        memory_bytes: r.memory.0,
+        cores: r.cores,
+        gpus: r.gpus.as_ref().map(|g| pb::GpuRequest {
+            count: g.count,
+            models: g.model.clone(),
+            min_memory_bytes: g.min_memory.map(|b| b.0),
+            milli: g.milli,
+            mig_profile: g.mig_profile.clone(),
+            interconnect: match g.interconnect {
+                Interconnect::Any => pb::Interconnect::Any,
+                Interconnect::Nvlink => pb::Interconnect::Nvlink,
+            } as i32,
+        }),
+        nics: r.nics.as_ref().map(|n| pb::NicRequest {
+            count: n.count,
+            min_speed_gbps: n.min_speed,
+            rdma: n.rdma,
+        }),
+        numa: match r.numa {
+            NumaPolicy::None => pb::NumaPolicy::None,
+            NumaPolicy::BestEffort => pb::NumaPolicy::BestEffort,
+            NumaPolicy::Restricted => pb::NumaPolicy::Restricted,
+            NumaPolicy::SingleNumaNode => pb::NumaPolicy::SingleNumaNode,
+        } as i32,
+        devices: r.devices.clone().into_iter().collect(),
+    }
+}
+
+fn operator(op: Operator) -> pb::ConstraintOperator {
+    match op {
+        Operator::Unique => pb::ConstraintOperator::Unique,
+        Operator::Cluster => pb::ConstraintOperator::Cluster,
+        Operator::GroupBy => pb::ConstraintOperator::GroupBy,
+        Operator::Like => pb::ConstraintOperator::Like,
+        Operator::Unlike => pb::ConstraintOperator::Unlike,
+        Operator::MaxPer => pb::ConstraintOperator::MaxPer,
+    }
+}
+
+impl TryFrom<pb::AppSpec> for AppSpec {
+    type Error = WireSpecError;
+
+    fn try_from(s: pb::AppSpec) -> Result<Self, WireSpecError> {
+        let restart = restart_from_wire(s.restart).ok_or_else(|| unknown("restart", s.restart))?;
+        let constraints = s
+            .constraints
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let op = match pb::ConstraintOperator::try_from(c.op) {
+                    Ok(pb::ConstraintOperator::Unique) => Operator::Unique,
+                    Ok(pb::ConstraintOperator::Cluster) => Operator::Cluster,
+                    Ok(pb::ConstraintOperator::GroupBy) => Operator::GroupBy,
+                    Ok(pb::ConstraintOperator::Like) => Operator::Like,
+                    Ok(pb::ConstraintOperator::Unlike) => Operator::Unlike,
+                    Ok(pb::ConstraintOperator::MaxPer) => Operator::MaxPer,
+                    Ok(pb::ConstraintOperator::Unspecified) | Err(_) => {
+                        return Err(unknown(format!("constraints[{i}].op"), c.op));
+                    }
+                };
+                Ok(Constraint {
+                    field: c.field,
+                    op,
+                    value: c.value,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let ports = s
+            .host_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                u16::try_from(*p)
+                    .map(|host| PortSpec { host })
+                    .map_err(|_| WireSpecError {
+                        field: format!("host_ports[{i}]"),
+                        message: format!("{p} is not a port"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(AppSpec {
+            name: s.name,
+            image: s.image,
+            command: s.command,
+            env: s.env.into_iter().collect(),
+            resources: from_resources(s.resources.unwrap_or_default())?,
+            instances: s.instances,
+            ports,
+            restart,
+            stop_grace: DurationMs(s.stop_grace_ms),
+            constraints,
+            gang: s.gang,
+            priority: s.priority,
+            labels: s.labels.into_iter().collect(),
+        })
+    }
+}
+
+fn from_resources(r: pb::Resources) -> Result<Resources, WireSpecError> {
+    let gpus = match r.gpus {
+        None => None,
+        Some(g) => Some(GpuSpec {
+            count: g.count,
+            model: g.models,
+            min_memory: g.min_memory_bytes.map(Bytes),
+            milli: g.milli,
+            mig_profile: g.mig_profile,
+            interconnect: match pb::Interconnect::try_from(g.interconnect) {
+                Ok(pb::Interconnect::Any) => Interconnect::Any,
+                Ok(pb::Interconnect::Nvlink) => Interconnect::Nvlink,
+                _ => return Err(unknown("resources.gpus.interconnect", g.interconnect)),
+            },
+        }),
+    };
+    let numa = match pb::NumaPolicy::try_from(r.numa) {
+        Ok(pb::NumaPolicy::None) => NumaPolicy::None,
+        Ok(pb::NumaPolicy::BestEffort) => NumaPolicy::BestEffort,
+        Ok(pb::NumaPolicy::Restricted) => NumaPolicy::Restricted,
+        Ok(pb::NumaPolicy::SingleNumaNode) => NumaPolicy::SingleNumaNode,
+        _ => return Err(unknown("resources.numa", r.numa)),
+    };
+    Ok(Resources {
+        cpu: MilliCpu(r.cpu_millis),
+        memory: Bytes(r.memory_bytes),
+        cores: r.cores,
+        gpus,
+        nics: r.nics.map(|n| NicSpec {
+            count: n.count,
+            min_speed: n.min_speed_gbps,
+            rdma: n.rdma,
+        }),
+        numa,
+        devices: r.devices.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::spec::parse_spec;
+
+    #[test]
+    fn a_full_spec_round_trips() {
+        let spec = parse_spec(
+            r#"
+name: trainer
+image: registry.local/train:1
+command: [python, train.py]
+env: {A: "1"}
+instances: 3
+ports: [{host: 8080}]
+restart: always
+stop_grace: 20s
+constraints: [[hostname, UNIQUE], [rack, LIKE, "r[12]"], [zone, MAX_PER, "2"]]
+gang: true
+priority: 50
+labels: {team: ml}
+resources:
+  cpu: 2
+  memory: 8Gi
+  gpus: {count: 2, model: [H100], min_memory: 40Gi, interconnect: nvlink}
+  nics: {count: 1, min_speed: 100, rdma: true}
+  numa: single-numa-node
+  devices: {example.com/fpga: 1}
+"#,
+        )
+        .unwrap();
+        let wire = pb::AppSpec::from(&spec);
+        let bytes = prost::Message::encode_to_vec(&wire);
+        let back = <pb::AppSpec as prost::Message>::decode(&bytes[..]).unwrap();
+        assert_eq!(AppSpec::try_from(back).unwrap(), spec);
+    }
+
+    #[test]
+    fn unknown_enum_values_are_named() {
+        let mut wire = pb::AppSpec::from(&AppSpec::new("a", "busybox:latest"));
+        wire.constraints.push(pb::Constraint {
+            field: "rack".into(),
+            op: 42,
+            value: None,
+        });
+        let e = AppSpec::try_from(wire.clone()).unwrap_err();
+        assert_eq!(e.field, "constraints[0].op");
+        wire.constraints.clear();
+        wire.restart = 0;
+        assert_eq!(AppSpec::try_from(wire).unwrap_err().field, "restart");
+    }
+}
