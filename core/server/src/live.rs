@@ -27,6 +27,8 @@ pub struct Held {
     pub allocation: Allocation,
     /// True when the task is told to stop or go (its resources free soon).
     pub leaving: bool,
+    /// Its app's priority when the task was last changed (for preemption).
+    pub priority: i32,
 }
 
 /// The live view.
@@ -58,6 +60,7 @@ fn holding(state: &ClusterState, t: &Task) -> Option<Held> {
         app: t.app.clone(),
         allocation: t.allocation.clone()?,
         leaving: t.desired != Desired::Run,
+        priority: state.apps.get(&t.app).map_or(0, |a| a.spec.priority),
     })
 }
 

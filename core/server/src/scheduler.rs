@@ -224,13 +224,6 @@ impl Loop {
                 });
             }
         }
-        if !round.pending.is_empty() {
-            round.priorities = state
-                .apps
-                .iter()
-                .map(|(n, a)| (n.clone(), a.spec.priority))
-                .collect();
-        }
         round.freed = live.freed;
         round.changed = live.changed;
         (round, plugins)

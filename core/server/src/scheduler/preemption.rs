@@ -23,7 +23,6 @@ pub(super) fn find(
     if !plan.placements.is_empty() || plan.failed.is_empty() {
         return None;
     }
-    let prio = |app: &str| round.priorities.get(app).copied().unwrap_or(0);
     let top = round
         .pending
         .iter()
@@ -32,12 +31,12 @@ pub(super) fn find(
         .max()?;
     let victims: Vec<Victim> = live
         .held()
-        .filter(|(_, h)| prio(&h.app) < top)
+        .filter(|(_, h)| h.priority < top)
         .map(|(id, h)| Victim {
             id: id.clone(),
             node: h.node.clone(),
             group: h.app.clone(),
-            priority: prio(&h.app),
+            priority: h.priority,
             allocation: h.allocation.clone(),
             leaving: h.leaving,
         })

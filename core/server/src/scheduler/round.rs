@@ -47,8 +47,6 @@ pub struct Round {
     pub freed: u64,
     /// See [`Round::freed`].
     pub changed: u64,
-    /// Every app's priority (for preemption).
-    pub priorities: std::collections::HashMap<String, i32>,
 }
 
 /// Shadow pipelines (each the enforced chain plus one shadow plugin) and
