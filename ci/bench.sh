@@ -10,8 +10,11 @@
 #                             FGD, Wasm FGD, and Wasm FGD plus two more Wasm
 #                             plugins; openb with native and
 #                             Wasm FGD on the four traces
-#   ci/bench.sh ha [S] [K]    three servers on loopback: write throughput and
-#                             commit latency for S seconds (default 10), then
+#   ci/bench.sh ha [S] [K] [N] three servers on loopback, beside a 3-member etcd
+#                             in the same sitting: write throughput and
+#                             commit latency for S seconds (default 10) from
+#                             empty and again after N (default 100000) entries,
+#                             two rounds alternating the systems, then
 #                             K (default 10) leader kills and the time to the
 #                             next acknowledged write after each
 #   ci/bench.sh scale [--json] [--pairs 1000x50000,5000x100000]
@@ -60,7 +63,7 @@ case ${1:-} in
     ha)
         ci/setup.sh
         cargo build --release --locked -p berth-cli
-        python3 ci/bench/ha.py --berth target/release/berth --seconds "${2:-10}" --kills "${3:-10}"
+        python3 ci/bench/ha.py --berth target/release/berth --seconds "${2:-10}" --kills "${3:-10}" --grow "${4:-100000}"
         ;;
     scale)
         ci/setup.sh

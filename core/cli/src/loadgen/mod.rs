@@ -3,10 +3,14 @@
 //! instances) with unique request ids through the leader-following client,
 //! and the command reports throughput, commit latency percentiles and,
 //! optionally, when each write was acknowledged (for failover timing).
+//!
+//! With `--etcd URL` the same clients put keys of the same size into etcd
+//! instead, so the comparison differs only in the server.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
@@ -14,6 +18,8 @@ use berth_proto as pb;
 use berth_proto::control_client::ControlClient;
 use berth_proto::servers::Servers;
 use serde_json::json;
+
+mod etcd;
 
 /// The flags of `berth loadgen`.
 #[derive(clap::Args)]
@@ -30,6 +36,48 @@ pub struct LoadArgs {
     /// App name prefix (unique per run).
     #[arg(long, default_value = "load")]
     prefix: String,
+    /// Stop after this many writes in all (then `--seconds` is a limit).
+    #[arg(long)]
+    total: Option<u64>,
+    /// Write to these etcd members (`http://host:port,...`; the first
+    /// until it fails) instead of Berth: the same writers, each write a
+    /// `KV/Put` of a key and a value the size of the app spec.
+    #[arg(long)]
+    etcd: Option<String>,
+    /// With `--etcd`: how long a put may take before it fails and the
+    /// writer moves to the next member (the failover benchmark uses 1 s).
+    #[arg(long, default_value_t = 5000)]
+    etcd_timeout_ms: u64,
+}
+
+/// Where the writes go.
+#[derive(Clone)]
+enum Target {
+    Berth(Arc<Servers>),
+    Etcd(Arc<etcd::Members>),
+}
+
+impl Target {
+    /// One acknowledged write named `name`.
+    async fn write(&self, name: String) -> Result<(), tonic::Status> {
+        let spec = format!("name: {name}\nimage: busybox:latest\ninstances: 0\n");
+        match self {
+            Target::Berth(servers) => {
+                let req = pb::RunAppRequest {
+                    spec,
+                    request_id: format!("{name}-rid"),
+                };
+                servers
+                    .call(|ch| {
+                        let r = req.clone();
+                        async move { ControlClient::new(ch).run_app(r).await }
+                    })
+                    .await
+                    .map(|_| ())
+            }
+            Target::Etcd(members) => members.put(format!("/apps/{name}"), spec).await,
+        }
+    }
 }
 
 /// One client's results: latencies of acknowledged writes, failures, and
@@ -48,23 +96,34 @@ fn now_unix() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn client(servers: Arc<Servers>, id: usize, prefix: String, until: Instant) -> Tally {
+/// How the clients share the work: a deadline and, optionally, a count.
+struct Budget {
+    until: Instant,
+    left: Option<AtomicU64>,
+}
+
+impl Budget {
+    /// Whether another write may start (and, with a count, claims it).
+    fn take(&self) -> bool {
+        if Instant::now() >= self.until {
+            return false;
+        }
+        match &self.left {
+            None => true,
+            Some(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+}
+
+async fn client(target: Target, id: usize, prefix: String, budget: Arc<Budget>) -> Tally {
     let mut t = Tally::default();
     let mut i = 0u64;
-    while Instant::now() < until {
+    while budget.take() {
         let name = format!("{prefix}-{id}-{i}");
-        let req = pb::RunAppRequest {
-            spec: format!("name: {name}\nimage: busybox:latest\ninstances: 0\n"),
-            request_id: format!("{name}-rid"),
-        };
         let start = Instant::now();
-        let r = servers
-            .call(|ch| {
-                let r = req.clone();
-                async move { ControlClient::new(ch).run_app(r).await }
-            })
-            .await;
-        match r {
+        match target.write(name).await {
             Ok(_) => {
                 t.latencies.push(start.elapsed());
                 t.acked_at.push(now_unix());
@@ -89,13 +148,25 @@ pub async fn run(addr: &str, a: LoadArgs) -> anyhow::Result<()> {
     if a.concurrency == 0 || a.seconds <= 0.0 {
         return Err(anyhow!("--concurrency and --seconds must be positive"));
     }
-    let mut servers = Servers::parse(addr).map_err(|e| anyhow!("--addr/BERTH_ADDR: {e}"))?;
-    servers.deadline = Duration::from_secs(30);
-    let servers = Arc::new(servers);
+    let target = match &a.etcd {
+        Some(urls) => Target::Etcd(Arc::new(
+            etcd::Members::parse(urls, Duration::from_millis(a.etcd_timeout_ms))
+                .map_err(|e| anyhow!("--etcd: {e}"))?,
+        )),
+        None => {
+            let mut servers =
+                Servers::parse(addr).map_err(|e| anyhow!("--addr/BERTH_ADDR: {e}"))?;
+            servers.deadline = Duration::from_secs(30);
+            Target::Berth(Arc::new(servers))
+        }
+    };
     let start = Instant::now();
-    let until = start + Duration::from_secs_f64(a.seconds);
+    let budget = Arc::new(Budget {
+        until: start + Duration::from_secs_f64(a.seconds),
+        left: a.total.map(AtomicU64::new),
+    });
     let tasks: Vec<_> = (0..a.concurrency)
-        .map(|i| tokio::spawn(client(servers.clone(), i, a.prefix.clone(), until)))
+        .map(|i| tokio::spawn(client(target.clone(), i, a.prefix.clone(), budget.clone())))
         .collect();
     let mut all = Tally::default();
     for t in tasks {
