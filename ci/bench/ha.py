@@ -43,9 +43,9 @@ def dir_mib(d):
 class Berth:
     name = "berth"
 
-    def __init__(self, berth, root):
+    def __init__(self, berth, root, base_port=7851):
         self.berth = berth
-        self.ports = [7851, 7852, 7853]
+        self.ports = [base_port, base_port + 1, base_port + 2]
         self.dirs = [os.path.join(root, f"berth{i}") for i in range(3)]
         self.addrs = ",".join(f"127.0.0.1:{p}" for p in self.ports)
         self.procs = [None] * 3

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 
-from ha import leader_of, start, wait_members
+from ha import Berth, stop
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -51,19 +51,12 @@ def stats(path):
 
 def run(berth, nodes, tasks, per_app, timeout, base_port):
     root = tempfile.mkdtemp(prefix="berth-bench-scale-")
-    ports = [base_port, base_port + 1, base_port + 2]
-    dirs = [os.path.join(root, f"s{i}") for i in range(3)]
-    for d in dirs:
-        os.makedirs(d)
-    addrs = ",".join(f"127.0.0.1:{p}" for p in ports)
-    env = {**os.environ, "BERTH_ADDR": addrs}
-    procs = [start(berth, 0, dirs, ports, None)]
+    cluster = Berth(berth, root, base_port)
+    env = {**os.environ, "BERTH_ADDR": cluster.addrs}
     hollow = None
     try:
-        time.sleep(1)
-        for i in (1, 2):
-            procs.append(start(berth, i, dirs, ports, 0))
-            wait_members(berth, addrs, i + 1)
+        cluster.start()
+        procs = cluster.procs
         stats_file = os.path.join(root, "hollow.json")
         hollow = subprocess.Popen(
             [berth, "agent", "--hollow", str(nodes), "--inventory", "cpu-2s",
@@ -95,11 +88,11 @@ def run(berth, nodes, tasks, per_app, timeout, base_port):
             time.sleep(0.05)
         elapsed = time.time() - t0
         s = stats(stats_file)
-        leader = leader_of(berth, ports)
+        leader = cluster.leader()
         cpu = [round(cpu_seconds(p.pid) - c, 1) for p, c in zip(procs, cpu0)]
         rss = [round(peak_rss_mib(p.pid)) for p in procs]
         downs = 0
-        for d in dirs:
+        for d in cluster.dirs:
             with open(os.path.join(d, "server.log"), errors="replace") as f:
                 downs += sum(1 for line in f if "node status changed" in line and "down" in line)
         return {
@@ -122,8 +115,7 @@ def run(berth, nodes, tasks, per_app, timeout, base_port):
     finally:
         if hollow:
             hollow.kill()
-        for p in procs:
-            p.kill()
+        stop(cluster)
         shutil.rmtree(root, ignore_errors=True)
 
 
