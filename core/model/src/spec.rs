@@ -28,9 +28,14 @@ use crate::placement::Constraint;
 use crate::quantity::{Bytes, DurationMs, MilliCpu};
 
 mod parse;
+mod service;
 
 pub(crate) use parse::key_segment;
 pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
+pub use service::{
+    Amount, Check, Concurrency, HttpCheck, Kind, MIN_EVERY, PortRef, RestartLimit, Schedule,
+    TcpCheck, Update,
+};
 
 /// Cpu given to an app that does not say: 100m.
 pub const DEFAULT_CPU: MilliCpu = MilliCpu(100);
@@ -54,6 +59,20 @@ pub const MAX_STOP_GRACE: DurationMs = DurationMs(600_000);
 pub const MAX_NAME_LEN: usize = 63;
 /// Longest image tag, in characters.
 pub const MAX_TAG_LEN: usize = 128;
+/// Environment variables Berth sets in every container start with this
+/// (`BERTH_TASK_ID`, `BERTH_APP`, `BERTH_INSTANCE`, `BERTH_ATTEMPT`,
+/// `BERTH_NODE`, `BERTH_PORT_<NAME>`); a spec may not set them.
+pub const BERTH_ENV_PREFIX: &str = "BERTH_";
+
+/// The variable that carries the port named `name`: `BERTH_PORT_` and the
+/// name in upper case with `-` as `_` (`metrics-v2` → `BERTH_PORT_METRICS_V2`).
+pub fn port_env_name(name: &str) -> String {
+    format!(
+        "{BERTH_ENV_PREFIX}PORT_{}",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
 /// Most environment variables one app may set.
 pub const MAX_ENV: usize = 1024;
 /// Most command arguments.
@@ -104,6 +123,37 @@ pub struct AppSpec {
     /// Labels, for plugins and people (`team: ml-infra`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Liveness: an instance failing it is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Check>,
+    /// Readiness: gates rollouts (default: `health` if given, else running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Check>,
+    /// How a changed spec rolls out (services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<Update>,
+    /// More restarts than this in the window: the task is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_limit: Option<RestartLimit>,
+    /// `service` (kept running, the default) or `job` (run to completion).
+    #[serde(default, skip_serializing_if = "is_service")]
+    pub kind: Kind,
+    /// Job: times a task that exits non-zero is retried (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Job: a run not finished by then fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DurationMs>,
+    /// Job: run periodically (5-field cron or `@every <duration>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Periodic job: when a run is still going at the next time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+fn is_service(k: &Kind) -> bool {
+    *k == Kind::Service
 }
 
 /// Cpu and memory for one instance of an app.
@@ -147,8 +197,23 @@ fn is_default_numa(n: &NumaPolicy) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
+    /// Its name, for checks and `BERTH_PORT_<NAME>` (`[a-z0-9-]`, 1-15
+    /// characters, starting with a letter); unique within a spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The host port, 1..=65535; unique within a spec.
     pub host: u16,
+}
+
+/// Whether `s` can name a port: 1-15 characters of `a-z`, `0-9` and `-`,
+/// starting with a letter and not ending with `-` (IANA service names).
+pub fn valid_port_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=15).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && !s.ends_with('-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// When to restart an instance whose container exited.
@@ -372,7 +437,32 @@ impl AppSpec {
             gang: false,
             priority: 0,
             labels: BTreeMap::new(),
+            health: None,
+            ready: None,
+            update: None,
+            restart_limit: None,
+            kind: Kind::Service,
+            retries: None,
+            deadline: None,
+            schedule: None,
+            concurrency: None,
         }
+    }
+
+    /// The restart limit in force (the default when the spec gives none).
+    pub fn restart_limit(&self) -> RestartLimit {
+        self.restart_limit.unwrap_or_default()
+    }
+
+    /// The rollout strategy in force (the default when the spec gives none).
+    pub fn update(&self) -> Update {
+        self.update.clone().unwrap_or_default()
+    }
+
+    /// The readiness check in force: `ready`, else `health`, else none
+    /// (ready once running).
+    pub fn readiness(&self) -> Option<&Check> {
+        self.ready.as_ref().or(self.health.as_ref())
     }
 
     /// Checks every rule of the contract and reports all problems at once.
@@ -436,6 +526,11 @@ impl AppSpec {
                     format!("env[{}]", quoted(key)),
                     "is not a valid variable name (expected [A-Za-z_][A-Za-z0-9_]*)".into(),
                 );
+            } else if key.starts_with(BERTH_ENV_PREFIX) {
+                problem(
+                    format!("env.{key}"),
+                    format!("names starting with {BERTH_ENV_PREFIX} are set by Berth"),
+                );
             } else if value.contains('\0') {
                 problem(
                     format!("env.{key}"),
@@ -483,7 +578,26 @@ impl AppSpec {
         }
 
         let mut first_use: BTreeMap<u16, usize> = BTreeMap::new();
+        let mut names: Vec<&str> = Vec::new();
         for (i, port) in self.ports.iter().enumerate() {
+            if let Some(name) = &port.name {
+                if !valid_port_name(name) {
+                    problem(
+                        format!("ports[{i}].name"),
+                        format!(
+                            "{} is not a port name (1-15 characters of a-z, 0-9 and '-', starting with a letter)",
+                            quoted(name)
+                        ),
+                    );
+                } else if names.contains(&name.as_str()) {
+                    problem(
+                        format!("ports[{i}].name"),
+                        format!("{name:?} is already the name of another port"),
+                    );
+                } else {
+                    names.push(name);
+                }
+            }
             if port.host == 0 {
                 problem(
                     format!("ports[{i}].host"),
@@ -529,6 +643,7 @@ impl AppSpec {
                 ));
             }
         }
+        self.validate_service(&names, &mut problems);
         crate::placement::validate(&self.constraints, &mut problems);
         crate::hardware::validate(
             self.resources.cores,
@@ -541,6 +656,79 @@ impl AppSpec {
             Ok(())
         } else {
             Err(SpecError { problems })
+        }
+    }
+
+    /// The rules of checks, rollouts, restart limits and jobs.
+    fn validate_service(&self, port_names: &[&str], p: &mut Vec<FieldError>) {
+        if let Some(c) = &self.health {
+            service::validate_check(p, "health", c, port_names);
+        }
+        if let Some(c) = &self.ready {
+            service::validate_check(p, "ready", c, port_names);
+        }
+        if let Some(u) = &self.update {
+            service::validate_update(p, u);
+        }
+        if let Some(l) = &self.restart_limit {
+            service::validate_restart_limit(p, l);
+        }
+        match self.kind {
+            Kind::Service => {
+                let job_only = [
+                    ("retries", self.retries.is_some()),
+                    ("deadline", self.deadline.is_some()),
+                    ("schedule", self.schedule.is_some()),
+                    ("concurrency", self.concurrency.is_some()),
+                ];
+                for (field, given) in job_only {
+                    if given {
+                        p.push(FieldError::new(
+                            field,
+                            "only a job has this (add kind: job); a service runs until stopped",
+                        ));
+                    }
+                }
+            }
+            Kind::Job => {
+                if self.update.is_some() {
+                    p.push(FieldError::new(
+                        "update",
+                        "a job does not roll out: a new version applies from its next run",
+                    ));
+                }
+                if self.restart == RestartPolicy::Always {
+                    p.push(FieldError::new(
+                        "restart",
+                        "a job runs to completion: use on-failure or never (retries counts the attempts)",
+                    ));
+                }
+                if let Some(r) = self.retries
+                    && r > 100
+                {
+                    p.push(FieldError::new(
+                        "retries",
+                        format!("{r} is more than the maximum of 100"),
+                    ));
+                }
+                if let Some(d) = self.deadline
+                    && !(DurationMs(1_000)..=DurationMs(7 * 24 * 3_600_000)).contains(&d)
+                {
+                    p.push(FieldError::new(
+                        "deadline",
+                        format!("{d} is not between 1s and 168h"),
+                    ));
+                }
+                if let Some(s) = &self.schedule {
+                    service::validate_schedule(p, s);
+                }
+                if self.concurrency.is_some() && self.schedule.is_none() {
+                    p.push(FieldError::new(
+                        "concurrency",
+                        "only a periodic job (with a schedule) has this",
+                    ));
+                }
+            }
         }
     }
 }

@@ -146,6 +146,10 @@ pub struct Task {
     pub restarts: u32,
     /// A human-readable note: why it is pending, why it failed.
     pub message: String,
+    /// The node stopped restarting it: over its restart limit (a crash
+    /// loop). It holds nothing and is not started again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub given_up: bool,
 }
 
 impl Task {
@@ -163,6 +167,7 @@ impl Task {
             exit_code: None,
             restarts: 0,
             message,
+            given_up: false,
         }
     }
 }
@@ -182,6 +187,9 @@ pub struct TaskStatus {
     pub message: String,
     /// True once the node deleted every trace of a task whose desired state is `remove`.
     pub gone: bool,
+    /// True when the node gave up restarting it (over its restart limit).
+    #[serde(default)]
+    pub given_up: bool,
 }
 
 /// Builds the task id for an app version and instance.

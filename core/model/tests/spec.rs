@@ -36,13 +36,17 @@ fn example() -> AppSpec {
             ..Default::default()
         },
         instances: 1,
-        ports: vec![PortSpec { host: 8080 }],
+        ports: vec![PortSpec {
+            name: None,
+            host: 8080,
+        }],
         restart: RestartPolicy::OnFailure,
         stop_grace: DurationMs(5000),
         constraints: Vec::new(),
         gang: false,
         priority: 0,
         labels: BTreeMap::new(),
+        ..AppSpec::new("", "")
     }
 }
 
@@ -404,8 +408,36 @@ fn schema_matches_the_struct() {
         v.as_object().expect("an object").keys().cloned().collect()
     };
 
-    let spec = serde_json::to_value(AppSpec::new("hello", "busybox:latest")).unwrap();
-    assert_eq!(keys(&schema["properties"]), keys(&spec));
+    // Every field, set: a service and a job (some fields are one kind's).
+    let service = parse_spec(
+        "name: x\nimage: busybox:latest\nports: [{name: http, host: 80}]\nhealth: {tcp: {port: http}}\nready: {http: {port: 80}}\nupdate: {max_surge: 25%}\nrestart_limit: {count: 3}\n",
+    )
+    .unwrap();
+    let job = parse_spec(
+        "name: x\nimage: busybox:latest\nkind: job\nretries: 1\ndeadline: 1m\nschedule: \"@every 1m\"\nconcurrency: allow\n",
+    )
+    .unwrap();
+    let mut all = keys(&serde_json::to_value(&service).unwrap());
+    all.extend(keys(&serde_json::to_value(&job).unwrap()));
+    assert_eq!(keys(&schema["properties"]), all);
+    for check in ["health", "ready"] {
+        let c = &schema["properties"][check];
+        assert_eq!(c["additionalProperties"], false);
+        let full = serde_json::to_value(service.health.clone().unwrap()).unwrap();
+        let mut want = keys(&full);
+        want.extend(["http", "exec"].map(String::from));
+        assert_eq!(keys(&c["properties"]), want, "{check}");
+    }
+    let update = serde_json::to_value(service.update()).unwrap();
+    assert_eq!(
+        keys(&schema["properties"]["update"]["properties"]),
+        keys(&update)
+    );
+    let limit = serde_json::to_value(service.restart_limit()).unwrap();
+    assert_eq!(
+        keys(&schema["properties"]["restart_limit"]["properties"]),
+        keys(&limit)
+    );
     assert_eq!(schema["required"], serde_json::json!(["name", "image"]));
     assert_eq!(schema["additionalProperties"], false);
 
@@ -419,7 +451,11 @@ fn schema_matches_the_struct() {
     assert_eq!(keys(&resources["properties"]), keys(&full["resources"]));
     assert_eq!(resources["additionalProperties"], false);
     let port = &schema["properties"]["ports"]["items"];
-    let port_value = serde_json::to_value(PortSpec { host: 1 }).unwrap();
+    let port_value = serde_json::to_value(PortSpec {
+        name: Some("http".into()),
+        host: 1,
+    })
+    .unwrap();
     assert_eq!(keys(&port["properties"]), keys(&port_value));
     assert_eq!(port["additionalProperties"], false);
     let restarts: Vec<_> = [
@@ -445,7 +481,7 @@ fn arb_spec() -> impl Strategy<Value = AppSpec> {
     let ports = proptest::collection::btree_set(1u16..=65535, 0..6)
         .prop_map(|set| {
             set.into_iter()
-                .map(|host| PortSpec { host })
+                .map(|host| PortSpec { name: None, host })
                 .collect::<Vec<_>>()
         })
         .prop_shuffle();
@@ -480,6 +516,7 @@ fn arb_spec() -> impl Strategy<Value = AppSpec> {
                     gang: false,
                     priority: 0,
                     labels: BTreeMap::new(),
+                    ..AppSpec::new("", "")
                 }
             },
         )

@@ -7,6 +7,8 @@ use berth_model::placement::{Constraint, Operator};
 use berth_model::quantity::{Bytes, DurationMs, MilliCpu};
 use berth_model::spec::{AppSpec, PortSpec, Resources};
 
+mod service;
+
 use crate::typed::{restart_from_wire, restart_to_wire};
 use crate::v1 as pb;
 
@@ -20,7 +22,7 @@ pub struct WireSpecError {
     pub message: String,
 }
 
-fn unknown(field: impl Into<String>, v: i32) -> WireSpecError {
+pub(crate) fn unknown(field: impl Into<String>, v: i32) -> WireSpecError {
     WireSpecError {
         field: field.into(),
         message: format!("{v} is not a value this build knows"),
@@ -36,7 +38,14 @@ impl From<&AppSpec> for pb::AppSpec {
             env: s.env.clone().into_iter().collect(),
             resources: Some(resources(&s.resources)),
             instances: s.instances,
-            host_ports: s.ports.iter().map(|p| p.host.into()).collect(),
+            ports: s
+                .ports
+                .iter()
+                .map(|p| pb::PortSpec {
+                    name: p.name.clone(),
+                    host: p.host.into(),
+                })
+                .collect(),
             restart: restart_to_wire(s.restart) as i32,
             stop_grace_ms: s.stop_grace.0,
             constraints: s
@@ -51,6 +60,15 @@ impl From<&AppSpec> for pb::AppSpec {
             gang: s.gang,
             priority: s.priority,
             labels: s.labels.clone().into_iter().collect(),
+            health: s.health.as_ref().map(service::check_to),
+            ready: s.ready.as_ref().map(service::check_to),
+            update: s.update.as_ref().map(service::update_to),
+            restart_limit: s.restart_limit.as_ref().map(service::limit_to),
+            kind: service::kind_to(s.kind) as i32,
+            retries: s.retries,
+            deadline_ms: s.deadline.map(|d| d.0),
+            schedule: s.schedule.as_ref().map(|x| x.0.clone()),
+            concurrency: service::concurrency_to(s.concurrency) as i32,
         }
     }
 }
@@ -126,15 +144,15 @@ impl TryFrom<pb::AppSpec> for AppSpec {
             })
             .collect::<Result<_, _>>()?;
         let ports = s
-            .host_ports
-            .iter()
+            .ports
+            .into_iter()
             .enumerate()
             .map(|(i, p)| {
-                u16::try_from(*p)
-                    .map(|host| PortSpec { host })
+                u16::try_from(p.host)
+                    .map(|host| PortSpec { name: p.name, host })
                     .map_err(|_| WireSpecError {
-                        field: format!("host_ports[{i}]"),
-                        message: format!("{p} is not a port"),
+                        field: format!("ports[{i}].host"),
+                        message: format!("{} is not a port", p.host),
                     })
             })
             .collect::<Result<_, _>>()?;
@@ -152,6 +170,21 @@ impl TryFrom<pb::AppSpec> for AppSpec {
             gang: s.gang,
             priority: s.priority,
             labels: s.labels.into_iter().collect(),
+            health: s
+                .health
+                .map(|c| service::check_from("health", c))
+                .transpose()?,
+            ready: s
+                .ready
+                .map(|c| service::check_from("ready", c))
+                .transpose()?,
+            update: s.update.map(service::update_from).transpose()?,
+            restart_limit: s.restart_limit.map(service::limit_from),
+            kind: service::kind_from(s.kind)?,
+            retries: s.retries,
+            deadline: s.deadline_ms.map(DurationMs),
+            schedule: s.schedule.map(berth_model::spec::Schedule),
+            concurrency: service::concurrency_from(s.concurrency)?,
         })
     }
 }
@@ -208,7 +241,7 @@ image: registry.local/train:1
 command: [python, train.py]
 env: {A: "1"}
 instances: 3
-ports: [{host: 8080}]
+ports: [{name: http, host: 8080}]
 restart: always
 stop_grace: 20s
 constraints: [[hostname, UNIQUE], [rack, LIKE, "r[12]"], [zone, MAX_PER, "2"]]
@@ -222,7 +255,23 @@ resources:
   nics: {count: 1, min_speed: 100, rdma: true}
   numa: single-numa-node
   devices: {example.com/fpga: 1}
+health: {http: {port: http, path: /ok}, interval: 5s}
+ready: {exec: [/bin/true]}
+update: {max_surge: 25%, max_unavailable: 1, deadline: 2m}
+restart_limit: {count: 5, window: 1m}
 "#,
+        )
+        .unwrap();
+        let wire = pb::AppSpec::from(&spec);
+        let bytes = prost::Message::encode_to_vec(&wire);
+        let back = <pb::AppSpec as prost::Message>::decode(&bytes[..]).unwrap();
+        assert_eq!(AppSpec::try_from(back).unwrap(), spec);
+    }
+
+    #[test]
+    fn a_periodic_job_round_trips() {
+        let spec = parse_spec(
+            "name: nightly\nimage: busybox:latest\nkind: job\nretries: 2\ndeadline: 10m\nschedule: \"@every 30s\"\nconcurrency: replace\nhealth: {tcp: {port: 80}}\n",
         )
         .unwrap();
         let wire = pb::AppSpec::from(&spec);
