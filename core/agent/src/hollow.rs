@@ -278,6 +278,7 @@ fn answer(
             "hollow".into()
         },
         gone,
+        given_up: false,
     });
 }
 

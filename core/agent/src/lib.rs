@@ -6,6 +6,7 @@
 
 pub mod inventory;
 pub mod logs;
+mod plan;
 pub mod supervisor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,7 +23,8 @@ use berth_proto::{
     WatchAssignmentsRequest, typed,
 };
 use berth_runtime::taskdir::LaunchRecord;
-use berth_runtime::{ExitRecord, LaunchSpec, Recovered, Runtime, RuntimeConfig};
+use berth_runtime::{ExitRecord, Recovered, Runtime, RuntimeConfig};
+use plan::{plan_for, plan_from_launch};
 use supervisor::{Start, TaskPlan, supervise};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -376,6 +378,11 @@ impl Agent {
             });
             return;
         }
+        if task.given_up && desired == Desired::Run {
+            // Over its restart limit: it stays failed until replaced.
+            self.ended.remove(&task.id);
+            return;
+        }
         if let Some((launch, exit)) = self.ended.remove(&task.id)
             && desired == Desired::Run
         {
@@ -437,57 +444,8 @@ fn status(id: &str, state: TaskState, message: &str, gone: bool) -> TaskStatus {
         restarts: 0,
         message: message.into(),
         gone,
+        given_up: false,
     }
-}
-
-fn plan_from_launch(task: &str, launch: &LaunchRecord) -> TaskPlan {
-    TaskPlan {
-        id: task.to_string(),
-        restart: launch.spec.restart,
-        stop_grace: Duration::from_millis(launch.spec.stop_grace_ms),
-        launch: launch.spec.clone(),
-    }
-}
-
-fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<TaskPlan, String> {
-    let spec = launch.ok_or_else(|| {
-        format!(
-            "the assignment stream sent no launch spec for {} version {}",
-            task.app, task.version
-        )
-    })?;
-    let restart = typed::restart_from_wire(spec.restart).ok_or_else(|| {
-        format!(
-            "restart policy {} is unknown to this agent (upgrade the agent)",
-            spec.restart
-        )
-    })?;
-    let alloc = task.allocation.clone().unwrap_or_default();
-    Ok(TaskPlan {
-        id: task.id.clone(),
-        launch: LaunchSpec {
-            image: spec.image.clone(),
-            command: spec.command.clone(),
-            env: spec.env.clone().into_iter().collect(),
-            cpu_millis: (alloc.cpu_millis + 1000 * alloc.cores.len() as u64).max(1),
-            memory_bytes: alloc.memory_bytes,
-            hostname: task.id.clone(),
-            restart,
-            stop_grace_ms: spec.stop_grace_ms,
-            cpuset: alloc.cpuset.clone(),
-            mems: alloc.numa_nodes.clone(),
-            // GPUs (and MIG instances) by uuid, as `nvidia-ctk cdi generate`
-            // names them, then the other devices by their qualified names.
-            devices: alloc
-                .gpus
-                .iter()
-                .map(|g| format!("nvidia.com/gpu={}", g.uuid))
-                .chain(alloc.devices.iter().cloned())
-                .collect(),
-        },
-        restart,
-        stop_grace: Duration::from_millis(spec.stop_grace_ms),
-    })
 }
 
 /// Heartbeats go to the leader, which judges liveness and says when to
@@ -577,5 +535,6 @@ fn to_proto(s: &TaskStatus) -> pb::TaskStatus {
         restarts: s.restarts,
         message: s.message.clone(),
         gone: s.gone,
+        given_up: s.given_up,
     }
 }

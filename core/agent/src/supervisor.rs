@@ -3,10 +3,11 @@
 //! request (SIGTERM, then SIGKILL after the grace period), and reports every
 //! change of state.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_model::spec::RestartPolicy;
+use berth_model::spec::{RestartLimit, RestartPolicy};
 use berth_model::task::{Desired, TaskState, TaskStatus};
 use berth_runtime::{ExitRecord, LaunchSpec, Runtime, Shim};
 use tokio::sync::{mpsc, watch};
@@ -27,6 +28,8 @@ pub struct TaskPlan {
     pub launch: LaunchSpec,
     /// Restart policy.
     pub restart: RestartPolicy,
+    /// More restarts than this in its window: give up (a crash loop).
+    pub restart_limit: RestartLimit,
     /// Grace between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
 }
@@ -47,6 +50,23 @@ pub fn backoff(failures: u32) -> Duration {
     (BACKOFF_BASE * factor).min(BACKOFF_CAP)
 }
 
+/// Whether one more restart at `now` stays within `limit`, given the
+/// times of the earlier ones (recorded if so; those past the window go).
+pub fn within_limit(times: &mut VecDeque<Instant>, limit: RestartLimit, now: Instant) -> bool {
+    let window = limit.window.as_duration();
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > window)
+    {
+        times.pop_front();
+    }
+    if times.len() >= limit.count as usize {
+        return false;
+    }
+    times.push_back(now);
+    true
+}
+
 /// Whether a container that ended like `exit` is restarted under `policy`.
 pub fn should_restart(policy: RestartPolicy, exit: &ExitRecord) -> bool {
     match policy {
@@ -62,6 +82,8 @@ struct Sup {
     desired: watch::Receiver<Desired>,
     report: mpsc::UnboundedSender<TaskStatus>,
     attempt: u32,
+    /// When it was restarted within the restart limit's window.
+    restarted_at: VecDeque<Instant>,
 }
 
 /// Runs a task's supervisor until the task is stopped or removed.
@@ -81,6 +103,7 @@ pub async fn supervise(
         desired,
         report,
         attempt,
+        restarted_at: VecDeque::new(),
     };
     s.run(start).await;
 }
@@ -94,7 +117,12 @@ impl Sup {
             restarts: self.attempt,
             message: message.into(),
             gone: false,
+            given_up: false,
         });
+    }
+
+    fn within_limit(&mut self, now: Instant) -> bool {
+        within_limit(&mut self.restarted_at, self.plan.restart_limit, now)
     }
 
     fn wanted(&self) -> Desired {
@@ -118,11 +146,12 @@ impl Sup {
                     if self.wanted() != Desired::Run {
                         return self.finish(None).await;
                     }
-                    match self
-                        .rt
-                        .start(&self.plan.id, self.attempt, &self.plan.launch)
-                        .await
-                    {
+                    // BERTH_ATTEMPT: 0, 1, ... across restarts and retries.
+                    let mut launch = self.plan.launch.clone();
+                    launch
+                        .env
+                        .insert("BERTH_ATTEMPT".into(), self.attempt.to_string());
+                    match self.rt.start(&self.plan.id, self.attempt, &launch).await {
                         Ok(shim) => (Some(shim), Instant::now()),
                         Err(e) => {
                             tracing::warn!(task = %self.plan.id, error = %e, "start failed");
@@ -188,6 +217,24 @@ impl Sup {
             self.finish(code).await;
             return false;
         }
+        if !self.within_limit(Instant::now()) {
+            let l = self.plan.restart_limit;
+            let _ = self.report.send(TaskStatus {
+                id: self.plan.id.clone(),
+                state: TaskState::Failed,
+                exit_code: code,
+                restarts: self.attempt,
+                message: format!(
+                    "crash loop: {} restarts within {}, over the restart limit; last: {msg}",
+                    l.count, l.window
+                ),
+                gone: false,
+                given_up: true,
+            });
+            wait_not_run(&mut self.desired).await;
+            self.finish(code).await;
+            return false;
+        }
         if ran >= BACKOFF_RESET_AFTER {
             *failures = 0;
         }
@@ -241,6 +288,7 @@ impl Sup {
                     restarts: self.attempt,
                     message: "removed".into(),
                     gone,
+                    given_up: false,
                 });
             }
             _ => self.send(TaskState::Stopped, code, "stopped on request"),
@@ -255,6 +303,36 @@ async fn wait_not_run(desired: &mut watch::Receiver<Desired>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restarts_over_the_limit_in_the_window_give_up() {
+        use berth_model::quantity::DurationMs;
+        let limit = RestartLimit {
+            count: 3,
+            window: DurationMs(60_000),
+        };
+        let t0 = Instant::now();
+        let mut times = VecDeque::new();
+        for s in 0..3 {
+            assert!(within_limit(&mut times, limit, t0 + Duration::from_secs(s)));
+        }
+        assert!(!within_limit(
+            &mut times,
+            limit,
+            t0 + Duration::from_secs(10)
+        ));
+        // Once the first ones leave the window, restarts are allowed again.
+        assert!(within_limit(
+            &mut times,
+            limit,
+            t0 + Duration::from_secs(61)
+        ));
+        assert!(!within_limit(
+            &mut times,
+            limit,
+            t0 + Duration::from_secs(61)
+        ));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

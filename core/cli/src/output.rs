@@ -17,6 +17,7 @@ pub fn task_json(t: &pb::Task) -> Value {
         "desired": typed::desired_name(t.desired),
         "exit_code": if t.has_exit_code { json!(t.exit_code) } else { Value::Null },
         "restarts": t.restarts,
+        "given_up": t.given_up,
         "message": t.message,
         "allocation": t.allocation.as_ref().map(|a| json!({
             "cpu_millis": a.cpu_millis,

@@ -73,6 +73,42 @@ fn exit_code_logs_and_restart_backoff() {
     assert!(logs.matches("hello").count() >= 3, "{logs}");
 }
 
+/// Every container learns who and where it is (`BERTH_*`, named ports);
+/// one that crashes in a loop ends `failed` once over its restart limit,
+/// and is not restarted again.
+#[test]
+fn berth_variables_and_a_crash_loop_over_the_restart_limit() {
+    let dev = Dev::start();
+    let port = common::free_port();
+    dev.run_spec(
+        "loop",
+        &format!(
+            "name: loop\nimage: busybox:latest\nrestart: always\nports: [{{name: http, host: {port}}}]\n\
+             restart_limit: {{count: 2, window: 1m}}\n\
+             command: [/bin/sh, -c, 'echo attempt=$BERTH_ATTEMPT task=$BERTH_TASK_ID app=$BERTH_APP instance=$BERTH_INSTANCE node=$BERTH_NODE http=$BERTH_PORT_HTTP port=$PORT; exit 1']\n"
+        ),
+    );
+    let t = dev.wait_task("loop", T, |t| t["state"] == "failed");
+    let msg = t["message"].as_str().unwrap();
+    assert!(msg.starts_with("crash loop: 2 restarts within 1m"), "{t}");
+    assert_eq!(t["restarts"], 2, "{t}");
+    assert_eq!(t["given_up"], true, "{t}");
+    let id = t["id"].as_str().unwrap().to_string();
+    let node = t["node"].as_str().unwrap().to_string();
+    let logs = dev.ok(&["logs", &id]);
+    for attempt in 0..3 {
+        let want = format!(
+            "attempt={attempt} task={id} app=loop instance=0 node={node} http={port} port={port}"
+        );
+        assert!(logs.contains(&want), "{want} not in:\n{logs}");
+    }
+    // Given up: longer than the next backoff, and nothing restarts it.
+    std::thread::sleep(Duration::from_secs(3));
+    let t = dev.wait_task("loop", T, |t| t["state"] == "failed");
+    assert_eq!(t["restarts"], 2, "{t}");
+    assert_eq!(dev.ok(&["logs", &id]).matches("attempt=").count(), 3);
+}
+
 #[test]
 fn bad_specs_are_rejected_and_store_nothing() {
     let dev = Dev::start();
@@ -94,6 +130,33 @@ fn bad_specs_are_rejected_and_store_nothing() {
         (
             "{\"name\": \"ok\", \"image\": \"busybox:latest\", \"resources\": {\"cpu\": \"x\"}}",
             "resources.cpu",
+        ),
+        // The fields of issue 13: each refusal names its field.
+        (
+            "name: ok\nimage: busybox:latest\nupdate: {max_surge: 0, max_unavailable: 0}\n",
+            "update",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nhealth: {http: {port: web}}\n",
+            "health.http.port",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nkind: job\nschedule: \"61 * * * *\"\n",
+            "schedule",
+        ),
+        ("name: ok\nimage: busybox:latest\nretries: 3\n", "retries"),
+        (
+            "name: ok\nimage: busybox:latest\nrestart_limit: {count: 0}\n",
+            "restart_limit.count",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nenv: {BERTH_APP: x}\n",
+            "env.BERTH_APP",
+        ),
+        // Valid, but not acted on yet by this server: refused, not ignored.
+        (
+            "name: ok\nimage: busybox:latest\nports: [{name: http, host: 8080}]\nhealth: {http: {port: http}}\n",
+            "health: not supported",
         ),
     ];
     for (i, (yaml, field)) in cases.iter().enumerate() {

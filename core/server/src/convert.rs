@@ -20,6 +20,7 @@ pub fn task(t: &Task) -> pb::Task {
         restarts: t.restarts,
         message: t.message.clone(),
         desired: typed::desired_to_wire(t.desired) as i32,
+        given_up: t.given_up,
         allocation: t.allocation.as_ref().map(|a| pb::Allocation {
             cpu_millis: a.cpu.0,
             memory_bytes: a.memory.0,
@@ -95,6 +96,7 @@ pub fn status(s: pb::TaskStatus) -> Result<TaskStatus, Status> {
         restarts: s.restarts,
         message: s.message,
         gone: s.gone,
+        given_up: s.given_up,
     })
 }
 
@@ -109,5 +111,14 @@ pub fn launch(app: &berth_store::App) -> pb::Launch {
         env: s.env.clone().into_iter().collect(),
         restart: typed::restart_to_wire(s.restart) as i32,
         stop_grace_ms: s.stop_grace.0,
+        port_names: s
+            .ports
+            .iter()
+            .map(|p| p.name.clone().unwrap_or_default())
+            .collect(),
+        restart_limit: Some(pb::RestartLimit {
+            count: s.restart_limit().count,
+            window_ms: s.restart_limit().window.0,
+        }),
     }
 }

@@ -94,6 +94,7 @@ fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
                     restarts: 0,
                     message: String::new(),
                     gone: r.next(3) == 0,
+                    given_up: r.next(4) == 0,
                 }],
             }
         }

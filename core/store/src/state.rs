@@ -286,7 +286,7 @@ impl ClusterState {
             TaskState::Pending | TaskState::Running => true,
             TaskState::Stopped => false,
             TaskState::Exited | TaskState::Failed => {
-                if t.desired != Desired::Run {
+                if t.desired != Desired::Run || t.given_up {
                     return false;
                 }
                 match self.apps.get(&t.app).map(|a| a.spec.restart) {
@@ -523,13 +523,15 @@ impl ClusterState {
             let changed = task.state != s.state
                 || task.exit_code != s.exit_code
                 || task.restarts != s.restarts
-                || task.message != s.message;
+                || task.message != s.message
+                || task.given_up != s.given_up;
             if changed {
                 self.tasks.update(&s.id, |task| {
                     task.state = s.state;
                     task.exit_code = s.exit_code;
                     task.restarts = s.restarts;
                     task.message = s.message;
+                    task.given_up = s.given_up;
                     events.push(Event::TaskUpdated(Box::new(task.clone())));
                 });
             }

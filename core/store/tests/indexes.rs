@@ -110,6 +110,7 @@ fn command(state: &ClusterState, op: &Op) -> Option<Command> {
                     restarts: 0,
                     message: String::new(),
                     gone,
+                    given_up: false,
                 }],
             }
         }

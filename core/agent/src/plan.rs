@@ -1,0 +1,142 @@
+//! What a supervisor runs for an assigned task: the launch spec built
+//! from the assignment stream (or a launch record found on disk), with
+//! the variables Berth sets in every container.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_model::quantity::DurationMs;
+use berth_model::spec::{RestartLimit, port_env_name};
+use berth_proto as pb;
+use berth_proto::typed;
+use berth_runtime::LaunchSpec;
+use berth_runtime::taskdir::LaunchRecord;
+
+use crate::supervisor::TaskPlan;
+
+pub(crate) fn plan_from_launch(task: &str, launch: &LaunchRecord) -> TaskPlan {
+    TaskPlan {
+        id: task.to_string(),
+        restart: launch.spec.restart,
+        restart_limit: RestartLimit::default(),
+        stop_grace: Duration::from_millis(launch.spec.stop_grace_ms),
+        launch: launch.spec.clone(),
+    }
+}
+
+/// The variables Berth sets in every container (besides `BERTH_ATTEMPT`,
+/// which the supervisor sets per start): the task, its app, instance and
+/// node, each named port as `BERTH_PORT_<NAME>`, and `PORT` when there is
+/// exactly one port and the spec does not set it.
+fn berth_env(task: &pb::Task, launch: &pb::Launch, ports: &[u32]) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = launch.env.clone().into_iter().collect();
+    env.insert("BERTH_TASK_ID".into(), task.id.clone());
+    env.insert("BERTH_APP".into(), task.app.clone());
+    env.insert("BERTH_INSTANCE".into(), task.instance.to_string());
+    env.insert("BERTH_NODE".into(), task.node.clone());
+    for (name, port) in launch.port_names.iter().zip(ports) {
+        if !name.is_empty() {
+            env.insert(port_env_name(name), port.to_string());
+        }
+    }
+    if let [port] = ports {
+        env.entry("PORT".into()).or_insert_with(|| port.to_string());
+    }
+    env
+}
+
+pub(crate) fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<TaskPlan, String> {
+    let spec = launch.ok_or_else(|| {
+        format!(
+            "the assignment stream sent no launch spec for {} version {}",
+            task.app, task.version
+        )
+    })?;
+    let restart = typed::restart_from_wire(spec.restart).ok_or_else(|| {
+        format!(
+            "restart policy {} is unknown to this agent (upgrade the agent)",
+            spec.restart
+        )
+    })?;
+    let alloc = task.allocation.clone().unwrap_or_default();
+    Ok(TaskPlan {
+        id: task.id.clone(),
+        launch: LaunchSpec {
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            env: berth_env(task, spec, &alloc.ports),
+            cpu_millis: (alloc.cpu_millis + 1000 * alloc.cores.len() as u64).max(1),
+            memory_bytes: alloc.memory_bytes,
+            hostname: task.id.clone(),
+            restart,
+            stop_grace_ms: spec.stop_grace_ms,
+            cpuset: alloc.cpuset.clone(),
+            mems: alloc.numa_nodes.clone(),
+            // GPUs (and MIG instances) by uuid, as `nvidia-ctk cdi generate`
+            // names them, then the other devices by their qualified names.
+            devices: alloc
+                .gpus
+                .iter()
+                .map(|g| format!("nvidia.com/gpu={}", g.uuid))
+                .chain(alloc.devices.iter().cloned())
+                .collect(),
+        },
+        restart,
+        restart_limit: spec
+            .restart_limit
+            .as_ref()
+            .map_or_else(RestartLimit::default, |l| RestartLimit {
+                count: l.count,
+                window: DurationMs(l.window_ms),
+            }),
+        stop_grace: Duration::from_millis(spec.stop_grace_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_container_learns_who_and_where_it_is() {
+        let task = pb::Task {
+            id: "web-7-2".into(),
+            app: "web".into(),
+            instance: 2,
+            node: "n1".into(),
+            ..Default::default()
+        };
+        let launch = pb::Launch {
+            env: [("GREETING".to_string(), "hi".to_string())].into(),
+            port_names: vec!["http".into(), "metrics-v2".into()],
+            ..Default::default()
+        };
+        let env = berth_env(&task, &launch, &[8080, 9100]);
+        let want = [
+            ("BERTH_APP", "web"),
+            ("BERTH_INSTANCE", "2"),
+            ("BERTH_NODE", "n1"),
+            ("BERTH_PORT_HTTP", "8080"),
+            ("BERTH_PORT_METRICS_V2", "9100"),
+            ("BERTH_TASK_ID", "web-7-2"),
+            ("GREETING", "hi"),
+        ];
+        assert_eq!(
+            env.iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            want
+        );
+        // One port: PORT too, unless the spec sets it.
+        let one = pb::Launch {
+            port_names: vec![String::new()],
+            ..Default::default()
+        };
+        assert_eq!(berth_env(&task, &one, &[8080])["PORT"], "8080");
+        let own = pb::Launch {
+            env: [("PORT".to_string(), "1".to_string())].into(),
+            ..one
+        };
+        assert_eq!(berth_env(&task, &own, &[8080])["PORT"], "1");
+    }
+}
