@@ -381,6 +381,29 @@ pub async fn stop(addr: &str, app: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `berth scale APP N`.
+pub async fn scale(addr: &str, app: &str, instances: u32) -> anyhow::Result<()> {
+    let r = ctl!(
+        addr,
+        scale_app,
+        pb::ScaleRequest {
+            name: app.into(),
+            instances,
+            request_id: request_id(),
+        }
+    )?
+    .into_inner();
+    if r.changed {
+        println!("app {app}: {instances} instances (version {})", r.version);
+    } else {
+        println!(
+            "app {app}: already {instances} instances (version {})",
+            r.version
+        );
+    }
+    Ok(())
+}
+
 /// `berth rm APP`.
 pub async fn rm(addr: &str, app: &str) -> anyhow::Result<()> {
     ctl!(

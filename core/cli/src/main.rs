@@ -150,6 +150,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Change an app's instance count (its version and running instances stay).
+    Scale { app: String, instances: u32 },
     /// Stop an app's tasks (kept, with their logs).
     Stop { app: String },
     /// Remove an app, its tasks and their files.
@@ -309,6 +311,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Ps { json, app } => client::ps(&addr, json, app).await,
         Cmd::Logs { task, follow } => client::logs(&addr, &task, follow).await,
         Cmd::Explain { task, json } => client::explain(&addr, &task, json).await,
+        Cmd::Scale { app, instances } => client::scale(&addr, &app, instances).await,
         Cmd::Stop { app } => client::stop(&addr, &app).await,
         Cmd::Rm { app } => client::rm(&addr, &app).await,
         Cmd::Nodes { json } => client::nodes(&addr, json).await,

@@ -109,6 +109,65 @@ fn berth_variables_and_a_crash_loop_over_the_restart_limit() {
     assert_eq!(dev.ok(&["logs", &id]).matches("attempt=").count(), 3);
 }
 
+/// `berth scale` 4 -> 6 -> 2: the survivors keep their ids, their
+/// containers (0 restarts) and the app's version.
+#[test]
+fn scale_keeps_the_running_instances() {
+    let dev = Dev::start();
+    dev.run_spec(
+        "sc",
+        "name: sc\nimage: busybox:latest\ninstances: 4\nresources: {cpu: 10m, memory: 16Mi}\ncommand: [/bin/sleep, '3600']\n",
+    );
+    let running = |n: usize| {
+        wait_for(&format!("{n} running instances of sc"), T, || {
+            let tasks: Vec<_> = dev
+                .ps()
+                .into_iter()
+                .filter(|t| t["app"] == "sc" && t["desired"] == "run")
+                .collect();
+            (tasks.len() == n && tasks.iter().all(|t| t["state"] == "running")).then_some(tasks)
+        })
+    };
+    let ids = |tasks: &[serde_json::Value]| -> std::collections::BTreeSet<String> {
+        tasks
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let four = running(4);
+    let version = four[0]["version"].clone();
+    assert!(dev.ok(&["scale", "sc", "6"]).contains("6 instances"));
+    let six = running(6);
+    assert!(ids(&four).is_subset(&ids(&six)), "{four:?} -> {six:?}");
+    assert_eq!(
+        dev.ok(&["scale", "sc", "2"]).trim(),
+        format!("app sc: 2 instances (version {version})")
+    );
+    let two = running(2);
+    assert!(ids(&two).is_subset(&ids(&four)), "{two:?}");
+    for t in &two {
+        assert_eq!(t["restarts"], 0, "{t}");
+        assert_eq!(t["version"], version, "{t}");
+    }
+    let instances: Vec<_> = two
+        .iter()
+        .map(|t| t["instance"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        instances
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        [0, 1].into()
+    );
+    // Refused before anything is proposed, naming the cause.
+    let out = dev.berth(&["scale", "nope", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no app named nope"));
+    let out = dev.berth(&["scale", "sc", "5000"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("instances: 5000"));
+}
+
 #[test]
 fn bad_specs_are_rejected_and_store_nothing() {
     let dev = Dev::start();

@@ -103,6 +103,34 @@ impl Api {
         }
         Err(Status::failed_precondition(format!("no app named {name}")))
     }
+
+    /// Refuses, before proposing, a command the state machine would
+    /// refuse (`why` says why, judged on the current state), unless it is
+    /// a retry of a request that already went through. Like
+    /// [`Api::known_app`], judged on the leader after a read barrier.
+    async fn refuse_early(
+        &self,
+        rid: Option<&str>,
+        why: impl Fn(&berth_store::ClusterState) -> Option<String>,
+    ) -> Result<(), Status> {
+        let refusal = |api: &Api| {
+            let state = api.store.read();
+            if rid.is_some_and(|id| state.outcome_of(id).is_some()) {
+                return None;
+            }
+            why(&state)
+        };
+        if !self.store.is_leader() || refusal(self).is_none() {
+            return Ok(());
+        }
+        if self.store.read_barrier().await.is_err() {
+            return Ok(());
+        }
+        match refusal(self) {
+            Some(why) => Err(Status::failed_precondition(why)),
+            None => Ok(()),
+        }
+    }
 }
 
 fn check_app_name(name: &str) -> Result<(), Status> {
@@ -251,6 +279,50 @@ impl Control for Api {
             })
             .collect();
         Ok(Response::new(pb::ListAppsResponse { apps }))
+    }
+
+    async fn scale_app(
+        &self,
+        req: Request<pb::ScaleRequest>,
+    ) -> Result<Response<pb::RunAppResponse>, Status> {
+        let req = req.into_inner();
+        check_app_name(&req.name)?;
+        let rid = request_id(req.request_id)?;
+        let (name, instances) = (req.name, req.instances);
+        if instances > berth_model::spec::MAX_INSTANCES {
+            return Err(Status::invalid_argument(format!(
+                "instances: {instances} is more than the maximum of {}",
+                berth_model::spec::MAX_INSTANCES
+            )));
+        }
+        self.refuse_early(rid.as_deref(), |s| s.scale_refusal(&name, instances))
+            .await?;
+        let (_, outcome) = self
+            .commit(
+                rid,
+                Command::ScaleApp {
+                    name: name.clone(),
+                    instances,
+                },
+            )
+            .await?;
+        let (version, changed) = match outcome {
+            Outcome::App { version, changed } => (version, changed),
+            _ => (0, false),
+        };
+        let tasks = self
+            .store
+            .read()
+            .tasks_of(&name)
+            .filter(|t| t.version == version && t.desired == berth_model::task::Desired::Run)
+            .map(|t| t.id.clone())
+            .collect();
+        Ok(Response::new(pb::RunAppResponse {
+            name,
+            version,
+            changed,
+            tasks,
+        }))
     }
 
     async fn stop_app(&self, req: Request<pb::AppRequest>) -> Result<Response<pb::Ack>, Status> {

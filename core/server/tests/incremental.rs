@@ -48,7 +48,11 @@ fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
                 .expect("a valid spec"),
             ),
         },
-        2 => Command::StopApp { name: APPS[r.next(3) as usize].into() },
+        2 if r.next(2) == 0 => Command::StopApp { name: APPS[r.next(3) as usize].into() },
+        2 => Command::ScaleApp {
+            name: APPS[r.next(3) as usize].into(),
+            instances: r.next(6) as u32,
+        },
         3 => Command::RegisterNode {
             info: NodeInfo {
                 name: NODES[r.next(3) as usize].into(),

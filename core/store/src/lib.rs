@@ -10,6 +10,7 @@ pub mod events;
 pub mod node;
 mod nodes;
 pub mod plugins;
+mod scale;
 pub mod snapfile;
 pub mod state;
 pub mod storage;

@@ -52,6 +52,14 @@ pub enum Command {
         /// The spec (boxed: it is much larger than the other commands).
         spec: Box<AppSpec>,
     },
+    /// Change an app's instance count without a new version (`berth
+    /// scale`): running instances are not touched.
+    ScaleApp {
+        /// App name.
+        name: String,
+        /// The new count.
+        instances: u32,
+    },
     /// Stop every task of an app.
     StopApp {
         /// App name.
@@ -303,6 +311,9 @@ impl ClusterState {
             Command::Plugin(p) => self.apply_plugin(index, p, events),
             Command::PutApp { spec } => self.put_app(index, *spec, events),
             Command::StopApp { name } => self.stop_app(&name, events),
+            Command::ScaleApp { name, instances } => {
+                self.scale_app(index, &name, instances, events)
+            }
             Command::RemoveApp { name } => self.remove_app(&name, events),
             Command::RegisterNode { info } => {
                 let name = info.name.clone();

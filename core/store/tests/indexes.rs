@@ -15,6 +15,7 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 enum Op {
     Put(usize, u32, i32),
     Stop(usize),
+    Scale(usize, u32),
     Remove(usize),
     Register(usize),
     Status(usize, bool),
@@ -28,6 +29,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..3usize, 0..4u32, 0..3i32).prop_map(|(a, n, p)| Op::Put(a, n, p)),
         (0..3usize).prop_map(Op::Stop),
+        (0..3usize, 0..6u32).prop_map(|(a, n)| Op::Scale(a, n)),
         (0..3usize).prop_map(Op::Remove),
         (0..3usize).prop_map(Op::Register),
         (0..3usize, any::<bool>()).prop_map(|(n, up)| Op::Status(n, up)),
@@ -57,6 +59,10 @@ fn command(state: &ClusterState, op: &Op) -> Option<Command> {
         },
         Op::Stop(a) => Command::StopApp {
             name: APPS[a].into(),
+        },
+        Op::Scale(a, n) => Command::ScaleApp {
+            name: APPS[a].into(),
+            instances: n,
         },
         Op::Remove(a) => Command::RemoveApp {
             name: APPS[a].into(),
