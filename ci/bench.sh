@@ -17,6 +17,10 @@
 #                             two rounds alternating the systems, then
 #                             K (default 10) leader kills and the time to the
 #                             next acknowledged write after each
+#   ci/bench.sh health [N] [S] N (default 1000) HTTP health checks at a 1 s
+#                             interval against busybox httpd for S (default
+#                             20) seconds: the checker's CPU per 1,000
+#                             checks/s
 #   ci/bench.sh scale [--json] [--pairs 1000x50000,5000x100000]
 #                             three servers and hollow nodes on loopback:
 #                             apps of 1,000 instances, time to all running,
@@ -65,6 +69,18 @@ case ${1:-} in
         cargo build --release --locked -p berth-cli
         python3 ci/bench/ha.py --berth target/release/berth --seconds "${2:-10}" --kills "${3:-10}" --grow "${4:-100000}"
         ;;
+    health)
+        ci/setup.sh
+        cargo build --release --locked -p berth-agent --example checks
+        www=$(mktemp -d)
+        echo ok > "$www/index.html"
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        busybox httpd -f -p "127.0.0.1:$port" -h "$www" &
+        httpd=$!
+        trap 'kill $httpd; rm -rf "$www"' EXIT
+        sleep 0.5
+        target/release/examples/checks "$port" "${2:-1000}" "${3:-20}"
+        ;;
     scale)
         ci/setup.sh
         cargo build --release --locked -p berth-cli
@@ -72,7 +88,7 @@ case ${1:-} in
         python3 ci/bench/scale.py --berth target/release/berth "$@"
         ;;
     *)
-        echo "usage: ci/bench.sh launch|probe|wasm|ha|scale [ARGS]" >&2
+        echo "usage: ci/bench.sh launch|probe|wasm|ha|health|scale [ARGS]" >&2
         exit 2
         ;;
 esac

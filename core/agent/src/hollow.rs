@@ -279,6 +279,8 @@ fn answer(
         },
         gone,
         given_up: false,
+        health: berth_model::task::Health::Unknown,
+        ready: state == TaskState::Running,
     });
 }
 

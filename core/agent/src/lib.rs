@@ -4,6 +4,7 @@
 //! control plane's decisions.
 #![forbid(unsafe_code)]
 
+pub mod health;
 pub mod inventory;
 pub mod logs;
 mod plan;
@@ -445,6 +446,8 @@ fn status(id: &str, state: TaskState, message: &str, gone: bool) -> TaskStatus {
         message: message.into(),
         gone,
         given_up: false,
+        health: berth_model::task::Health::Unknown,
+        ready: false,
     }
 }
 
@@ -536,5 +539,7 @@ fn to_proto(s: &TaskStatus) -> pb::TaskStatus {
         message: s.message.clone(),
         gone: s.gone,
         given_up: s.given_up,
+        health: typed::health_to_wire(s.health) as i32,
+        ready: s.ready,
     }
 }

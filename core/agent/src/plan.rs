@@ -12,6 +12,7 @@ use berth_proto::typed;
 use berth_runtime::LaunchSpec;
 use berth_runtime::taskdir::LaunchRecord;
 
+use crate::health::{CheckPlan, Probe};
 use crate::supervisor::TaskPlan;
 
 pub(crate) fn plan_from_launch(task: &str, launch: &LaunchRecord) -> TaskPlan {
@@ -19,6 +20,10 @@ pub(crate) fn plan_from_launch(task: &str, launch: &LaunchRecord) -> TaskPlan {
         id: task.to_string(),
         restart: launch.spec.restart,
         restart_limit: RestartLimit::default(),
+        // A container found after an agent restart runs without checks
+        // until its next start (the launch record does not keep them).
+        health: None,
+        ready: None,
         stop_grace: Duration::from_millis(launch.spec.stop_grace_ms),
         launch: launch.spec.clone(),
     }
@@ -89,7 +94,56 @@ pub(crate) fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<T
                 count: l.count,
                 window: DurationMs(l.window_ms),
             }),
+        health: spec
+            .health
+            .as_ref()
+            .map(|c| check_plan(c, &spec.port_names, &alloc.ports))
+            .transpose()?,
+        ready: spec
+            .ready
+            .as_ref()
+            .map(|c| check_plan(c, &spec.port_names, &alloc.ports))
+            .transpose()?,
         stop_grace: Duration::from_millis(spec.stop_grace_ms),
+    })
+}
+
+/// A check from the wire, its port resolved: a name to the host port
+/// allocated for it, a number as is.
+fn check_plan(c: &pb::Check, names: &[String], ports: &[u32]) -> Result<CheckPlan, String> {
+    use pb::check::Probe as P;
+    let port = |r: &Option<pb::PortRef>| -> Result<u16, String> {
+        let n = match r.as_ref().and_then(|r| r.port.as_ref()) {
+            Some(pb::port_ref::Port::Number(n)) => *n,
+            Some(pb::port_ref::Port::Name(name)) => names
+                .iter()
+                .zip(ports)
+                .find(|(n, _)| *n == name)
+                .map(|(_, p)| *p)
+                .ok_or_else(|| format!("check port {name:?} names no allocated port"))?,
+            None => return Err("a check without a port".into()),
+        };
+        u16::try_from(n).map_err(|_| format!("check port {n} is not a port"))
+    };
+    let probe = match &c.probe {
+        Some(P::Http(h)) => Probe::Http {
+            port: port(&h.port)?,
+            path: h.path.clone(),
+        },
+        Some(P::Tcp(t)) => Probe::Tcp {
+            port: port(&t.port)?,
+        },
+        Some(P::Exec(e)) => Probe::Exec {
+            argv: e.command.clone(),
+        },
+        None => return Err("a check without a probe (upgrade the agent)".into()),
+    };
+    Ok(CheckPlan {
+        probe,
+        interval: Duration::from_millis(c.interval_ms.max(100)),
+        timeout: Duration::from_millis(c.timeout_ms.max(10)),
+        grace: Duration::from_millis(c.grace_ms),
+        failures: c.failures.max(1),
     })
 }
 

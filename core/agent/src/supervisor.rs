@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_model::spec::{RestartLimit, RestartPolicy};
-use berth_model::task::{Desired, TaskState, TaskStatus};
+use berth_model::task::{Desired, Health, TaskState, TaskStatus};
 use berth_runtime::{ExitRecord, LaunchSpec, Runtime, Shim};
 use tokio::sync::{mpsc, watch};
+
+use crate::health::{self, CheckEvent, CheckPlan, Verdict, Which};
 
 /// Backoff before the first restart; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -30,6 +32,10 @@ pub struct TaskPlan {
     pub restart: RestartPolicy,
     /// More restarts than this in its window: give up (a crash loop).
     pub restart_limit: RestartLimit,
+    /// Liveness: failing it restarts the container.
+    pub health: Option<CheckPlan>,
+    /// Readiness: only reported (none: ready once running).
+    pub ready: Option<CheckPlan>,
     /// Grace between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
 }
@@ -84,6 +90,17 @@ struct Sup {
     attempt: u32,
     /// When it was restarted within the restart limit's window.
     restarted_at: VecDeque<Instant>,
+    /// The liveness verdict of the running container.
+    health: Health,
+    /// Whether the running container is ready.
+    ready: bool,
+}
+
+/// How a running container's watch ended.
+enum Ended {
+    Exit(ExitRecord),
+    NotRun,
+    Unhealthy(String),
 }
 
 /// Runs a task's supervisor until the task is stopped or removed.
@@ -104,21 +121,98 @@ pub async fn supervise(
         report,
         attempt,
         restarted_at: VecDeque::new(),
+        health: Health::Unknown,
+        ready: false,
     };
     s.run(start).await;
 }
 
 impl Sup {
-    fn send(&self, state: TaskState, exit_code: Option<i32>, message: impl Into<String>) {
-        let _ = self.report.send(TaskStatus {
+    fn status(&self, state: TaskState, exit_code: Option<i32>, message: String) -> TaskStatus {
+        let running = state == TaskState::Running;
+        TaskStatus {
             id: self.plan.id.clone(),
             state,
             exit_code,
             restarts: self.attempt,
-            message: message.into(),
+            message,
             gone: false,
             given_up: false,
-        });
+            health: if running {
+                self.health
+            } else {
+                Health::Unknown
+            },
+            ready: running && self.ready,
+        }
+    }
+
+    fn send(&self, state: TaskState, exit_code: Option<i32>, message: impl Into<String>) {
+        let _ = self
+            .report
+            .send(self.status(state, exit_code, message.into()));
+    }
+
+    /// Starts the container's checks (readiness runs apart only when it
+    /// differs from liveness).
+    fn start_checks(
+        &self,
+        pid: u32,
+        started: Instant,
+        tx: &mpsc::UnboundedSender<CheckEvent>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut out = Vec::new();
+        if let Some(h) = &self.plan.health {
+            out.push(health::spawn(
+                Which::Liveness,
+                h.clone(),
+                pid,
+                started,
+                tx.clone(),
+            ));
+        }
+        if let Some(r) = &self.plan.ready
+            && self.plan.health.as_ref() != Some(r)
+        {
+            out.push(health::spawn(
+                Which::Readiness,
+                r.clone(),
+                pid,
+                started,
+                tx.clone(),
+            ));
+        }
+        out
+    }
+
+    /// Takes a check's new verdict; `Some(why)` when the container must be
+    /// restarted for failing its liveness check.
+    fn on_check(&mut self, ev: CheckEvent, running: &str) -> Option<String> {
+        let passing = ev.verdict == Verdict::Passing;
+        let same = self.plan.health.is_some() && self.plan.health == self.plan.ready;
+        match ev.which {
+            Which::Liveness => {
+                self.health = match ev.verdict {
+                    Verdict::Passing => Health::Healthy,
+                    Verdict::Failing => Health::Unhealthy,
+                    Verdict::Unknown => Health::Unknown,
+                };
+                if same {
+                    self.ready = passing;
+                }
+                if ev.verdict == Verdict::Failing
+                    && let Some(h) = &self.plan.health
+                {
+                    return Some(format!(
+                        "health check failed: {} ({}; {} in a row)",
+                        h.probe, ev.why, h.failures
+                    ));
+                }
+            }
+            Which::Readiness => self.ready = passing,
+        }
+        self.send(TaskState::Running, None, running);
+        None
     }
 
     fn within_limit(&mut self, now: Instant) -> bool {
@@ -169,20 +263,45 @@ impl Sup {
                 }
             };
             let Some(mut shim) = shim else { continue };
-            self.send(
-                TaskState::Running,
-                None,
-                format!("running (pid {})", shim.init_pid),
-            );
-            let exit = tokio::select! {
-                exit = self.rt.wait(&self.plan.id, &mut shim) => exit,
-                _ = wait_not_run(&mut self.desired) => {
+            let running = format!("running (pid {})", shim.init_pid);
+            self.health = Health::Unknown;
+            self.ready = self.plan.ready.is_none();
+            self.send(TaskState::Running, None, running.clone());
+            let (tx, mut checks_rx) = mpsc::unbounded_channel();
+            let checks = self.start_checks(shim.init_pid.unsigned_abs(), started_at, &tx);
+            let (rt, id, mut desired) =
+                (self.rt.clone(), self.plan.id.clone(), self.desired.clone());
+            let ended = {
+                let wait = rt.wait(&id, &mut shim);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        exit = &mut wait => break Ended::Exit(exit),
+                        _ = wait_not_run(&mut desired) => break Ended::NotRun,
+                        Some(ev) = checks_rx.recv() => {
+                            if let Some(why) = self.on_check(ev, &running) {
+                                break Ended::Unhealthy(why);
+                            }
+                        }
+                    }
+                }
+            };
+            for c in checks {
+                c.abort();
+            }
+            let (exit, reason) = match ended {
+                Ended::Exit(exit) => (exit, None),
+                Ended::NotRun => {
                     let exit = self.stop(&mut shim).await;
                     return self.finish(Some(exit.code)).await;
                 }
+                Ended::Unhealthy(why) => {
+                    tracing::info!(task = %self.plan.id, %why, "restarting an unhealthy container");
+                    (self.stop(&mut shim).await, Some(why))
+                }
             };
             if !self
-                .after_exit(exit, &mut failures, started_at.elapsed())
+                .after_exit_for(exit, &mut failures, started_at.elapsed(), reason)
                 .await
             {
                 return;
@@ -192,10 +311,23 @@ impl Sup {
 
     /// Reports an exit and waits out the backoff. Returns true to restart.
     async fn after_exit(&mut self, exit: ExitRecord, failures: &mut u32, ran: Duration) -> bool {
-        let failed_to_start = exit.error.is_some();
-        let (state, msg) = match &exit.error {
-            Some(e) => (TaskState::Failed, e.clone()),
-            None => (
+        self.after_exit_for(exit, failures, ran, None).await
+    }
+
+    /// [`Sup::after_exit`], for a container stopped for `unhealthy` (the
+    /// reason): restarted unless the policy is `never`.
+    async fn after_exit_for(
+        &mut self,
+        exit: ExitRecord,
+        failures: &mut u32,
+        ran: Duration,
+        unhealthy: Option<String>,
+    ) -> bool {
+        let failed_to_start = exit.error.is_some() || unhealthy.is_some();
+        let (state, msg) = match (&unhealthy, &exit.error) {
+            (Some(why), _) => (TaskState::Failed, why.clone()),
+            (None, Some(e)) => (TaskState::Failed, e.clone()),
+            (None, None) => (
                 TaskState::Exited,
                 match exit.signal {
                     Some(sig) => format!("killed by signal {sig}"),
@@ -203,7 +335,7 @@ impl Sup {
                 },
             ),
         };
-        let code = (!failed_to_start).then_some(exit.code);
+        let code = (exit.error.is_none()).then_some(exit.code);
         if self.wanted() != Desired::Run {
             self.finish(code).await;
             return false;
@@ -219,18 +351,16 @@ impl Sup {
         }
         if !self.within_limit(Instant::now()) {
             let l = self.plan.restart_limit;
-            let _ = self.report.send(TaskStatus {
-                id: self.plan.id.clone(),
-                state: TaskState::Failed,
-                exit_code: code,
-                restarts: self.attempt,
-                message: format!(
+            let mut status = self.status(
+                TaskState::Failed,
+                code,
+                format!(
                     "crash loop: {} restarts within {}, over the restart limit; last: {msg}",
                     l.count, l.window
                 ),
-                gone: false,
-                given_up: true,
-            });
+            );
+            status.given_up = true;
+            let _ = self.report.send(status);
             wait_not_run(&mut self.desired).await;
             self.finish(code).await;
             return false;
@@ -281,15 +411,9 @@ impl Sup {
                         false
                     }
                 };
-                let _ = self.report.send(TaskStatus {
-                    id: self.plan.id.clone(),
-                    state: TaskState::Stopped,
-                    exit_code: code,
-                    restarts: self.attempt,
-                    message: "removed".into(),
-                    gone,
-                    given_up: false,
-                });
+                let mut status = self.status(TaskState::Stopped, code, "removed".into());
+                status.gone = gone;
+                let _ = self.report.send(status);
             }
             _ => self.send(TaskState::Stopped, code, "stopped on request"),
         }

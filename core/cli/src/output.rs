@@ -18,6 +18,8 @@ pub fn task_json(t: &pb::Task) -> Value {
         "exit_code": if t.has_exit_code { json!(t.exit_code) } else { Value::Null },
         "restarts": t.restarts,
         "given_up": t.given_up,
+        "health": typed::health_from_wire(t.health).as_str(),
+        "ready": t.ready,
         "message": t.message,
         "allocation": t.allocation.as_ref().map(|a| json!({
             "cpu_millis": a.cpu_millis,

@@ -168,6 +168,47 @@ fn scale_keeps_the_running_instances() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("instances: 5000"));
 }
 
+/// Liveness and readiness: a container reports healthy and ready while
+/// its checks pass; once its liveness check fails `failures` times in a
+/// row it is restarted, the message naming the check.
+#[test]
+fn a_failing_liveness_check_restarts_the_container() {
+    let dev = Dev::start();
+    let port = common::free_port();
+    dev.run_spec(
+        "live",
+        &format!(
+            "name: live\nimage: busybox:latest\nrestart: always\nports: [{{name: http, host: {port}}}]\n\
+             command: [/bin/sh, -c, 'mkdir -p /www; echo ok > /www/index.html; touch /tmp/ok; (sleep 4; rm /tmp/ok) & exec httpd -f -p {port} -h /www']\n\
+             health: {{exec: [/bin/sh, -c, 'test -f /tmp/ok'], interval: 500ms, timeout: 400ms, grace: 0s, failures: 2}}\n\
+             ready: {{http: {{port: http, path: /index.html}}, interval: 500ms, timeout: 400ms}}\n"
+        ),
+    );
+    let t = dev.wait_task("live", T, |t| {
+        t["state"] == "running" && t["health"] == "healthy" && t["ready"] == true
+    });
+    assert_eq!(t["restarts"], 0, "{t}");
+    // The reason stands for the restart backoff (500 ms): polled every 100 ms.
+    let t = dev.wait_task("live", T, |t| {
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("health check failed"))
+    });
+    let msg = t["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("health check failed: exec /bin/sh -c test -f /tmp/ok (")
+            && msg.contains("2 in a row")
+            && msg.contains("restarting in"),
+        "{t}"
+    );
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["ready"], false, "{t}");
+    // After the restart it is healthy again (the new container made /tmp/ok).
+    dev.wait_task("live", T, |t| {
+        t["restarts"].as_u64() >= Some(1) && t["health"] == "healthy" && t["ready"] == true
+    });
+}
+
 #[test]
 fn bad_specs_are_rejected_and_store_nothing() {
     let dev = Dev::start();
@@ -214,8 +255,8 @@ fn bad_specs_are_rejected_and_store_nothing() {
         ),
         // Valid, but not acted on yet by this server: refused, not ignored.
         (
-            "name: ok\nimage: busybox:latest\nports: [{name: http, host: 8080}]\nhealth: {http: {port: http}}\n",
-            "health: not supported",
+            "name: ok\nimage: busybox:latest\nupdate: {max_surge: 2}\n",
+            "update: not supported",
         ),
     ];
     for (i, (yaml, field)) in cases.iter().enumerate() {

@@ -150,6 +150,42 @@ pub struct Task {
     /// loop). It holds nothing and is not started again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub given_up: bool,
+    /// What its liveness check says (`unknown` without one).
+    #[serde(default, skip_serializing_if = "Health::is_unknown")]
+    pub health: Health,
+    /// Whether it is ready: its readiness check passes (or, without one,
+    /// it runs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ready: bool,
+}
+
+/// What a task's liveness check says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No check, or none counted yet.
+    #[default]
+    Unknown,
+    /// The last check passed.
+    Healthy,
+    /// Failed `failures` times in a row.
+    Unhealthy,
+}
+
+impl Health {
+    /// Whether nothing is known.
+    pub fn is_unknown(&self) -> bool {
+        *self == Health::Unknown
+    }
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 impl Task {
@@ -168,6 +204,8 @@ impl Task {
             restarts: 0,
             message,
             given_up: false,
+            health: Health::Unknown,
+            ready: false,
         }
     }
 }
@@ -190,6 +228,12 @@ pub struct TaskStatus {
     /// True when the node gave up restarting it (over its restart limit).
     #[serde(default)]
     pub given_up: bool,
+    /// Its liveness check's verdict.
+    #[serde(default)]
+    pub health: Health,
+    /// Whether it is ready.
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// Builds the task id for an app version and instance.

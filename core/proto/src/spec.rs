@@ -9,6 +9,11 @@ use berth_model::spec::{AppSpec, PortSpec, Resources};
 
 mod service;
 
+/// A spec's check on the wire (for `Launch`).
+pub fn check_to_wire(c: &berth_model::spec::Check) -> pb::Check {
+    service::check_to(c)
+}
+
 use crate::typed::{restart_from_wire, restart_to_wire};
 use crate::v1 as pb;
 

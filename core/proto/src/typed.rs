@@ -80,6 +80,27 @@ pub fn restart_from_wire(v: i32) -> Option<ModelRestart> {
     })
 }
 
+/// A model health verdict on the wire.
+pub fn health_to_wire(h: berth_model::task::Health) -> crate::v1::HealthState {
+    use berth_model::task::Health;
+    match h {
+        Health::Unknown => crate::v1::HealthState::Unknown,
+        Health::Healthy => crate::v1::HealthState::Healthy,
+        Health::Unhealthy => crate::v1::HealthState::Unhealthy,
+    }
+}
+
+/// A health verdict from the wire (a value this build does not know
+/// reads as unknown: health only informs, it never starts anything).
+pub fn health_from_wire(v: i32) -> berth_model::task::Health {
+    use berth_model::task::Health;
+    match crate::v1::HealthState::try_from(v) {
+        Ok(crate::v1::HealthState::Healthy) => Health::Healthy,
+        Ok(crate::v1::HealthState::Unhealthy) => Health::Unhealthy,
+        _ => Health::Unknown,
+    }
+}
+
 /// A model node status on the wire.
 pub fn node_state_to_wire(s: ModelNodeStatus) -> NodeState {
     match s {

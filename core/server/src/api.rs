@@ -745,12 +745,10 @@ fn node_summary(state: &berth_store::ClusterState, n: &berth_model::node::Node) 
 }
 
 /// Refuses the spec fields this server parses and validates but does not
-/// act on yet (checks, rollouts, jobs: issue 13 is landing in steps), so
-/// that a spec never asks for something that silently does not happen.
+/// act on yet (rollouts and jobs: issue 13 is landing in steps), so that a
+/// spec never asks for something that silently does not happen.
 fn not_yet(spec: &berth_model::spec::AppSpec) -> Result<(), Status> {
     let fields = [
-        ("health", spec.health.is_some()),
-        ("ready", spec.ready.is_some()),
         ("update", spec.update.is_some()),
         ("kind", spec.kind != berth_model::spec::Kind::Service),
     ];
@@ -761,7 +759,7 @@ fn not_yet(spec: &berth_model::spec::AppSpec) -> Result<(), Status> {
     Err(Status::invalid_argument(
         given
             .iter()
-            .map(|f| format!("{f}: not supported by this server yet (health checks, rolling updates and jobs are being built); remove it"))
+            .map(|f| format!("{f}: not supported by this server yet (rolling updates and jobs are being built); remove it"))
             .collect::<Vec<_>>()
             .join("\n"),
     ))

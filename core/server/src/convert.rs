@@ -21,6 +21,8 @@ pub fn task(t: &Task) -> pb::Task {
         message: t.message.clone(),
         desired: typed::desired_to_wire(t.desired) as i32,
         given_up: t.given_up,
+        health: typed::health_to_wire(t.health) as i32,
+        ready: t.ready,
         allocation: t.allocation.as_ref().map(|a| pb::Allocation {
             cpu_millis: a.cpu.0,
             memory_bytes: a.memory.0,
@@ -97,6 +99,8 @@ pub fn status(s: pb::TaskStatus) -> Result<TaskStatus, Status> {
         message: s.message,
         gone: s.gone,
         given_up: s.given_up,
+        health: typed::health_from_wire(s.health),
+        ready: s.ready,
     })
 }
 
@@ -120,5 +124,7 @@ pub fn launch(app: &berth_store::App) -> pb::Launch {
             count: s.restart_limit().count,
             window_ms: s.restart_limit().window.0,
         }),
+        health: s.health.as_ref().map(berth_proto::spec::check_to_wire),
+        ready: s.readiness().map(berth_proto::spec::check_to_wire),
     }
 }

@@ -99,6 +99,8 @@ fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
                     message: String::new(),
                     gone: r.next(3) == 0,
                     given_up: r.next(4) == 0,
+                    health: berth_model::task::Health::Unknown,
+                    ready: r.next(2) == 0,
                 }],
             }
         }

@@ -535,7 +535,9 @@ impl ClusterState {
                 || task.exit_code != s.exit_code
                 || task.restarts != s.restarts
                 || task.message != s.message
-                || task.given_up != s.given_up;
+                || task.given_up != s.given_up
+                || task.health != s.health
+                || task.ready != s.ready;
             if changed {
                 self.tasks.update(&s.id, |task| {
                     task.state = s.state;
@@ -543,6 +545,8 @@ impl ClusterState {
                     task.restarts = s.restarts;
                     task.message = s.message;
                     task.given_up = s.given_up;
+                    task.health = s.health;
+                    task.ready = s.ready;
                     events.push(Event::TaskUpdated(Box::new(task.clone())));
                 });
             }

@@ -117,6 +117,8 @@ fn command(state: &ClusterState, op: &Op) -> Option<Command> {
                     message: String::new(),
                     gone,
                     given_up: false,
+                    health: Default::default(),
+                    ready: false,
                 }],
             }
         }
