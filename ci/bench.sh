@@ -66,6 +66,12 @@ case ${1:-} in
         ;;
     ha)
         ci/setup.sh
+        # The peer: Debian's etcd, started by the harness on its own ports
+        # (the packaged service, where systemd starts it, is stopped).
+        if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null
+            systemctl disable --now etcd >/dev/null 2>&1 || true
+        fi
         cargo build --release --locked -p berth-cli
         python3 ci/bench/ha.py --berth target/release/berth --seconds "${2:-10}" --kills "${3:-10}" --grow "${4:-100000}"
         ;;

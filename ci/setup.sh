@@ -9,7 +9,6 @@ pkgs=(
     busybox-static umoci jq     # the demo image (ci/make-demo-image.sh)
     curl                        # the demo check
     runc                        # the launch benchmark's peer
-    etcd-server etcd-client     # the ha benchmark's peer
     iproute2 procps             # tests: pgrep/pkill, ip
     iptables                    # tests: partitions between servers on loopback
     clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32   # Wasm plugins in C (plugins/, berth plugin build)
