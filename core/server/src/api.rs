@@ -1,17 +1,12 @@
-//! The gRPC services: `Control` for the CLI, `NodeApi` for agents.
+//! `Control`, the service the CLI uses (`NodeApi`, for agents, is in
+//! `api_node.rs`; plugins in `api_plugins.rs`).
 
-use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_hostprobe::Inventory;
-use berth_hostprobe::validate::validate as validate_inventory;
-use berth_model::node::NodeInfo;
-use berth_model::quantity::{Bytes, MilliCpu};
 use berth_model::spec::{parse_spec, valid_name};
 use berth_proto as pb;
 use berth_proto::control_server::Control;
-use berth_proto::node_api_server::NodeApi;
 use berth_store::{Command, Envelope, Event, MAX_REQUEST_ID, Outcome, Store};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -41,7 +36,7 @@ pub const MAX_TASK_MESSAGE: usize = 4096;
 /// The most labels a node may register.
 pub const MAX_LABELS: usize = 256;
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// A client's request id: empty means none; longer than
 /// [`MAX_REQUEST_ID`] is refused.
@@ -548,179 +543,6 @@ impl Control for Api {
         let mut out = node_summary(&state, n);
         out.inventory = n.info.inventory.as_deref().map(pb::Inventory::from);
         Ok(Response::new(out))
-    }
-}
-
-#[tonic::async_trait]
-impl NodeApi for Api {
-    async fn register(
-        &self,
-        req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::Ack>, Status> {
-        let r = req.into_inner();
-        if !valid_name(&r.name) {
-            return Err(Status::invalid_argument(format!(
-                "name: {:?} is not a valid node name ([a-z0-9-], 1-63)",
-                r.name
-            )));
-        }
-        if r.cpu_millis == 0 || r.memory_bytes == 0 {
-            return Err(Status::invalid_argument(
-                "cpu_millis and memory_bytes must be positive",
-            ));
-        }
-        if r.labels.len() > MAX_LABELS {
-            return Err(Status::invalid_argument(format!(
-                "labels: {} entries, more than {MAX_LABELS}",
-                r.labels.len()
-            )));
-        }
-        let inventory = match r.inventory {
-            None => None,
-            Some(wire) => {
-                let inv = Inventory::try_from(wire)
-                    .map_err(|e| Status::invalid_argument(format!("inventory.{e}")))?;
-                validate_inventory(&inv).map_err(|(path, message)| {
-                    Status::invalid_argument(format!("inventory.{path}: {message}"))
-                })?;
-                Some(Box::new(inv))
-            }
-        };
-        let info = NodeInfo {
-            name: r.name.clone(),
-            address: r.address,
-            cpu: MilliCpu(r.cpu_millis),
-            memory: Bytes(r.memory_bytes),
-            labels: r.labels.into_iter().collect(),
-            inventory,
-        };
-        let name = r.name;
-        self.commit(None, Command::RegisterNode { info }).await?;
-        self.liveness.registered(&name);
-        Ok(Response::new(pb::Ack {}))
-    }
-
-    async fn heartbeat(
-        &self,
-        req: Request<pb::HeartbeatRequest>,
-    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let node = req.into_inner().node;
-        if !valid_name(&node) {
-            return Err(Status::invalid_argument(format!(
-                "node: {node:?} is not a valid node name"
-            )));
-        }
-        // Liveness is judged by the leader, from the heartbeats it gets.
-        if !self.store.is_leader() {
-            return Err(self.not_leader());
-        }
-        // The state's lock is taken only for a node this server has not
-        // seen registered yet.
-        let store = &self.store;
-        if !self
-            .liveness
-            .beat(&node, || store.read().nodes.contains_key(&node))
-        {
-            return Err(Status::not_found(format!("node {node} is not registered")));
-        }
-        Ok(Response::new(pb::HeartbeatResponse {
-            next_ms: self.liveness.interval().as_millis() as u64,
-        }))
-    }
-
-    type WatchAssignmentsStream = BoxStream<pb::AssignmentUpdate>;
-
-    async fn watch_assignments(
-        &self,
-        req: Request<pb::WatchAssignmentsRequest>,
-    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
-        let node = req.into_inner().node;
-        if !valid_name(&node) {
-            return Err(Status::invalid_argument(format!(
-                "node: {node:?} is not a valid node name"
-            )));
-        }
-        let store = self.store.clone();
-        // Register before reading the full set, so nothing falls between.
-        let mut routed = self.router.register(&node);
-        let mut stream = assign::Stream::new(node);
-        let first = stream.full(&store.read());
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            if tx.send(Ok(first)).await.is_err() {
-                return;
-            }
-            loop {
-                let r = tokio::select! {
-                    r = routed.recv() => r,
-                    _ = tx.closed() => return,
-                };
-                let Some(r) = r else { return };
-                // Everything queued meanwhile goes out as one update.
-                let mut touched = BTreeSet::new();
-                let mut resync = !assign::touched(&r, &mut touched);
-                while let Ok(r) = routed.try_recv() {
-                    resync |= !assign::touched(&r, &mut touched);
-                }
-                let update = {
-                    let state = store.read();
-                    if resync {
-                        Some(stream.full(&state))
-                    } else {
-                        stream.delta(&state, &touched)
-                    }
-                };
-                if let Some(u) = update
-                    && tx.send(Ok(u)).await.is_err()
-                {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    }
-
-    async fn report_tasks(
-        &self,
-        req: Request<pb::ReportTasksRequest>,
-    ) -> Result<Response<pb::Ack>, Status> {
-        let r = req.into_inner();
-        if r.statuses.len() > MAX_STATUSES {
-            return Err(Status::invalid_argument(format!(
-                "statuses: {} reports, more than {MAX_STATUSES}",
-                r.statuses.len()
-            )));
-        }
-        if let Some(s) = r
-            .statuses
-            .iter()
-            .find(|s| s.message.len() > MAX_TASK_MESSAGE)
-        {
-            return Err(Status::invalid_argument(format!(
-                "statuses[{}].message: {} bytes, more than {MAX_TASK_MESSAGE}",
-                s.id,
-                s.message.len()
-            )));
-        }
-        let statuses = r
-            .statuses
-            .into_iter()
-            .map(convert::status)
-            .collect::<Result<Vec<_>, _>>()?;
-        if statuses.is_empty() {
-            return Ok(Response::new(pb::Ack {}));
-        }
-        self.commit(
-            None,
-            Command::ReportTasks {
-                node: r.node,
-                statuses,
-            },
-        )
-        .await?;
-        Ok(Response::new(pb::Ack {}))
     }
 }
 

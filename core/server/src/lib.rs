@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_node;
 pub mod api_plugins;
 pub mod assign;
 pub mod convert;
