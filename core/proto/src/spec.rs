@@ -237,6 +237,13 @@ mod tests {
     use super::*;
     use berth_model::spec::parse_spec;
 
+    /// The spec through the wire form and back.
+    fn round_trip(spec: &AppSpec) -> AppSpec {
+        let bytes = prost::Message::encode_to_vec(&pb::AppSpec::from(spec));
+        let back = <pb::AppSpec as prost::Message>::decode(&bytes[..]).unwrap();
+        AppSpec::try_from(back).unwrap()
+    }
+
     #[test]
     fn a_full_spec_round_trips() {
         let spec = parse_spec(
@@ -267,10 +274,7 @@ restart_limit: {count: 5, window: 1m}
 "#,
         )
         .unwrap();
-        let wire = pb::AppSpec::from(&spec);
-        let bytes = prost::Message::encode_to_vec(&wire);
-        let back = <pb::AppSpec as prost::Message>::decode(&bytes[..]).unwrap();
-        assert_eq!(AppSpec::try_from(back).unwrap(), spec);
+        assert_eq!(round_trip(&spec), spec);
     }
 
     #[test]
@@ -279,10 +283,7 @@ restart_limit: {count: 5, window: 1m}
             "name: nightly\nimage: busybox:latest\nkind: job\nretries: 2\ndeadline: 10m\nschedule: \"@every 30s\"\nconcurrency: replace\nhealth: {tcp: {port: 80}}\n",
         )
         .unwrap();
-        let wire = pb::AppSpec::from(&spec);
-        let bytes = prost::Message::encode_to_vec(&wire);
-        let back = <pb::AppSpec as prost::Message>::decode(&bytes[..]).unwrap();
-        assert_eq!(AppSpec::try_from(back).unwrap(), spec);
+        assert_eq!(round_trip(&spec), spec);
     }
 
     #[test]

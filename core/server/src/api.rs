@@ -85,24 +85,17 @@ impl Api {
     /// leader that has not applied all it committed, could lag), so a
     /// follower still redirects the client.
     async fn known_app(&self, name: &str, rid: Option<&str>) -> Result<(), Status> {
-        let known = |api: &Api| {
-            let state = api.store.read();
-            state.apps.contains_key(name) || rid.is_some_and(|id| state.outcome_of(id).is_some())
-        };
-        if !self.store.is_leader() || known(self) {
-            return Ok(());
-        }
-        if self.store.read_barrier().await.is_err() || known(self) {
-            // No barrier: let the proposal decide (and redirect).
-            return Ok(());
-        }
-        Err(Status::failed_precondition(format!("no app named {name}")))
+        self.refuse_early(rid, |s| {
+            (!s.apps.contains_key(name)).then(|| format!("no app named {name}"))
+        })
+        .await
     }
 
     /// Refuses, before proposing, a command the state machine would
     /// refuse (`why` says why, judged on the current state), unless it is
-    /// a retry of a request that already went through. Like
-    /// [`Api::known_app`], judged on the leader after a read barrier.
+    /// a retry of a request that already went through. Judged on the
+    /// leader only, after a read barrier; without one (a follower, or no
+    /// quorum) the proposal decides, and a follower redirects.
     async fn refuse_early(
         &self,
         rid: Option<&str>,
@@ -119,11 +112,36 @@ impl Api {
             return Ok(());
         }
         if self.store.read_barrier().await.is_err() {
+            // No barrier: let the proposal decide (and redirect).
             return Ok(());
         }
         match refusal(self) {
             Some(why) => Err(Status::failed_precondition(why)),
             None => Ok(()),
+        }
+    }
+}
+
+impl Api {
+    /// The answer to a change of app `name`: its version and the tasks of
+    /// that version meant to run.
+    fn app_response(&self, name: String, outcome: Outcome) -> pb::RunAppResponse {
+        let (version, changed) = match outcome {
+            Outcome::App { version, changed } => (version, changed),
+            _ => (0, false),
+        };
+        let tasks = self
+            .store
+            .read()
+            .tasks_of(&name)
+            .filter(|t| t.version == version && t.desired == berth_model::task::Desired::Run)
+            .map(|t| t.id.clone())
+            .collect();
+        pb::RunAppResponse {
+            name,
+            version,
+            changed,
+            tasks,
         }
     }
 }
@@ -230,23 +248,7 @@ impl Control for Api {
                 },
             )
             .await?;
-        let (version, changed) = match outcome {
-            Outcome::App { version, changed } => (version, changed),
-            _ => (0, false),
-        };
-        let tasks = self
-            .store
-            .read()
-            .tasks_of(&name)
-            .filter(|t| t.version == version)
-            .map(|t| t.id.clone())
-            .collect();
-        Ok(Response::new(pb::RunAppResponse {
-            name,
-            version,
-            changed,
-            tasks,
-        }))
+        Ok(Response::new(self.app_response(name, outcome)))
     }
 
     async fn list_apps(
@@ -301,23 +303,7 @@ impl Control for Api {
                 },
             )
             .await?;
-        let (version, changed) = match outcome {
-            Outcome::App { version, changed } => (version, changed),
-            _ => (0, false),
-        };
-        let tasks = self
-            .store
-            .read()
-            .tasks_of(&name)
-            .filter(|t| t.version == version && t.desired == berth_model::task::Desired::Run)
-            .map(|t| t.id.clone())
-            .collect();
-        Ok(Response::new(pb::RunAppResponse {
-            name,
-            version,
-            changed,
-            tasks,
-        }))
+        Ok(Response::new(self.app_response(name, outcome)))
     }
 
     async fn stop_app(&self, req: Request<pb::AppRequest>) -> Result<Response<pb::Ack>, Status> {

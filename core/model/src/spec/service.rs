@@ -214,7 +214,8 @@ impl<'de> Deserialize<'de> for Amount {
                 match pct {
                     Some(p) => Ok(Amount::Percent(p)),
                     None => Err(E::custom(format_args!(
-                        "{v:?} is not a count or a percentage from 0% to 100%"
+                        "{} is not a count or a percentage from 0% to 100%",
+                        super::quoted(v)
                     ))),
                 }
             }
@@ -400,7 +401,8 @@ pub(super) fn validate_check(p: &mut Vec<FieldError>, path: &str, c: &Check, por
         p.push(FieldError::new(
             format!("{path}.{which}.port"),
             format!(
-                "{name:?} names no port (the ports with a name: {})",
+                "{} names no port (the ports with a name: {})",
+                super::quoted(name),
                 if port_names.is_empty() {
                     "none".to_string()
                 } else {

@@ -134,7 +134,7 @@ impl AppSpec {
                 } else if names.contains(&name.as_str()) {
                     problem(
                         format!("ports[{i}].name"),
-                        format!("{name:?} is already the name of another port"),
+                        format!("{} is already the name of another port", quoted(name)),
                     );
                 } else {
                     names.push(name);
