@@ -17,6 +17,10 @@ use crate::api::{Api, BoxStream, MAX_LABELS, MAX_STATUSES, MAX_TASK_MESSAGE};
 use crate::assign;
 use crate::convert;
 
+/// The largest hardware inventory a node may register (encoded bytes; the
+/// DGX H100 fixture's is under 25 KiB even as JSON).
+pub const MAX_INVENTORY: usize = 1 << 20;
+
 #[tonic::async_trait]
 impl NodeApi for Api {
     async fn register(
@@ -44,6 +48,13 @@ impl NodeApi for Api {
         let inventory = match r.inventory {
             None => None,
             Some(wire) => {
+                // It is kept in the replicated state and in every snapshot.
+                let size = prost::Message::encoded_len(&wire);
+                if size > MAX_INVENTORY {
+                    return Err(Status::invalid_argument(format!(
+                        "inventory: {size} bytes, more than {MAX_INVENTORY}"
+                    )));
+                }
                 let inv = Inventory::try_from(wire)
                     .map_err(|e| Status::invalid_argument(format!("inventory.{e}")))?;
                 validate_inventory(&inv).map_err(|(path, message)| {

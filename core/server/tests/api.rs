@@ -204,6 +204,16 @@ async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
             inventory: Some(pb::Inventory::from(&inv)),
         })
     };
+    // Too large to keep in the replicated state: refused, naming it.
+    let mut huge = dgx.clone();
+    huge.probe_notes = vec!["x".repeat(2 << 20)];
+    let err = s.api().register(reg(huge)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("inventory: "),
+        "{}",
+        err.message()
+    );
     let mut bad = dgx.clone();
     bad.gpus[0].numa_node = Some(9);
     let err = s.api().register(reg(bad)).await.unwrap_err();
