@@ -127,7 +127,7 @@ pub async fn drain(addr: &str, name: &str, drain: bool) -> anyhow::Result<()> {
 }
 
 /// `berth run -f FILE`.
-pub async fn run(addr: &str, file: &Path) -> anyhow::Result<()> {
+pub async fn run(addr: &str, file: &Path, detach: bool) -> anyhow::Result<()> {
     let text = if file == Path::new("-") {
         let mut s = String::new();
         std::io::stdin()
@@ -161,7 +161,10 @@ pub async fn run(addr: &str, file: &Path) -> anyhow::Result<()> {
     } else {
         println!("app {} unchanged (version {})", resp.name, resp.version);
     }
-    Ok(())
+    if detach || resp.deployment == 0 {
+        return Ok(());
+    }
+    crate::deploy::wait(addr, &resp.name, resp.deployment).await
 }
 
 /// `berth apps`.

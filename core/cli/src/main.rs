@@ -3,6 +3,7 @@
 
 mod client;
 mod daemon;
+mod deploy;
 mod loadgen;
 mod output;
 mod plugin;
@@ -120,6 +121,27 @@ enum Cmd {
         /// The spec file (`-` for standard input).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Return once the spec is committed instead of waiting for the
+        /// deployment to end.
+        #[arg(long, short = 'd')]
+        detach: bool,
+    },
+    /// Deployments: status, history, pause, resume.
+    Deploy {
+        #[command(subcommand)]
+        cmd: deploy::DeployCmd,
+    },
+    /// Roll an app back to an earlier version (by default the last one
+    /// that succeeded), as a rolling deployment.
+    Rollback {
+        /// App name.
+        app: String,
+        /// The version to go back to (see `berth deploy history`).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Return at once instead of waiting for the rollback to end.
+        #[arg(long, short = 'd')]
+        detach: bool,
     },
     /// List apps.
     Apps {
@@ -306,7 +328,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Loadgen(a) => loadgen::run(&addr, a).await,
         // Handled in main before the async runtime starts.
         Cmd::Shim { .. } => Ok(()),
-        Cmd::Run { file } => client::run(&addr, &file).await,
+        Cmd::Run { file, detach } => client::run(&addr, &file, detach).await,
+        Cmd::Deploy { cmd } => deploy::run(&addr, cmd).await,
+        Cmd::Rollback { app, to, detach } => deploy::rollback(&addr, &app, to, detach).await,
         Cmd::Apps { json } => client::apps(&addr, json).await,
         Cmd::Ps { json, app } => client::ps(&addr, json, app).await,
         Cmd::Logs { task, follow } => client::logs(&addr, &task, follow).await,

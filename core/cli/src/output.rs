@@ -20,6 +20,7 @@ pub fn task_json(t: &pb::Task) -> Value {
         "given_up": t.given_up,
         "health": typed::health_from_wire(t.health).as_str(),
         "ready": t.ready,
+        "ports": t.ports,
         "message": t.message,
         "allocation": t.allocation.as_ref().map(|a| json!({
             "cpu_millis": a.cpu_millis,

@@ -224,7 +224,7 @@ fn bad_specs_are_rejected_and_store_nothing() {
             "restart",
         ),
         (
-            "name: ok\nimage: busybox:latest\nports: [{host: 0}]\n",
+            "name: ok\nimage: busybox:latest\nports: [{host: 65536}]\n",
             "ports[0].host",
         ),
         (

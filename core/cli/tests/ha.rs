@@ -210,7 +210,7 @@ fn an_agent_follows_the_leader_and_its_tasks_stay() {
     let run = |c: &Cluster, name: &str| {
         let f = c.dir.path().join(format!("{name}.yaml"));
         std::fs::write(&f, spec(name)).unwrap();
-        let out = c.berth(&["run", "-f", f.to_str().unwrap()]);
+        let out = c.berth(&["run", "--detach", "-f", f.to_str().unwrap()]);
         assert!(
             out.status.success(),
             "{}",

@@ -174,7 +174,7 @@ fn plugins_roll_out_live_and_survive_a_restart() {
             .replace("restart: never\n", "restart: never\nlabels: {team: ml}\n"),
     )
     .unwrap();
-    dev.ok(&["run", "-f", gpu_app.to_str().unwrap()]);
+    dev.ok(&["run", "--detach", "-f", gpu_app.to_str().unwrap()]);
     let t = dev.wait_task("train", T, |t| t["state"] == "exited");
     assert_eq!(t["allocation"]["gpus"][0]["index"], 7, "{t}");
     assert_eq!(dev.ok(&["logs", "train"]).trim(), "nvidia7");

@@ -116,7 +116,7 @@ fn twenty_thousand_tasks_on_hollow_nodes_survive_a_leader_kill() {
             ),
         )
         .unwrap();
-        let out = c.berth(&["run", "-f", spec.to_str().unwrap()]);
+        let out = c.berth(&["run", "--detach", "-f", spec.to_str().unwrap()]);
         assert!(
             out.status.success(),
             "{}",

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod deploy;
 pub mod hardware;
 pub mod labels;
 pub mod node;

@@ -202,7 +202,9 @@ pub struct PortSpec {
     /// characters, starting with a letter); unique within a spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The host port, 1..=65535; unique within a spec.
+    /// The host port, 1..=65535, unique within a spec; or 0 for a dynamic
+    /// port, chosen per instance by the scheduler and committed with the
+    /// placement.
     pub host: u16,
 }
 

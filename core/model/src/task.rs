@@ -157,6 +157,10 @@ pub struct Task {
     /// it runs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ready: bool,
+    /// Since when it has been ready (ms since the epoch, the clock of the
+    /// server that committed the report); `None` while not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<u64>,
 }
 
 /// What a task's liveness check says.
@@ -206,6 +210,7 @@ impl Task {
             given_up: false,
             health: Health::Unknown,
             ready: false,
+            ready_since: None,
         }
     }
 }

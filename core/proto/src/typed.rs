@@ -155,3 +155,33 @@ mod tests {
         assert_eq!(state_from_wire(0), None);
     }
 }
+
+/// A deployment phase on the wire.
+pub fn phase_to_wire(p: berth_model::deploy::Phase) -> crate::v1::DeployPhase {
+    use berth_model::deploy::Phase;
+    use crate::v1::DeployPhase as W;
+    match p {
+        Phase::Running => W::Running,
+        Phase::Paused => W::Paused,
+        Phase::Succeeded => W::Succeeded,
+        Phase::Failed => W::Failed,
+        Phase::RolledBack => W::RolledBack,
+        Phase::Superseded => W::Superseded,
+    }
+}
+
+/// A deployment phase from the wire; a value this build does not know is
+/// an error naming it.
+pub fn phase_from_wire(v: i32) -> Result<berth_model::deploy::Phase, String> {
+    use berth_model::deploy::Phase;
+    use crate::v1::DeployPhase as W;
+    Ok(match W::try_from(v) {
+        Ok(W::Running) => Phase::Running,
+        Ok(W::Paused) => Phase::Paused,
+        Ok(W::Succeeded) => Phase::Succeeded,
+        Ok(W::Failed) => Phase::Failed,
+        Ok(W::RolledBack) => Phase::RolledBack,
+        Ok(W::Superseded) => Phase::Superseded,
+        _ => return Err(format!("phase: unknown deployment phase {v}")),
+    })
+}

@@ -36,6 +36,7 @@ fn open(id: u64, dir: &std::path::Path, bootstrap: bool, peers: &Peers) -> Store
 
 async fn put(store: &Store, id: u64, address: &str) {
     let env = Envelope {
+        at_ms: 0,
         request_id: None,
         command: Command::SetMember {
             id,

@@ -66,15 +66,47 @@ impl FilterPlugin for HostPorts {
         if task.ports.is_empty() {
             return;
         }
+        let dynamic = task.ports.iter().filter(|p| **p == 0).count();
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
-            if let Some(p) = task.ports.iter().find(|p| n.ports_used.contains(p)) {
+            if let Some(p) = task
+                .ports
+                .iter()
+                .find(|p| **p != 0 && n.ports_used.contains(p))
+            {
                 *o = Some(Rejection::new(
                     format!("port {p} in use"),
                     format!("host port {p} is allocated to another task"),
                 ));
+            } else if dynamic > 0 && dynamic_ports(task, n).len() < dynamic {
+                *o = Some(Rejection::new(
+                    "no dynamic port free",
+                    format!(
+                        "every host port in {}..={} is allocated",
+                        DYNAMIC_PORTS.start(),
+                        DYNAMIC_PORTS.end()
+                    ),
+                ));
             }
         }
     }
+}
+
+/// The host ports dynamic ports (`host: 0`) are chosen from, as Nomad's
+/// default range.
+pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 20000..=32000;
+
+/// The lowest free host ports of [`DYNAMIC_PORTS`] on `node` for the
+/// task's dynamic ports (as many as it asks for, fewer when the range is
+/// full), skipping ports the task fixes itself.
+pub fn dynamic_ports(task: &TaskRequest, node: &NodeState) -> Vec<u16> {
+    let want = task.ports.iter().filter(|p| **p == 0).count();
+    if want == 0 {
+        return Vec::new();
+    }
+    DYNAMIC_PORTS
+        .filter(|p| !node.ports_used.contains(p) && !task.ports.contains(p))
+        .take(want)
+        .collect()
 }
 
 /// Fraction of a node's cpu and memory in use after placing `task`, in 0..=1.
@@ -186,10 +218,16 @@ pub fn allocation(task: &TaskRequest, node: &NodeState, pick: hw::HwPick) -> All
             })
         })
         .collect();
+    let mut dynamic = dynamic_ports(task, node).into_iter();
+    let ports = task
+        .ports
+        .iter()
+        .map(|&p| if p == 0 { dynamic.next().unwrap_or(0) } else { p })
+        .collect();
     Allocation {
         cpu: MilliCpu(task.cpu),
         memory: Bytes(task.memory),
-        ports: task.ports.clone(),
+        ports,
         cores: pick.cores,
         cpuset,
         numa_nodes: pick.numa,

@@ -528,4 +528,24 @@ mod tests {
             assert_eq!(picks, want, "remember {remember}");
         }
     }
+
+    #[test]
+    fn dynamic_ports_are_the_lowest_free_of_the_range() {
+        let mut a = node("a", 8000, 8 << 30);
+        a.ports_used.insert(20000);
+        let mut c = Cluster::new(vec![a]);
+        let p = Pipeline::default();
+        // Fixed 20001 is skipped for the dynamic ones; order is kept.
+        let (_, first) = p.place(&c, &task(1, 1, &[0, 20001, 0])).unwrap();
+        assert_eq!(first.ports, vec![20002, 20001, 20003]);
+        assert!(c.commit("a", &first));
+        let (_, second) = p.place(&c, &task(1, 1, &[0])).unwrap();
+        assert_eq!(second.ports, vec![20004], "committed ports are taken");
+        // A full range filters the node out, naming the range.
+        let mut full = node("f", 8000, 8 << 30);
+        full.ports_used.extend(crate::builtin::DYNAMIC_PORTS);
+        let d = p.decide(&Cluster::new(vec![full]), &task(1, 1, &[0]));
+        assert!(d.placement.is_none());
+        assert_eq!(d.summary, "0/1 nodes: 1 no dynamic port free");
+    }
 }

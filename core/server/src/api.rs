@@ -66,6 +66,7 @@ impl Api {
         let (index, outcome) = self
             .store
             .propose(Envelope {
+                at_ms: 0,
                 request_id,
                 command,
             })
@@ -84,7 +85,7 @@ impl Api {
     /// Judged on the leader only, after a read barrier (a follower, or a
     /// leader that has not applied all it committed, could lag), so a
     /// follower still redirects the client.
-    async fn known_app(&self, name: &str, rid: Option<&str>) -> Result<(), Status> {
+    pub(crate) async fn known_app(&self, name: &str, rid: Option<&str>) -> Result<(), Status> {
         self.refuse_early(rid, |s| {
             (!s.apps.contains_key(name)).then(|| format!("no app named {name}"))
         })
@@ -96,7 +97,7 @@ impl Api {
     /// a retry of a request that already went through. Judged on the
     /// leader only, after a read barrier; without one (a follower, or no
     /// quorum) the proposal decides, and a follower redirects.
-    async fn refuse_early(
+    pub(crate) async fn refuse_early(
         &self,
         rid: Option<&str>,
         why: impl Fn(&berth_store::ClusterState) -> Option<String>,
@@ -125,28 +126,33 @@ impl Api {
 impl Api {
     /// The answer to a change of app `name`: its version and the tasks of
     /// that version meant to run.
-    fn app_response(&self, name: String, outcome: Outcome) -> pb::RunAppResponse {
+    pub(crate) fn app_response(&self, name: String, outcome: Outcome) -> pb::RunAppResponse {
         let (version, changed) = match outcome {
             Outcome::App { version, changed } => (version, changed),
             _ => (0, false),
         };
-        let tasks = self
-            .store
-            .read()
+        let state = self.store.read();
+        let tasks = state
             .tasks_of(&name)
             .filter(|t| t.version == version && t.desired == berth_model::task::Desired::Run)
             .map(|t| t.id.clone())
             .collect();
+        let deployment = state
+            .apps
+            .get(&name)
+            .and_then(|a| a.deployment())
+            .map_or(0, |d| d.id);
         pb::RunAppResponse {
             name,
             version,
             changed,
             tasks,
+            deployment,
         }
     }
 }
 
-fn check_app_name(name: &str) -> Result<(), Status> {
+pub(crate) fn check_app_name(name: &str) -> Result<(), Status> {
     if valid_name(name) {
         Ok(())
     } else {
@@ -158,6 +164,34 @@ fn check_app_name(name: &str) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl Control for Api {
+    async fn deploy_status(
+        &self,
+        req: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
+        self.deploy_status_of(req).await
+    }
+
+    async fn deploy_history(
+        &self,
+        req: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::DeployHistoryResponse>, Status> {
+        self.deploy_history_of(req).await
+    }
+
+    async fn pause_deploy(
+        &self,
+        req: Request<pb::PauseDeployRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
+        self.pause_deploy_of(req).await
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RunAppResponse>, Status> {
+        self.rollback_of(req).await
+    }
+
     async fn install_plugin(
         &self,
         req: Request<pb::PutPluginRequest>,
@@ -334,9 +368,9 @@ impl Control for Api {
         let app = req.into_inner().app;
         let state = self.store.read();
         let tasks = if app.is_empty() {
-            state.tasks.values().map(convert::task).collect()
+            state.tasks.values().map(|t| convert::listed(&state, t)).collect()
         } else {
-            state.tasks_of(&app).map(convert::task).collect()
+            state.tasks_of(&app).map(|t| convert::listed(&state, t)).collect()
         };
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
@@ -557,7 +591,6 @@ fn node_summary(state: &berth_store::ClusterState, n: &berth_model::node::Node) 
 /// spec never asks for something that silently does not happen.
 fn not_yet(spec: &berth_model::spec::AppSpec) -> Result<(), Status> {
     let fields = [
-        ("update", spec.update.is_some()),
         ("kind", spec.kind != berth_model::spec::Kind::Service),
     ];
     let given: Vec<&str> = fields.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect();
@@ -567,7 +600,7 @@ fn not_yet(spec: &berth_model::spec::AppSpec) -> Result<(), Status> {
     Err(Status::invalid_argument(
         given
             .iter()
-            .map(|f| format!("{f}: not supported by this server yet (rolling updates and jobs are being built); remove it"))
+            .map(|f| format!("{f}: not supported by this server yet (jobs are being built); remove it"))
             .collect::<Vec<_>>()
             .join("\n"),
     ))

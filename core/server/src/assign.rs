@@ -178,8 +178,8 @@ impl Stream {
             if self.launches.contains(&key) {
                 continue;
             }
-            if let Some(app) = state.apps.get(&t.app).filter(|a| a.version == t.version) {
-                out.push(convert::launch(app));
+            if let Some(spec) = state.apps.get(&t.app).and_then(|a| a.spec_of(t.version)) {
+                out.push(convert::launch(spec, t.version));
                 self.launches.insert(key);
             }
         }

@@ -23,6 +23,7 @@ pub fn task(t: &Task) -> pb::Task {
         given_up: t.given_up,
         health: typed::health_to_wire(t.health) as i32,
         ready: t.ready,
+        ports: Default::default(),
         allocation: t.allocation.as_ref().map(|a| pb::Allocation {
             cpu_millis: a.cpu.0,
             memory_bytes: a.memory.0,
@@ -43,6 +44,20 @@ pub fn task(t: &Task) -> pb::Task {
             devices: a.devices.clone(),
         }),
     }
+}
+
+/// A task record as listings show it: with its host ports by name (by
+/// position where a port has none), from the spec of its version.
+pub fn listed(state: &berth_store::ClusterState, t: &Task) -> pb::Task {
+    let mut w = task(t);
+    let spec = state.apps.get(&t.app).and_then(|a| a.spec_of(t.version));
+    if let (Some(spec), Some(a)) = (spec, &t.allocation) {
+        for (i, (p, host)) in spec.ports.iter().zip(&a.ports).enumerate() {
+            let name = p.name.clone().unwrap_or_else(|| i.to_string());
+            w.ports.insert(name, u32::from(*host));
+        }
+    }
+    w
 }
 
 /// A node record as a wire message, with what is allocated on it.
@@ -105,11 +120,10 @@ pub fn status(s: pb::TaskStatus) -> Result<TaskStatus, Status> {
 }
 
 /// What a node needs of an app version to start its tasks.
-pub fn launch(app: &berth_store::App) -> pb::Launch {
-    let s = &app.spec;
+pub fn launch(s: &berth_model::spec::AppSpec, version: u64) -> pb::Launch {
     pb::Launch {
         app: s.name.clone(),
-        version: app.version,
+        version,
         image: s.image.clone(),
         command: s.command.clone(),
         env: s.env.clone().into_iter().collect(),

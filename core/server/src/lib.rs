@@ -5,10 +5,12 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_deploy;
 pub mod api_node;
 pub mod api_plugins;
 pub mod assign;
 pub mod convert;
+pub mod deployer;
 pub mod live;
 pub mod liveness;
 pub mod members;
@@ -116,6 +118,7 @@ impl Server {
         if let Some(addr) = o.advertise {
             tokio::spawn(members::advertise(store.clone(), addr));
         }
+        tokio::spawn(deployer::run(store.clone()));
         tokio::spawn(api.liveness.clone().run(store));
         Ok(Server { api })
     }

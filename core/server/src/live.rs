@@ -69,15 +69,15 @@ fn counts(t: &Task) -> bool {
     t.desired == Desired::Run && t.state != TaskState::Stopped
 }
 
-/// The shape of an app's tasks.
-fn app_shape(app: &berth_store::App) -> PodShape {
-    PodShape::of_task(&TaskRequest::for_spec("", &app.spec))
+/// The shape of the tasks of an app version.
+fn app_shape(spec: &berth_model::spec::AppSpec) -> PodShape {
+    PodShape::of_task(&TaskRequest::for_spec("", spec))
 }
 
 /// The shape a task adds to the workload context, if it counts.
 fn shape(state: &ClusterState, t: &Task) -> Option<PodShape> {
     counts(t).then_some(())?;
-    Some(app_shape(state.apps.get(&t.app)?))
+    Some(app_shape(state.apps.get(&t.app)?.spec_of(t.version)?))
 }
 
 /// The scheduler's node table for `state` (nothing allocated yet).
@@ -279,12 +279,12 @@ impl Live {
     /// [`shape`], from the cache of app versions' shapes.
     fn shape(&mut self, state: &ClusterState, t: &Task) -> Option<PodShape> {
         counts(t).then_some(())?;
-        let app = state.apps.get(&t.app)?;
-        let key = (t.app.clone(), app.version);
+        let spec = state.apps.get(&t.app)?.spec_of(t.version)?;
+        let key = (t.app.clone(), t.version);
         Some(
             self.app_shapes
                 .entry(key)
-                .or_insert_with(|| app_shape(app))
+                .or_insert_with(|| app_shape(spec))
                 .clone(),
         )
     }

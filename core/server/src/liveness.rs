@@ -102,6 +102,7 @@ impl Liveness {
                 let cmd = Command::SetNodeStatus { name, status };
                 if let Err(e) = store
                     .propose(Envelope {
+                        at_ms: 0,
                         request_id: None,
                         command: cmd,
                     })

@@ -214,6 +214,7 @@ pub(crate) async fn advertise(store: Store, address: String) {
                 address: address.clone(),
             };
             let env = Envelope {
+                at_ms: 0,
                 request_id: None,
                 command: cmd,
             };

@@ -159,7 +159,7 @@ impl Loop {
         // Request templates of app versions that are gone.
         if self.templates.len() > state.apps.len() {
             self.templates
-                .retain(|(a, v), _| state.apps.get(a).is_some_and(|x| x.version == *v));
+                .retain(|(a, v), _| state.apps.get(a).is_some_and(|x| x.spec_of(*v).is_some()));
         }
         let wasm = !state.plugins.is_empty();
         self.failed.retain(|id, _| {
@@ -180,6 +180,10 @@ impl Loop {
             let Some(app) = state.apps.get(app_name) else {
                 continue;
             };
+            // A task of an older version (replaced mid-rollout) keeps its spec.
+            let Some(spec) = app.spec_of(version) else {
+                continue;
+            };
             let retry = |t: &&Task| {
                 self.failed.get(&t.id).is_none_or(|f| {
                     if f.any {
@@ -190,7 +194,7 @@ impl Loop {
                 })
             };
             // A gang is decided whole: if any member needs a decision, all do.
-            let due = if app.spec.gang {
+            let due = if spec.gang {
                 if tasks.iter().any(retry) {
                     tasks
                 } else {
@@ -205,8 +209,8 @@ impl Loop {
             let template = self
                 .templates
                 .entry((app_name.to_string(), version))
-                .or_insert_with(|| TaskRequest::for_spec("", &app.spec));
-            let any = wasm || !app.spec.constraints.is_empty();
+                .or_insert_with(|| TaskRequest::for_spec("", spec));
+            let any = wasm || !spec.constraints.is_empty();
             for t in due {
                 round.pending.push(Pending {
                     id: t.id.clone(),
@@ -218,8 +222,8 @@ impl Loop {
                         id: t.id.clone(),
                         ..template.clone()
                     },
-                    priority: app.spec.priority,
-                    gang: app.spec.gang,
+                    priority: spec.priority,
+                    gang: spec.gang,
                     retry_any: any,
                 });
             }
@@ -278,6 +282,7 @@ impl Loop {
             _ => 0,
         };
         let r = rt.block_on(store.propose(Envelope {
+            at_ms: 0,
             request_id: None,
             command: cmd,
         }));

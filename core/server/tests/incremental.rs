@@ -135,6 +135,7 @@ async fn live_view_and_deltas_match_building_from_scratch() {
         let Some(cmd) = cmd else { continue };
         store
             .propose(Envelope {
+                at_ms: 0,
                 request_id: None,
                 command: cmd,
             })

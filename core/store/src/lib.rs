@@ -5,6 +5,7 @@
 //! the applied state; watchers get [`state::Event`]s after each apply.
 #![forbid(unsafe_code)]
 
+pub mod deploy;
 mod driver;
 pub mod events;
 pub mod node;
@@ -16,6 +17,7 @@ pub mod state;
 pub mod storage;
 pub mod tasks;
 
+pub use deploy::DeployCommand;
 pub use events::{Batch, Subscription};
 pub use node::{NoPeers, RaftStatus, StateGuard, Store, StoreConfig, Transport};
 pub use plugins::{Blob, Mode, PluginCommand, PluginRecord, PluginSettings, PluginVersion};

@@ -198,7 +198,10 @@ impl Store {
 
     /// Proposes a command and waits until it is committed and applied.
     /// Returns the log index it was applied at and its outcome.
-    pub async fn propose(&self, env: Envelope) -> Result<(u64, Outcome), StoreError> {
+    pub async fn propose(&self, mut env: Envelope) -> Result<(u64, Outcome), StoreError> {
+        if env.at_ms == 0 {
+            env.at_ms = crate::state::now_ms();
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Msg::Propose(Box::new(env), reply))

@@ -3,6 +3,7 @@
 //! with the lowest free instance numbers; scaling down retires the highest
 //! ones. After a scale to N the live instances are exactly 0..N.
 
+use berth_model::deploy::{Deployment, Trigger};
 use berth_model::spec::MAX_INSTANCES;
 use berth_model::task::{Desired, Task, task_id};
 
@@ -36,6 +37,7 @@ impl ClusterState {
     pub(crate) fn scale_app(
         &mut self,
         index: u64,
+        at: u64,
         name: &str,
         instances: u32,
         events: &mut Vec<Event>,
@@ -47,10 +49,29 @@ impl ClusterState {
             return Outcome::Rejected(format!("no app named {name}"));
         };
         let version = app.version;
-        if app.spec.instances == instances {
+        let from = app.spec.instances;
+        if from == instances {
             return Outcome::App {
                 version,
                 changed: false,
+            };
+        }
+        // Mid-rollout the controller owns the instances: only the count
+        // it works towards changes.
+        let rolling = app.deployment().is_some_and(|d| {
+            d.phase.is_active() && matches!(d.trigger, Trigger::Update | Trigger::Rollback { .. })
+        });
+        if rolling {
+            if let Some(app) = self.apps.get_mut(name) {
+                app.spec.instances = instances;
+                if let Some(d) = app.history.last_mut() {
+                    d.spec.instances = instances;
+                }
+            }
+            events.push(Event::AppChanged(name.to_string()));
+            return Outcome::App {
+                version,
+                changed: true,
             };
         }
         let live: Vec<(u32, String, bool)> = self
@@ -93,9 +114,13 @@ impl ClusterState {
             events.push(Event::TaskUpdated(Box::new(task.clone())));
             self.tasks.insert(task);
         }
-        if let Some(app) = self.apps.get_mut(name) {
-            app.spec.instances = instances;
-        }
+        let Some(app) = self.apps.get_mut(name) else {
+            return Outcome::Rejected(format!("no app named {name}"));
+        };
+        app.spec.instances = instances;
+        let spec = app.spec.clone();
+        let d = Deployment::start(index, version, spec, Trigger::Scale { from }, at);
+        self.begin(name, d);
         events.push(Event::AppChanged(name.to_string()));
         Outcome::App {
             version,
@@ -113,6 +138,7 @@ mod tests {
 
     fn apply(s: &mut ClusterState, index: u64, cmd: Command) -> crate::state::Outcome {
         let env = Envelope {
+            at_ms: 0,
             request_id: None,
             command: cmd,
         };

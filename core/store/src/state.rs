@@ -7,9 +7,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use berth_model::deploy::Phase;
 use berth_model::node::{Node, NodeInfo, NodeStatus};
 use berth_model::spec::{AppSpec, RestartPolicy};
-use berth_model::task::{Allocation, Desired, Task, TaskState, TaskStatus, task_id};
+use berth_model::task::{Allocation, Desired, Task, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::tasks::TaskTable;
@@ -29,6 +30,30 @@ pub struct App {
     pub version: u64,
     /// Whether `berth stop` was applied to this version.
     pub stopped: bool,
+    /// Its deployments, oldest first: the last is the current one. Kept
+    /// to [`crate::deploy::HISTORY`] entries, and always those whose
+    /// version still has tasks (their spec launches them).
+    #[serde(default)]
+    pub history: Vec<berth_model::deploy::Deployment>,
+}
+
+impl App {
+    /// The spec of `version`: the current one, or one kept in the history.
+    pub fn spec_of(&self, version: u64) -> Option<&AppSpec> {
+        if version == self.version {
+            return Some(&self.spec);
+        }
+        self.history
+            .iter()
+            .rev()
+            .find(|d| d.version == version)
+            .map(|d| &d.spec)
+    }
+
+    /// The current deployment, if any.
+    pub fn deployment(&self) -> Option<&berth_model::deploy::Deployment> {
+        self.history.last()
+    }
 }
 
 /// One scheduling result: a task goes to a node with these resources.
@@ -115,6 +140,8 @@ pub enum Command {
         /// Victims.
         evict: Vec<String>,
     },
+    /// A step of a deployment, pause, resume or rollback.
+    Deploy(crate::deploy::DeployCommand),
     /// Status reports from a node's agent.
     ReportTasks {
         /// Reporting node.
@@ -131,6 +158,18 @@ pub struct Envelope {
     pub request_id: Option<String>,
     /// The command.
     pub command: Command,
+    /// When it was proposed (ms since the Unix epoch, the proposer's
+    /// clock; set by [`crate::Store::propose`]). The only way time enters
+    /// the state: deadlines and readiness times come from here.
+    #[serde(default)]
+    pub at_ms: u64,
+}
+
+/// The time now in ms since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The result of applying a command, returned to the proposer.
@@ -189,6 +228,9 @@ pub struct ClusterState {
     requests: VecDeque<(String, u64, Outcome)>,
     #[serde(skip)]
     request_index: HashMap<String, (u64, Outcome)>,
+    /// Apps with a running or paused deployment (derived).
+    #[serde(skip)]
+    pub(crate) rolling: std::collections::BTreeSet<String>,
     /// The log index this state has applied (set by the driver).
     #[serde(skip)]
     applied: u64,
@@ -211,6 +253,18 @@ impl ClusterState {
             .iter()
             .map(|(id, d, o)| (id.clone(), (*d, o.clone())))
             .collect();
+        self.rolling = self
+            .apps
+            .iter()
+            .filter(|(_, a)| a.deployment().is_some_and(|d| d.phase.is_active()))
+            .map(|(n, _)| n.clone())
+            .collect();
+    }
+
+    /// Apps with a running or paused deployment: what the deployment
+    /// controller looks at.
+    pub fn rolling(&self) -> impl Iterator<Item = &str> {
+        self.rolling.iter().map(String::as_str)
     }
 
     /// A copy of the plugin records and components alone, to load plugins
@@ -253,8 +307,9 @@ impl ClusterState {
 
     /// Applies one committed envelope at log `index`. Deterministic.
     pub fn apply(&mut self, index: u64, env: Envelope, events: &mut Vec<Event>) -> Outcome {
+        let at = env.at_ms;
         let Some(id) = env.request_id else {
-            return self.apply_command(index, env.command, events);
+            return self.apply_command(index, at, env.command, events);
         };
         if id.len() > MAX_REQUEST_ID {
             return Outcome::Rejected(format!(
@@ -272,7 +327,7 @@ impl ClusterState {
                 ))
             };
         }
-        let outcome = self.apply_command(index, env.command, events);
+        let outcome = self.apply_command(index, at, env.command, events);
         self.requests
             .push_back((id.clone(), digest, outcome.clone()));
         self.request_index.insert(id, (digest, outcome.clone()));
@@ -306,14 +361,21 @@ impl ClusterState {
         }
     }
 
-    fn apply_command(&mut self, index: u64, cmd: Command, events: &mut Vec<Event>) -> Outcome {
+    fn apply_command(
+        &mut self,
+        index: u64,
+        at: u64,
+        cmd: Command,
+        events: &mut Vec<Event>,
+    ) -> Outcome {
         match cmd {
             Command::Plugin(p) => self.apply_plugin(index, p, events),
-            Command::PutApp { spec } => self.put_app(index, *spec, events),
-            Command::StopApp { name } => self.stop_app(&name, events),
+            Command::PutApp { spec } => self.put_app(index, at, *spec, events),
+            Command::StopApp { name } => self.stop_app(&name, at, events),
             Command::ScaleApp { name, instances } => {
-                self.scale_app(index, &name, instances, events)
+                self.scale_app(index, at, &name, instances, events)
             }
+            Command::Deploy(d) => self.apply_deploy(index, at, d, events),
             Command::RemoveApp { name } => self.remove_app(&name, events),
             Command::RegisterNode { info } => {
                 let name = info.name.clone();
@@ -348,56 +410,21 @@ impl ClusterState {
                 Outcome::Ok
             }
             Command::ReportTasks { node, statuses } => {
-                self.report(&node, statuses, events);
+                self.report(&node, at, statuses, events);
                 Outcome::Ok
             }
         }
     }
 
-    fn put_app(&mut self, index: u64, spec: AppSpec, events: &mut Vec<Event>) -> Outcome {
-        if let Some(app) = self.apps.get(&spec.name)
-            && app.spec == spec
-            && !app.stopped
-        {
-            return Outcome::App {
-                version: app.version,
-                changed: false,
-            };
-        }
-        // A new version replaces the old tasks: they are removed, new ones created.
-        let name = spec.name.clone();
-        self.retire_tasks(&name, Desired::Remove, events);
-        for instance in 0..spec.instances {
-            let task = Task::pending(
-                task_id(&name, index, instance),
-                &name,
-                instance,
-                index,
-                "waiting for the scheduler".into(),
-            );
-            events.push(Event::TaskUpdated(Box::new(task.clone())));
-            self.tasks.insert(task);
-        }
-        self.apps.insert(
-            name.clone(),
-            App {
-                spec,
-                version: index,
-                stopped: false,
-            },
-        );
-        events.push(Event::AppChanged(name));
-        Outcome::App {
-            version: index,
-            changed: true,
-        }
-    }
-
-    fn stop_app(&mut self, name: &str, events: &mut Vec<Event>) -> Outcome {
+    fn stop_app(&mut self, name: &str, at: u64, events: &mut Vec<Event>) -> Outcome {
         let Some(app) = self.apps.get_mut(name) else {
             return Outcome::Rejected(format!("no app named {name}"));
         };
         app.stopped = true;
+        if let Some(d) = app.history.last_mut().filter(|d| d.phase.is_active()) {
+            d.end(Phase::Superseded, "the app was stopped".into(), at);
+        }
+        self.rolling.remove(name);
         self.retire_tasks(name, Desired::Stop, events);
         events.push(Event::AppChanged(name.to_string()));
         Outcome::Ok
@@ -407,6 +434,7 @@ impl ClusterState {
         if self.apps.remove(name).is_none() {
             return Outcome::Rejected(format!("no app named {name}"));
         }
+        self.rolling.remove(name);
         self.retire_tasks(name, Desired::Remove, events);
         events.push(Event::AppChanged(name.to_string()));
         Outcome::Ok
@@ -414,7 +442,7 @@ impl ClusterState {
 
     /// Moves every task of `app` towards `desired`. Tasks that never reached a
     /// node need no node to act: they stop or vanish at once.
-    fn retire_tasks(&mut self, app: &str, desired: Desired, events: &mut Vec<Event>) {
+    pub(crate) fn retire_tasks(&mut self, app: &str, desired: Desired, events: &mut Vec<Event>) {
         let ids: Vec<String> = self
             .tasks_of(app)
             .filter(|t| t.desired != Desired::Remove)
@@ -515,7 +543,7 @@ impl ClusterState {
         }
     }
 
-    fn report(&mut self, node: &str, statuses: Vec<TaskStatus>, events: &mut Vec<Event>) {
+    fn report(&mut self, node: &str, at: u64, statuses: Vec<TaskStatus>, events: &mut Vec<Event>) {
         for s in statuses {
             let Some(task) = self.tasks.get(&s.id) else {
                 continue;
@@ -546,6 +574,9 @@ impl ClusterState {
                     task.message = s.message;
                     task.given_up = s.given_up;
                     task.health = s.health;
+                    if s.ready != task.ready {
+                        task.ready_since = s.ready.then_some(at);
+                    }
                     task.ready = s.ready;
                     events.push(Event::TaskUpdated(Box::new(task.clone())));
                 });

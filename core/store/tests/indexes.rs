@@ -142,7 +142,7 @@ proptest! {
         for (i, op) in ops.iter().enumerate() {
             let Some(cmd) = command(&state, op) else { continue };
             let mut events = Vec::new();
-            state.apply(i as u64 + 2, Envelope { request_id: None, command: cmd }, &mut events);
+            state.apply(i as u64 + 2, Envelope { at_ms: 0, request_id: None, command: cmd }, &mut events);
             prop_assert_eq!(state.tasks.check_indexes(), Ok(()));
             for n in NODES {
                 let scan: Vec<&str> = state.tasks.values()
@@ -163,6 +163,7 @@ proptest! {
 fn a_reused_request_id_is_refused_and_a_retry_answered() {
     let mut state = ClusterState::default();
     let put = |n: u32| Envelope {
+        at_ms: 0,
         request_id: Some("r1".into()),
         command: Command::PutApp {
             spec: Box::new(
@@ -189,6 +190,7 @@ fn a_reused_request_id_is_refused_and_a_retry_answered() {
         "{why}"
     );
     let long = Envelope {
+        at_ms: 0,
         request_id: Some("x".repeat(3 << 20)),
         command: Command::StopApp { name: "web".into() },
     };

@@ -14,7 +14,9 @@ fn spec(name: &str, instances: u32) -> berth_model::spec::AppSpec {
 }
 
 fn put(name: &str, instances: u32, rid: Option<&str>) -> Envelope {
+    at_ms: 0,
     Envelope {
+        at_ms: 0,
         request_id: rid.map(String::from),
         command: Command::PutApp {
             spec: Box::new(spec(name, instances)),
@@ -87,6 +89,7 @@ async fn retried_request_applies_once() {
     );
     let (_, o3) = store
         .propose(Envelope {
+            at_ms: 0,
             request_id: None,
             command: Command::StopApp {
                 name: "nope".into(),

@@ -218,7 +218,7 @@ impl Dev {
     pub fn run_spec(&self, name: &str, yaml: &str) -> String {
         let path = self.data.path().join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).unwrap();
-        self.ok(&["run", "-f", path.to_str().unwrap()])
+        self.ok(&["run", "--detach", "-f", path.to_str().unwrap()])
     }
 
     /// `berth ps --json`.

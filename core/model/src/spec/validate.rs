@@ -141,10 +141,7 @@ impl AppSpec {
                 }
             }
             if port.host == 0 {
-                problem(
-                    format!("ports[{i}].host"),
-                    "must be between 1 and 65535".into(),
-                );
+                // A dynamic port: the scheduler picks one per instance.
             } else if let Some(first) = first_use.get(&port.host) {
                 problem(
                     format!("ports[{i}].host"),

@@ -1,0 +1,144 @@
+//! The deployment half of the `Control` API: status, history, pause and
+//! resume, rollback.
+
+use berth_model::deploy::{Deployment, Trigger};
+use berth_proto as pb;
+use berth_proto::typed;
+use berth_store::{ClusterState, Command, DeployCommand};
+use tonic::{Request, Response, Status};
+
+use crate::api::{Api, check_app_name, request_id};
+
+/// A deployment as the API shows it, with its progress when it is the
+/// app's current one.
+pub fn deployment(state: &ClusterState, app: &str, d: &Deployment, now_ms: u64) -> pb::Deployment {
+    let current = state
+        .apps
+        .get(app)
+        .and_then(|a| a.deployment())
+        .is_some_and(|c| c.id == d.id);
+    let p = if current {
+        crate::deployer::progress(state, app, now_ms).unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let (rollback_of, automatic) = match d.trigger {
+        Trigger::Rollback { of, auto } => (of, auto),
+        _ => (0, false),
+    };
+    pb::Deployment {
+        app: app.to_string(),
+        id: d.id,
+        version: d.version,
+        trigger: d.trigger.as_str().to_string(),
+        rollback_of,
+        automatic,
+        phase: typed::phase_to_wire(d.phase) as i32,
+        message: d.message.clone(),
+        started_ms: d.started_ms,
+        ended_ms: d.ended_ms.unwrap_or(0),
+        deadline_ms: d.deadline_ms,
+        image: d.spec.image.clone(),
+        wanted: d.spec.instances,
+        new_total: p.new_total,
+        new_ready: p.new_ready,
+        old_total: p.old_total,
+        old_ready: p.old_ready,
+        current,
+        rollback: None,
+    }
+}
+
+impl Api {
+    /// `berth deploy status`: the app's current deployment.
+    pub(crate) async fn deploy_status_of(
+        &self,
+        req: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
+        self.barrier(&req).await?;
+        let name = req.into_inner().name;
+        check_app_name(&name)?;
+        self.current_deployment(&name).map(Response::new)
+    }
+
+    fn current_deployment(&self, name: &str) -> Result<pb::Deployment, Status> {
+        let state = self.store.read();
+        let app = state
+            .apps
+            .get(name)
+            .ok_or_else(|| Status::not_found(format!("no app named {name}")))?;
+        let d = app
+            .deployment()
+            .ok_or_else(|| Status::not_found(format!("{name} has no deployment")))?;
+        let now = berth_store::state::now_ms();
+        // An automatic rollback is shown under the deployment it undid:
+        // that is the one the user started and asks about.
+        if let Trigger::Rollback { of, auto: true } = d.trigger
+            && let Some(undone) = app.history.iter().find(|h| h.id == of)
+        {
+            let mut w = deployment(&state, name, undone, now);
+            w.rollback = Some(Box::new(deployment(&state, name, d, now)));
+            return Ok(w);
+        }
+        Ok(deployment(&state, name, d, now))
+    }
+
+    /// `berth deploy history`: the kept deployments, newest first.
+    pub(crate) async fn deploy_history_of(
+        &self,
+        req: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::DeployHistoryResponse>, Status> {
+        self.barrier(&req).await?;
+        let name = req.into_inner().name;
+        check_app_name(&name)?;
+        let state = self.store.read();
+        let app = state
+            .apps
+            .get(&name)
+            .ok_or_else(|| Status::not_found(format!("no app named {name}")))?;
+        let now = berth_store::state::now_ms();
+        let deployments = app
+            .history
+            .iter()
+            .rev()
+            .map(|d| deployment(&state, &name, d, now))
+            .collect();
+        Ok(Response::new(pb::DeployHistoryResponse { deployments }))
+    }
+
+    /// `berth deploy pause|resume`.
+    pub(crate) async fn pause_deploy_of(
+        &self,
+        req: Request<pb::PauseDeployRequest>,
+    ) -> Result<Response<pb::Deployment>, Status> {
+        let req = req.into_inner();
+        check_app_name(&req.name)?;
+        let rid = request_id(req.request_id)?;
+        self.known_app(&req.name, rid.as_deref()).await?;
+        let cmd = DeployCommand::Pause {
+            app: req.name.clone(),
+            paused: req.paused,
+        };
+        self.commit(rid, Command::Deploy(cmd)).await?;
+        self.current_deployment(&req.name).map(Response::new)
+    }
+
+    /// `berth rollback [--to VERSION]`.
+    pub(crate) async fn rollback_of(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RunAppResponse>, Status> {
+        let req = req.into_inner();
+        check_app_name(&req.name)?;
+        let rid = request_id(req.request_id)?;
+        let (name, to) = (req.name, (req.to != 0).then_some(req.to));
+        self.refuse_early(rid.as_deref(), |s| s.rollback_target(&name, to).err())
+            .await?;
+        let cmd = DeployCommand::Rollback {
+            app: name.clone(),
+            to,
+        };
+        let (_, outcome) = self.commit(rid, Command::Deploy(cmd)).await?;
+        Ok(Response::new(self.app_response(name, outcome)))
+    }
+}
