@@ -107,6 +107,7 @@ pub async fn run(cfg: HollowConfig, shutdown: watch::Receiver<bool>) -> Result<(
                 memory_bytes,
                 labels: Default::default(),
                 inventory: Some(inventory.clone()),
+                ..Default::default()
             },
             heartbeat: cfg.heartbeat,
             stats: stats.clone(),

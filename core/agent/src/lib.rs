@@ -63,6 +63,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Runtime paths.
     pub runtime: RuntimeConfig,
+    /// The host ports dynamic ports come from here (none: the default).
+    pub dynamic_ports: Option<(u16, u16)>,
 }
 
 /// Errors that stop the agent.
@@ -261,6 +263,8 @@ impl Agent {
             memory_bytes,
             labels: self.cfg.labels.clone().into_iter().collect(),
             inventory: Some(berth_proto::Inventory::from(&*inv)),
+            dynamic_port_min: self.cfg.dynamic_ports.map_or(0, |r| u32::from(r.0)),
+            dynamic_port_max: self.cfg.dynamic_ports.map_or(0, |r| u32::from(r.1)),
         }
     }
 

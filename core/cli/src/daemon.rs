@@ -83,7 +83,9 @@ pub async fn dev(
     node_name: Option<String>,
     policy: &str,
     heartbeat_timeout: &str,
+    dynamic_ports: Option<&str>,
 ) -> anyhow::Result<()> {
+    let dynamic_ports = port_range(dynamic_ports)?;
     let heartbeat_timeout = crate::servercmd::duration("--heartbeat-timeout", heartbeat_timeout)?;
     let listen = socket(addr)?;
     berth_server::check_policy(policy).context("--policy")?;
@@ -109,6 +111,7 @@ pub async fn dev(
         inventory: InventorySource::Probe,
         heartbeat: Duration::from_secs(1),
         runtime: runtime_config(data_dir)?,
+        dynamic_ports,
     })
     .await?;
     let (tx, rx) = watch::channel(false);
@@ -163,10 +166,21 @@ pub struct AgentOpts {
     /// running without starting anything.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub hollow: Option<u32>,
+    /// The host ports dynamic ports (`host: 0`) come from on this node,
+    /// FIRST-LAST.
+    #[arg(long, env = "BERTH_DYNAMIC_PORTS", default_value = "20000-32000")]
+    pub dynamic_ports: Option<String>,
     /// With --hollow: write counters (tasks running, heartbeat round trips)
     /// as JSON to this file every 200 ms.
     #[arg(long, requires = "hollow")]
     pub stats: Option<PathBuf>,
+}
+
+/// `--dynamic-ports FIRST-LAST`.
+pub fn port_range(s: Option<&str>) -> anyhow::Result<Option<(u16, u16)>> {
+    s.map(berth_model::node::parse_port_range)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--dynamic-ports: {e}"))
 }
 
 /// `berth agent`: a node agent talking to `addr`.
@@ -220,6 +234,7 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         inventory,
         heartbeat: Duration::from_secs(1),
         runtime,
+        dynamic_ports: port_range(o.dynamic_ports.as_deref())?,
     })
     .await?;
     let (tx, rx) = watch::channel(false);

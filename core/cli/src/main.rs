@@ -55,6 +55,9 @@ enum Cmd {
         /// A node silent this long is marked down and its tasks replaced.
         #[arg(long, env = "BERTH_HEARTBEAT_TIMEOUT", default_value = "10s")]
         heartbeat_timeout: String,
+        /// The host ports dynamic ports (`host: 0`) come from, FIRST-LAST.
+        #[arg(long, env = "BERTH_DYNAMIC_PORTS", default_value = "20000-32000")]
+        dynamic_ports: String,
     },
     /// Run a control-plane server (one member of a raft cluster), or
     /// manage the members.
@@ -299,7 +302,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             node_name,
             policy,
             heartbeat_timeout,
-        } => daemon::dev(&addr, &data_dir, node_name, &policy, &heartbeat_timeout).await,
+            dynamic_ports,
+        } => {
+            let ports = Some(dynamic_ports.as_str());
+            daemon::dev(&addr, &data_dir, node_name, &policy, &heartbeat_timeout, ports).await
+        }
         Cmd::Server { cmd: None, opts } => servercmd::run(&addr, opts).await,
         Cmd::Server { cmd: Some(c), .. } => servercmd::command(&addr, c).await,
         Cmd::Agent { data_dir, opts } => daemon::agent(&addr, &data_dir, opts).await,

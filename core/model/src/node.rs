@@ -23,6 +23,22 @@ pub struct NodeInfo {
     /// The node's hardware, as its agent probed it (or a fixture says).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<Box<Inventory>>,
+    /// The host ports dynamic ports are chosen from on this node (first,
+    /// last); `None`: the default 20000-32000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_ports: Option<(u16, u16)>,
+}
+
+/// Parses a port range `FIRST-LAST` (1 <= FIRST <= LAST <= 65535).
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port range FIRST-LAST (for example 20000-32000)");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 /// Whether a node takes work.

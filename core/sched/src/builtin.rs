@@ -80,11 +80,7 @@ impl FilterPlugin for HostPorts {
             } else if dynamic > 0 && dynamic_ports(task, n).len() < dynamic {
                 *o = Some(Rejection::new(
                     "no dynamic port free",
-                    format!(
-                        "every host port in {}..={} is allocated",
-                        DYNAMIC_PORTS.start(),
-                        DYNAMIC_PORTS.end()
-                    ),
+                    "too few host ports of its dynamic range are free",
                 ));
             }
         }
@@ -103,7 +99,10 @@ pub fn dynamic_ports(task: &TaskRequest, node: &NodeState) -> Vec<u16> {
     if want == 0 {
         return Vec::new();
     }
-    DYNAMIC_PORTS
+    let (first, last) = node
+        .dynamic_ports
+        .unwrap_or((*DYNAMIC_PORTS.start(), *DYNAMIC_PORTS.end()));
+    (first..=last)
         .filter(|p| !node.ports_used.contains(p) && !task.ports.contains(p))
         .take(want)
         .collect()

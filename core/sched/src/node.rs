@@ -119,6 +119,8 @@ pub struct NodeState {
     pub mem_used: u64,
     /// Host ports already taken.
     pub ports_used: BTreeSet<u16>,
+    /// Where dynamic ports come from (none: [`crate::builtin::DYNAMIC_PORTS`]).
+    pub dynamic_ports: Option<(u16, u16)>,
     /// GPUs.
     pub gpus: Vec<GpuState>,
     /// Physical cores (empty when the node registered no inventory).

@@ -63,6 +63,15 @@ impl NodeApi for Api {
                 Some(Box::new(inv))
             }
         };
+        let dynamic_ports = match (r.dynamic_port_min, r.dynamic_port_max) {
+            (0, 0) => None,
+            (a, b) if a >= 1 && a <= b && b <= 65535 => Some((a as u16, b as u16)),
+            (a, b) => {
+                return Err(Status::invalid_argument(format!(
+                    "dynamic_port_min, dynamic_port_max: {a}-{b} is not a port range"
+                )));
+            }
+        };
         let info = NodeInfo {
             name: r.name.clone(),
             address: r.address,
@@ -70,6 +79,7 @@ impl NodeApi for Api {
             memory: Bytes(r.memory_bytes),
             labels: r.labels.into_iter().collect(),
             inventory,
+            dynamic_ports,
         };
         let name = r.name;
         self.commit(None, Command::RegisterNode { info }).await?;

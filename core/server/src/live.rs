@@ -91,6 +91,7 @@ fn nodes(state: &ClusterState) -> Vec<NodeState> {
                 ready: n.status == NodeStatus::Ready && !n.drained,
                 cpu_capacity: n.info.cpu.0,
                 mem_capacity: n.info.memory.0,
+                dynamic_ports: n.info.dynamic_ports,
                 ..Default::default()
             };
             if let Some(inv) = &n.info.inventory {

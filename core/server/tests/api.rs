@@ -125,6 +125,7 @@ async fn tasks_wait_with_a_reason_then_place_and_report() {
             memory_bytes: 1 << 30,
             labels: Default::default(),
             inventory: None,
+            ..Default::default()
         }))
         .await
         .unwrap();
@@ -202,6 +203,7 @@ async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
             memory_bytes: 2 << 40,
             labels: Default::default(),
             inventory: Some(pb::Inventory::from(&inv)),
+            ..Default::default()
         })
     };
     // Too large to keep in the replicated state: refused, naming it.
@@ -214,6 +216,12 @@ async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
         "{}",
         err.message()
     );
+    let mut backwards = reg(dgx.clone());
+    backwards.get_mut().dynamic_port_min = 30000;
+    backwards.get_mut().dynamic_port_max = 20000;
+    let err = s.api().register(backwards).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("dynamic_port_min, dynamic_port_max: 30000-20000"));
     let mut bad = dgx.clone();
     bad.gpus[0].numa_node = Some(9);
     let err = s.api().register(reg(bad)).await.unwrap_err();
@@ -257,6 +265,7 @@ async fn register_fixture(s: &Server, name: &str, fixture: &str) {
             memory_bytes: inv.memory_bytes(),
             labels: Default::default(),
             inventory: Some(pb::Inventory::from(&inv)),
+            ..Default::default()
         }))
         .await
         .unwrap();

@@ -55,6 +55,7 @@ fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
         },
         3 => Command::RegisterNode {
             info: NodeInfo {
+                dynamic_ports: None,
                 name: NODES[r.next(3) as usize].into(),
                 address: String::new(),
                 cpu: MilliCpu(4000 + 1000 * r.next(2)),

@@ -69,6 +69,7 @@ fn command(state: &ClusterState, op: &Op) -> Option<Command> {
         },
         Op::Register(n) => Command::RegisterNode {
             info: NodeInfo {
+                dynamic_ports: None,
                 name: NODES[n].into(),
                 address: String::new(),
                 cpu: MilliCpu(4000),

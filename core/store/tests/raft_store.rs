@@ -14,7 +14,6 @@ fn spec(name: &str, instances: u32) -> berth_model::spec::AppSpec {
 }
 
 fn put(name: &str, instances: u32, rid: Option<&str>) -> Envelope {
-    at_ms: 0,
     Envelope {
         at_ms: 0,
         request_id: rid.map(String::from),

@@ -92,9 +92,15 @@ impl Dev {
             data,
             child: None,
             agents: Vec::new(),
+            // Clusters of tests running at once share the host's ports:
+            // each takes its own dynamic range.
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(std::iter::once({
+                    let first = free_port().min(65535 - 64);
+                    ("BERTH_DYNAMIC_PORTS".to_string(), format!("{first}-{}", first + 63))
+                }))
                 .collect(),
         };
         let out = dev.berth(&["image", "import", demo_image().to_str().unwrap()]);
