@@ -266,8 +266,17 @@ pub async fn wait(addr: &str, app: &str, id: u64) -> anyhow::Result<()> {
         let (mine, current) = find(addr, app, watched).await?;
         let p = phase(&mine)?;
         // Progress is counted on the current deployment.
-        let shown = if current.id == mine.id { &mine } else { &current };
-        let line = format!("deployment {} (version {}): {}", shown.id, shown.version, counts(shown));
+        let shown = if current.id == mine.id {
+            &mine
+        } else {
+            &current
+        };
+        let line = format!(
+            "deployment {} (version {}): {}",
+            shown.id,
+            shown.version,
+            counts(shown)
+        );
         match &bar {
             Some(b) => {
                 b.set_prefix(shown.id.to_string());

@@ -305,7 +305,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             dynamic_ports,
         } => {
             let ports = Some(dynamic_ports.as_str());
-            daemon::dev(&addr, &data_dir, node_name, &policy, &heartbeat_timeout, ports).await
+            daemon::dev(
+                &addr,
+                &data_dir,
+                node_name,
+                &policy,
+                &heartbeat_timeout,
+                ports,
+            )
+            .await
         }
         Cmd::Server { cmd: None, opts } => servercmd::run(&addr, opts).await,
         Cmd::Server { cmd: Some(c), .. } => servercmd::command(&addr, c).await,

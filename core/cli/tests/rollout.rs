@@ -67,13 +67,24 @@ fn live(dev: &Dev) -> Vec<Value> {
 fn sample_until(dev: &Dev, floor: usize, done: &std::thread::JoinHandle<Output>) -> usize {
     let mut samples = 0;
     while !done.is_finished() {
-        let ready: Vec<Value> = live(dev).into_iter().filter(|t| t["ready"] == true).collect();
-        assert!(ready.len() >= floor, "only {} ready: {ready:?}", ready.len());
+        let ready: Vec<Value> = live(dev)
+            .into_iter()
+            .filter(|t| t["ready"] == true)
+            .collect();
+        assert!(
+            ready.len() >= floor,
+            "only {} ready: {ready:?}",
+            ready.len()
+        );
         for t in &ready {
             let port = t["ports"]["http"].as_u64().expect("a named port");
             if get(port).map(|(c, _)| c) != Some(200) {
                 let still = live(dev).iter().any(|x| x["id"] == t["id"]);
-                assert!(!still, "{} is ready but port {port} does not answer 200", t["id"]);
+                assert!(
+                    !still,
+                    "{} is ready but port {port} does not answer 200",
+                    t["id"]
+                );
             }
         }
         samples += 1;
@@ -90,12 +101,21 @@ fn json(dev: &Dev, args: &[&str]) -> Value {
 fn a_rolling_update_keeps_ready_instances_serving() {
     let dev = Dev::start();
     let update = "{max_surge: 1, max_unavailable: 0}";
-    let first = run_waiting(&dev, &web(4, "one", "/", update), "v1").join().unwrap();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first = run_waiting(&dev, &web(4, "one", "/", update), "v1")
+        .join()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let v1 = live(&dev);
     assert_eq!(v1.len(), 4);
     let old_version = v1[0]["version"].clone();
-    let ports: Vec<u64> = v1.iter().map(|t| t["ports"]["http"].as_u64().unwrap()).collect();
+    let ports: Vec<u64> = v1
+        .iter()
+        .map(|t| t["ports"]["http"].as_u64().unwrap())
+        .collect();
     let distinct: std::collections::BTreeSet<&u64> = ports.iter().collect();
     assert_eq!(distinct.len(), 4, "one dynamic port each: {ports:?}");
 
@@ -105,7 +125,11 @@ fn a_rolling_update_keeps_ready_instances_serving() {
     let out = second.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(samples >= 10, "{samples} samples in {:?}", started.elapsed());
+    assert!(
+        samples >= 10,
+        "{samples} samples in {:?}",
+        started.elapsed()
+    );
     assert!(stderr.contains("new ready"), "progress lines: {stderr}");
 
     // All new, all serving the new page; the old ones are gone.
@@ -135,8 +159,14 @@ fn a_rolling_update_keeps_ready_instances_serving() {
 fn a_bad_version_rolls_back_by_itself() {
     let dev = Dev::start();
     let update = "{max_surge: 1, max_unavailable: 0, deadline: 8s}";
-    let first = run_waiting(&dev, &web(2, "good", "/", update), "good").join().unwrap();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first = run_waiting(&dev, &web(2, "good", "/", update), "good")
+        .join()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let good: Vec<String> = live(&dev).iter().map(|t| t["id"].to_string()).collect();
 
     // Its readiness path does not exist: it never becomes ready.
@@ -145,12 +175,18 @@ fn a_bad_version_rolls_back_by_itself() {
     let out = bad.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a rolled-back run fails: {stderr}");
-    assert!(stderr.contains("rolled-back") && stderr.contains("deadline"), "{stderr}");
+    assert!(
+        stderr.contains("rolled-back") && stderr.contains("deadline"),
+        "{stderr}"
+    );
 
     let status = json(&dev, &["deploy", "status", "web", "--json"]);
     assert_eq!(status["phase"], "rolled-back", "{status}");
     let msg = status["message"].as_str().unwrap();
-    assert!(msg.starts_with("deadline of 8s passed with 0/2 new instances ready"), "{msg}");
+    assert!(
+        msg.starts_with("deadline of 8s passed with 0/2 new instances ready"),
+        "{msg}"
+    );
     assert!(msg.contains("rolled back to version"), "{msg}");
     assert_eq!(status["rollback"]["phase"], "succeeded", "{status}");
     // The good instances were never touched.

@@ -89,8 +89,10 @@ pub fn decide(d: &Deployment, tasks: &[&Task], now_ms: u64) -> (Progress, Decisi
     let limits = Limits::new(&d.spec.update(), wanted);
     let live = tasks.iter().filter(|t| t.desired == Desired::Run);
     let (mut new, mut old): (Vec<&Task>, Vec<&Task>) = live.partition(|t| t.version == d.version);
-    let available =
-        |t: &Task| t.ready_since.is_some_and(|s| now_ms >= s.saturating_add(limits.min_ready_ms));
+    let available = |t: &Task| {
+        t.ready_since
+            .is_some_and(|s| now_ms >= s.saturating_add(limits.min_ready_ms))
+    };
     let mut p = Progress {
         wanted,
         new_total: new.len() as u32,
@@ -134,7 +136,13 @@ pub fn decide(d: &Deployment, tasks: &[&Task], now_ms: u64) -> (Progress, Decisi
     }
     // Old tasks, while enough stay available: unready first, then the
     // oldest version, then the highest instance.
-    old.sort_by_key(|t| (t.ready_since.is_some(), t.version, std::cmp::Reverse(t.instance)));
+    old.sort_by_key(|t| {
+        (
+            t.ready_since.is_some(),
+            t.version,
+            std::cmp::Reverse(t.instance),
+        )
+    });
     let min_available = wanted - limits.unavailable;
     let mut removable = (p.new_ready + p.old_total).saturating_sub(min_available);
     for t in &old {
@@ -162,16 +170,21 @@ pub fn decide(d: &Deployment, tasks: &[&Task], now_ms: u64) -> (Progress, Decisi
 
 #[cfg(test)]
 mod tests {
+    use berth_model::DurationMs;
     use berth_model::deploy::Trigger;
     use berth_model::spec::{Amount, AppSpec, Update};
     use berth_model::task::Task;
-    use berth_model::DurationMs;
 
     use super::*;
 
     const NOW: u64 = 100_000;
 
-    fn deployment(instances: u32, surge: Amount, unavailable: Amount, min_ready: u64) -> Deployment {
+    fn deployment(
+        instances: u32,
+        surge: Amount,
+        unavailable: Amount,
+        min_ready: u64,
+    ) -> Deployment {
         let mut spec = AppSpec::new("web", "busybox:latest");
         spec.instances = instances;
         spec.update = Some(Update {
@@ -186,7 +199,13 @@ mod tests {
 
     /// A task of `version`, instance `i`, ready since `ready` ms ago.
     fn task(version: u64, i: u32, ready: Option<u64>) -> Task {
-        let mut t = Task::pending(format!("web-{version}-{i}"), "web", i, version, String::new());
+        let mut t = Task::pending(
+            format!("web-{version}-{i}"),
+            "web",
+            i,
+            version,
+            String::new(),
+        );
         t.ready = ready.is_some();
         t.ready_since = ready.map(|ago| NOW - ago);
         t
@@ -213,8 +232,18 @@ mod tests {
             v
         };
         let cases: Vec<(&str, Deployment, Vec<Task>, Decision)> = vec![
-            ("first deployment: all at once", deployment(4, c(1), c(0), 0), vec![], act(&[0, 1, 2, 3], &[])),
-            ("surge 1: one new, no old retired", deployment(4, c(1), c(0), 0), old4(), act(&[0], &[])),
+            (
+                "first deployment: all at once",
+                deployment(4, c(1), c(0), 0),
+                vec![],
+                act(&[0, 1, 2, 3], &[]),
+            ),
+            (
+                "surge 1: one new, no old retired",
+                deployment(4, c(1), c(0), 0),
+                old4(),
+                act(&[0], &[]),
+            ),
             (
                 "new one ready: one old goes, next new starts",
                 deployment(4, c(1), c(0), 0),
@@ -242,7 +271,12 @@ mod tests {
             (
                 "an unready old task goes before a ready one",
                 deployment(4, c(1), c(1), 0),
-                vec![task(10, 0, Some(1)), task(10, 1, None), task(10, 2, Some(1)), task(10, 3, Some(1))],
+                vec![
+                    task(10, 0, Some(1)),
+                    task(10, 1, None),
+                    task(10, 2, Some(1)),
+                    task(10, 3, Some(1)),
+                ],
                 act(&[0, 1], &["web-10-1"]),
             ),
             (
@@ -316,10 +350,19 @@ mod tests {
         );
         let mut late = deployment(2, Amount::Count(1), Amount::Count(0), 0);
         late.deadline_ms = NOW;
-        let (p, dec) = run(&late, &[task(10, 0, Some(1)), task(10, 1, Some(1)), task(20, 0, None)]);
+        let (p, dec) = run(
+            &late,
+            &[
+                task(10, 0, Some(1)),
+                task(10, 1, Some(1)),
+                task(20, 0, None),
+            ],
+        );
         assert_eq!(
             dec,
-            Decision::Fail("deadline of 1m passed with 0/2 new instances ready and 2 old left".into())
+            Decision::Fail(
+                "deadline of 1m passed with 0/2 new instances ready and 2 old left".into()
+            )
         );
         assert_eq!((p.new_total, p.old_total, p.old_ready), (1, 2, 2));
         let mut paused = deployment(2, Amount::Count(1), Amount::Count(0), 0);

@@ -158,8 +158,8 @@ mod tests {
 
 /// A deployment phase on the wire.
 pub fn phase_to_wire(p: berth_model::deploy::Phase) -> crate::v1::DeployPhase {
-    use berth_model::deploy::Phase;
     use crate::v1::DeployPhase as W;
+    use berth_model::deploy::Phase;
     match p {
         Phase::Running => W::Running,
         Phase::Paused => W::Paused,
@@ -173,8 +173,8 @@ pub fn phase_to_wire(p: berth_model::deploy::Phase) -> crate::v1::DeployPhase {
 /// A deployment phase from the wire; a value this build does not know is
 /// an error naming it.
 pub fn phase_from_wire(v: i32) -> Result<berth_model::deploy::Phase, String> {
-    use berth_model::deploy::Phase;
     use crate::v1::DeployPhase as W;
+    use berth_model::deploy::Phase;
     Ok(match W::try_from(v) {
         Ok(W::Running) => Phase::Running,
         Ok(W::Paused) => Phase::Paused,

@@ -221,7 +221,13 @@ pub fn allocation(task: &TaskRequest, node: &NodeState, pick: hw::HwPick) -> All
     let ports = task
         .ports
         .iter()
-        .map(|&p| if p == 0 { dynamic.next().unwrap_or(0) } else { p })
+        .map(|&p| {
+            if p == 0 {
+                dynamic.next().unwrap_or(0)
+            } else {
+                p
+            }
+        })
         .collect();
     Allocation {
         cpu: MilliCpu(task.cpu),

@@ -368,9 +368,16 @@ impl Control for Api {
         let app = req.into_inner().app;
         let state = self.store.read();
         let tasks = if app.is_empty() {
-            state.tasks.values().map(|t| convert::listed(&state, t)).collect()
+            state
+                .tasks
+                .values()
+                .map(|t| convert::listed(&state, t))
+                .collect()
         } else {
-            state.tasks_of(&app).map(|t| convert::listed(&state, t)).collect()
+            state
+                .tasks_of(&app)
+                .map(|t| convert::listed(&state, t))
+                .collect()
         };
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
@@ -590,9 +597,7 @@ fn node_summary(state: &berth_store::ClusterState, n: &berth_model::node::Node) 
 /// act on yet (rollouts and jobs: issue 13 is landing in steps), so that a
 /// spec never asks for something that silently does not happen.
 fn not_yet(spec: &berth_model::spec::AppSpec) -> Result<(), Status> {
-    let fields = [
-        ("kind", spec.kind != berth_model::spec::Kind::Service),
-    ];
+    let fields = [("kind", spec.kind != berth_model::spec::Kind::Service)];
     let given: Vec<&str> = fields.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect();
     if given.is_empty() {
         return Ok(());
@@ -600,7 +605,9 @@ fn not_yet(spec: &berth_model::spec::AppSpec) -> Result<(), Status> {
     Err(Status::invalid_argument(
         given
             .iter()
-            .map(|f| format!("{f}: not supported by this server yet (jobs are being built); remove it"))
+            .map(|f| {
+                format!("{f}: not supported by this server yet (jobs are being built); remove it")
+            })
             .collect::<Vec<_>>()
             .join("\n"),
     ))

@@ -60,7 +60,11 @@ fn holding(state: &ClusterState, t: &Task) -> Option<Held> {
         app: t.app.clone(),
         allocation: t.allocation.clone()?,
         leaving: t.desired != Desired::Run,
-        priority: state.apps.get(&t.app).map_or(0, |a| a.spec.priority),
+        priority: state
+            .apps
+            .get(&t.app)
+            .and_then(|a| a.spec_of(t.version))
+            .map_or(0, |s| s.priority),
     })
 }
 

@@ -221,7 +221,10 @@ async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
     backwards.get_mut().dynamic_port_max = 20000;
     let err = s.api().register(backwards).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("dynamic_port_min, dynamic_port_max: 30000-20000"));
+    assert!(
+        err.message()
+            .starts_with("dynamic_port_min, dynamic_port_max: 30000-20000")
+    );
     let mut bad = dgx.clone();
     bad.gpus[0].numa_node = Some(9);
     let err = s.api().register(reg(bad)).await.unwrap_err();

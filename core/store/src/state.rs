@@ -352,7 +352,10 @@ impl ClusterState {
                 if t.desired != Desired::Run || t.given_up {
                     return false;
                 }
-                match self.apps.get(&t.app).map(|a| a.spec.restart) {
+                // The policy of the task's own version: a newer spec
+                // rolling in does not change what the old tasks hold.
+                let spec = self.apps.get(&t.app).and_then(|a| a.spec_of(t.version));
+                match spec.map(|s| s.restart) {
                     Some(RestartPolicy::Always) => true,
                     Some(RestartPolicy::OnFailure) => t.exit_code != Some(0),
                     _ => false,

@@ -99,7 +99,10 @@ impl Dev {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .chain(std::iter::once({
                     let first = free_port().min(65535 - 64);
-                    ("BERTH_DYNAMIC_PORTS".to_string(), format!("{first}-{}", first + 63))
+                    (
+                        "BERTH_DYNAMIC_PORTS".to_string(),
+                        format!("{first}-{}", first + 63),
+                    )
                 }))
                 .collect(),
         };
