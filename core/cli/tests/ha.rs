@@ -338,3 +338,92 @@ fn a_cut_off_minority_refuses_writes_and_reads_then_catches_up() {
     let apps = block(apps_on(&isolated, false)).unwrap();
     assert!(!apps.iter().any(|a| a.name == "lost"));
 }
+
+/// A rollout outlives its leader: the leader is killed with SIGKILL in
+/// the middle of a rolling update; the new leader carries the deployment
+/// (kept in the replicated state) to its end, and no instance of the new
+/// version is started twice.
+#[test]
+fn a_new_leader_finishes_a_rollout_and_starts_nothing_twice() {
+    let mut c = Cluster::start(3, 61, &["--raft-tick", "50ms"]);
+    c.wait_leader();
+    let _agent = Agent::start(&c.addrs(), c.dir.path().join("agent"), "n1", "cpu-2s");
+    let spec = |label: &str| {
+        format!(
+            "name: web\nimage: busybox:latest\ninstances: 4\nrestart: always\n\
+             resources: {{cpu: 0.05, memory: 32Mi}}\nports: [{{name: http, host: 0}}]\n\
+             env: {{LABEL: {label}}}\nstop_grace: 1s\n\
+             command: [/bin/sh, -c, 'mkdir -p /w; echo $LABEL > /w/index.html; exec httpd -f -p $BERTH_PORT_HTTP -h /w']\n\
+             ready: {{http: {{port: http}}, interval: 500ms, timeout: 400ms}}\n\
+             update: {{max_surge: 1, max_unavailable: 0, min_ready_time: 2s, deadline: 2m}}\n"
+        )
+    };
+    let run = |c: &Cluster, label: &str, detach: bool| {
+        let f = c.dir.path().join(format!("{label}.yaml"));
+        std::fs::write(&f, spec(label)).unwrap();
+        let mut args = vec!["run", "-f", f.to_str().unwrap()];
+        if detach {
+            args.push("--detach");
+        }
+        let out = c.berth(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let status = |c: &Cluster| -> serde_json::Value {
+        let out = c.berth(&["deploy", "status", "web", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    run(&c, "one", false);
+    run(&c, "two", true);
+    // Mid-rollout: some new instances, some old ones left.
+    wait_for(
+        "the rollout to be half way",
+        Duration::from_secs(60),
+        || {
+            let s = status(&c);
+            (s["trigger"] == "update"
+                && s["new"]["ready"].as_u64() >= Some(1)
+                && s["old"]["total"].as_u64() >= Some(2))
+            .then_some(())
+        },
+    );
+    let l = c.wait_leader();
+    c.kill9(l);
+    let end = wait_for(
+        "the new leader to finish it",
+        Duration::from_secs(90),
+        || {
+            let s = status(&c);
+            (s["phase"] != "running" && s["phase"].is_string()).then_some(s)
+        },
+    );
+    assert_eq!(end["phase"], "succeeded", "{end}");
+    let tasks: Vec<serde_json::Value> =
+        wait_for("the old ones to go", Duration::from_secs(30), || {
+            let t: Vec<_> = ps(&c).into_iter().filter(|t| t["app"] == "web").collect();
+            (t.len() == 4).then_some(t)
+        });
+    let mut instances: Vec<u64> = tasks
+        .iter()
+        .map(|t| t["instance"].as_u64().unwrap())
+        .collect();
+    instances.sort();
+    assert_eq!(instances, [0, 1, 2, 3], "{tasks:?}");
+    for t in &tasks {
+        assert_eq!(t["version"], end["version"], "{t}");
+        assert_eq!(t["restarts"], 0, "{t}");
+        // A second start of an instance would carry a `-d` id.
+        let id = t["id"].as_str().unwrap();
+        assert!(!id.contains("-d"), "{id} was started again");
+        assert_eq!(t["ready"], true, "{t}");
+    }
+    c.spawn(l);
+    let out = c.berth(&["rm", "web"]);
+    assert!(out.status.success());
+    wait_for("the tasks to be removed", Duration::from_secs(30), || {
+        ps(&c).is_empty().then_some(())
+    });
+}
