@@ -20,8 +20,10 @@ pub(crate) fn plan_from_launch(task: &str, launch: &LaunchRecord) -> TaskPlan {
         id: task.to_string(),
         restart: launch.spec.restart,
         restart_limit: RestartLimit::default(),
+        job: false,
         // A container found after an agent restart runs without checks
-        // until its next start (the launch record does not keep them).
+        // (or a job's retry count) until its next start: the launch record
+        // does not keep them.
         health: None,
         ready: None,
         stop_grace: Duration::from_millis(launch.spec.stop_grace_ms),
@@ -87,6 +89,7 @@ pub(crate) fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<T
                 .collect(),
         },
         restart,
+        job: spec.job,
         restart_limit: spec
             .restart_limit
             .as_ref()

@@ -32,6 +32,8 @@ pub struct TaskPlan {
     pub restart: RestartPolicy,
     /// More restarts than this in its window: give up (a crash loop).
     pub restart_limit: RestartLimit,
+    /// A job's task: over the limit means out of retries.
+    pub job: bool,
     /// Liveness: failing it restarts the container.
     pub health: Option<CheckPlan>,
     /// Readiness: only reported (none: ready once running).
@@ -354,10 +356,14 @@ impl Sup {
             let mut status = self.status(
                 TaskState::Failed,
                 code,
-                format!(
-                    "crash loop: {} restarts within {}, over the restart limit; last: {msg}",
-                    l.count, l.window
-                ),
+                if self.plan.job {
+                    format!("out of retries ({}); last: {msg}", l.count)
+                } else {
+                    format!(
+                        "crash loop: {} restarts within {}, over the restart limit; last: {msg}",
+                        l.count, l.window
+                    )
+                },
             );
             status.given_up = true;
             let _ = self.report.send(status);

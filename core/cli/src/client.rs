@@ -138,9 +138,10 @@ pub async fn run(addr: &str, file: &Path, detach: bool) -> anyhow::Result<()> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
     };
     // Check locally first for a fast, precise answer; the server checks again.
-    if let Err(e) = parse_spec(&text) {
-        bail!("invalid spec {}:\n{e}", file.display());
-    }
+    let job = match parse_spec(&text) {
+        Ok(s) => s.kind == berth_model::spec::Kind::Job,
+        Err(e) => bail!("invalid spec {}:\n{e}", file.display()),
+    };
     let resp = ctl!(
         addr,
         run_app,
@@ -160,6 +161,13 @@ pub async fn run(addr: &str, file: &Path, detach: bool) -> anyhow::Result<()> {
         );
     } else {
         println!("app {} unchanged (version {})", resp.name, resp.version);
+    }
+    if job {
+        println!(
+            "job {}: see its runs with berth job runs {}",
+            resp.name, resp.name
+        );
+        return Ok(());
     }
     if detach || resp.deployment == 0 {
         return Ok(());

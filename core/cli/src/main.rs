@@ -4,6 +4,7 @@
 mod client;
 mod daemon;
 mod deploy;
+mod job;
 mod loadgen;
 mod output;
 mod plugin;
@@ -128,6 +129,11 @@ enum Cmd {
         /// deployment to end.
         #[arg(long, short = 'd')]
         detach: bool,
+    },
+    /// Jobs: their runs; start one now.
+    Job {
+        #[command(subcommand)]
+        cmd: job::JobCmd,
     },
     /// Deployments: status, history, pause, resume.
     Deploy {
@@ -345,6 +351,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Shim { .. } => Ok(()),
         Cmd::Run { file, detach } => client::run(&addr, &file, detach).await,
         Cmd::Deploy { cmd } => deploy::run(&addr, cmd).await,
+        Cmd::Job { cmd } => job::run(&addr, cmd).await,
         Cmd::Rollback { app, to, detach } => deploy::rollback(&addr, &app, to, detach).await,
         Cmd::Apps { json } => client::apps(&addr, json).await,
         Cmd::Ps { json, app } => client::ps(&addr, json, app).await,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod job;
 pub mod rollout;
 
 pub use rollout::{Decision, Limits, Progress, decide};

@@ -5,6 +5,7 @@
 
 pub mod deploy;
 pub mod hardware;
+pub mod job;
 pub mod labels;
 pub mod node;
 pub mod placement;

@@ -161,6 +161,9 @@ pub struct Task {
     /// server that committed the report); `None` while not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_since: Option<u64>,
+    /// The job run it belongs to (jobs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
 }
 
 /// What a task's liveness check says.
@@ -211,6 +214,7 @@ impl Task {
             health: Health::Unknown,
             ready: false,
             ready_since: None,
+            run: None,
         }
     }
 }

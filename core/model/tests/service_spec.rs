@@ -199,3 +199,15 @@ fn health_port_by_name_needs_the_name() {
     let unnamed = SERVICE.replace("{name: http, host: 8080}", "{host: 8080}");
     assert!(paths(&unnamed).contains(&"health.http.port".to_string()));
 }
+
+#[test]
+fn schedules_say_when_they_are_next_due() {
+    use berth_model::spec::Schedule;
+    let every = Schedule("@every 5s".into());
+    assert_eq!(every.next_after(1_000), Some(6_000));
+    // 2026-12-02 14:03:20 UTC; hourly at :30 -> 14:30:00.
+    let t = 1_796_220_200_000;
+    let hourly = Schedule("30 * * * *".into());
+    assert_eq!(hourly.next_after(t), Some(1_796_221_800_000));
+    assert_eq!(Schedule("nope".into()).next_after(t), None);
+}

@@ -192,6 +192,20 @@ impl Control for Api {
         self.rollback_of(req).await
     }
 
+    async fn job_runs(
+        &self,
+        req: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::JobRunsResponse>, Status> {
+        self.job_runs_of(req).await
+    }
+
+    async fn start_job(
+        &self,
+        req: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::JobRun>, Status> {
+        self.start_job_of(req).await
+    }
+
     async fn install_plugin(
         &self,
         req: Request<pb::PutPluginRequest>,
@@ -272,7 +286,6 @@ impl Control for Api {
         } else {
             spec
         };
-        not_yet(&spec)?;
         let name = spec.name.clone();
         let (_, outcome) = self
             .commit(
@@ -591,24 +604,4 @@ fn node_summary(state: &berth_store::ClusterState, n: &berth_model::node::Node) 
         .map(|a| a.memory.0)
         .sum();
     convert::node(n, cpu, mem, mine.len() as u32)
-}
-
-/// Refuses the spec fields this server parses and validates but does not
-/// act on yet (rollouts and jobs: issue 13 is landing in steps), so that a
-/// spec never asks for something that silently does not happen.
-fn not_yet(spec: &berth_model::spec::AppSpec) -> Result<(), Status> {
-    let fields = [("kind", spec.kind != berth_model::spec::Kind::Service)];
-    let given: Vec<&str> = fields.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect();
-    if given.is_empty() {
-        return Ok(());
-    }
-    Err(Status::invalid_argument(
-        given
-            .iter()
-            .map(|f| {
-                format!("{f}: not supported by this server yet (jobs are being built); remove it")
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-    ))
 }

@@ -142,3 +142,90 @@ impl Api {
         Ok(Response::new(self.app_response(name, outcome)))
     }
 }
+
+/// A job run as the API shows it.
+fn job_run(state: &ClusterState, app: &str, r: &berth_model::job::JobRun) -> pb::JobRun {
+    let mine: Vec<&berth_model::task::Task> = state
+        .tasks_of(app)
+        .filter(|t| t.run == Some(r.id))
+        .collect();
+    let done = mine
+        .iter()
+        .filter(|t| t.state == berth_model::task::TaskState::Exited && t.exit_code == Some(0))
+        .count() as u32;
+    pb::JobRun {
+        app: app.to_string(),
+        id: r.id,
+        version: r.version,
+        trigger: r.trigger.as_str().into(),
+        phase: r.phase.as_str().into(),
+        instances: r.instances,
+        done,
+        started_ms: r.started_ms,
+        ended_ms: r.ended_ms.unwrap_or(0),
+        deadline_ms: r.deadline_ms.unwrap_or(0),
+        message: r.message.clone(),
+        skipped: r.skipped,
+        tasks: mine.iter().map(|t| t.id.clone()).collect(),
+    }
+}
+
+impl Api {
+    /// `berth job runs`.
+    pub(crate) async fn job_runs_of(
+        &self,
+        req: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::JobRunsResponse>, Status> {
+        self.barrier(&req).await?;
+        let name = req.into_inner().name;
+        check_app_name(&name)?;
+        let state = self.store.read();
+        let app = state
+            .apps
+            .get(&name)
+            .ok_or_else(|| Status::not_found(format!("no app named {name}")))?;
+        if app.spec.kind != berth_model::spec::Kind::Job {
+            return Err(Status::failed_precondition(format!(
+                "{name} is a service, not a job"
+            )));
+        }
+        let runs = app
+            .runs
+            .iter()
+            .rev()
+            .map(|r| job_run(&state, &name, r))
+            .collect();
+        Ok(Response::new(pb::JobRunsResponse {
+            runs,
+            next_run_ms: app.next_run_ms.unwrap_or(0),
+        }))
+    }
+
+    /// `berth job start`.
+    pub(crate) async fn start_job_of(
+        &self,
+        req: Request<pb::AppRequest>,
+    ) -> Result<Response<pb::JobRun>, Status> {
+        let req = req.into_inner();
+        check_app_name(&req.name)?;
+        let rid = request_id(req.request_id)?;
+        let name = req.name;
+        self.refuse_early(rid.as_deref(), |s| s.job_start_refusal(&name))
+            .await?;
+        let cmd = berth_store::JobCommand::Start {
+            app: name.clone(),
+            due_ms: None,
+        };
+        let index = match self.commit(rid, Command::Job(cmd)).await? {
+            (_, berth_store::Outcome::App { version, .. }) => version,
+            (index, _) => index,
+        };
+        let state = self.store.read();
+        let run = state
+            .apps
+            .get(&name)
+            .and_then(|a| a.runs.iter().find(|r| r.id == index))
+            .ok_or_else(|| Status::internal(format!("run {index} of {name} is not recorded")))?;
+        Ok(Response::new(job_run(&state, &name, run)))
+    }
+}

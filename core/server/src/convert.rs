@@ -134,10 +134,18 @@ pub fn launch(s: &berth_model::spec::AppSpec, version: u64) -> pb::Launch {
             .iter()
             .map(|p| p.name.clone().unwrap_or_default())
             .collect(),
-        restart_limit: Some(pb::RestartLimit {
-            count: s.restart_limit().count,
-            window_ms: s.restart_limit().window.0,
+        // A job's task is retried `retries` times, however long it takes.
+        restart_limit: Some(match s.kind {
+            berth_model::spec::Kind::Job => pb::RestartLimit {
+                count: s.retries.unwrap_or(berth_model::job::DEFAULT_RETRIES),
+                window_ms: u64::MAX / 2,
+            },
+            berth_model::spec::Kind::Service => pb::RestartLimit {
+                count: s.restart_limit().count,
+                window_ms: s.restart_limit().window.0,
+            },
         }),
+        job: s.kind == berth_model::spec::Kind::Job,
         health: s.health.as_ref().map(berth_proto::spec::check_to_wire),
         ready: s.readiness().map(berth_proto::spec::check_to_wire),
     }

@@ -1,16 +1,18 @@
-//! Runs the deployment controller ([`berth_control::rollout`]) on the
-//! leader: a few times a second, for each app with a running deployment
-//! (an index kept by the state, so idle apps cost nothing), it reads that
-//! app's tasks, decides without holding the state's lock, and commits the
-//! step. The state machine re-checks every step when it applies it.
+//! Runs the controllers of `berth-control` on the leader: a few times a
+//! second, for each app with a running deployment, and each job with a
+//! running run or a schedule (indexes kept by the state, so idle apps cost
+//! nothing), it reads that app's tasks, decides, and commits the result
+//! once the state's lock is released. The state machine re-checks every
+//! decision when it applies it.
 
 use std::time::Duration;
 
+use berth_control::job::{self, JobDecision};
 use berth_control::{Decision, Progress, decide};
 use berth_model::task::Task;
-use berth_store::{ClusterState, Command, DeployCommand, Envelope, Store};
+use berth_store::{ClusterState, Command, DeployCommand, Envelope, JobCommand, Store};
 
-/// How often the leader steps running deployments.
+/// How often the leader steps running deployments and jobs.
 pub const TICK: Duration = Duration::from_millis(200);
 
 /// The progress of `app`'s current deployment at `now_ms`, if it has one.
@@ -50,6 +52,23 @@ fn decisions(state: &ClusterState, now_ms: u64) -> Vec<Command> {
             },
         };
         out.push(Command::Deploy(cmd));
+    }
+    for name in state.jobs() {
+        let Some(app) = state.apps.get(name) else {
+            continue;
+        };
+        let tasks: Vec<&Task> = state.tasks_of(name).collect();
+        let spec_of = |v| app.spec_of(v);
+        for d in job::decide(&app.runs, spec_of, &tasks, app.next_run_ms, now_ms) {
+            let app = name.to_string();
+            out.push(Command::Job(match d {
+                JobDecision::Start { due_ms } => JobCommand::Start {
+                    app,
+                    due_ms: Some(due_ms),
+                },
+                JobDecision::Finish { run, failure } => JobCommand::Finish { app, run, failure },
+            }));
+        }
     }
     out
 }

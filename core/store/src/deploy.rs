@@ -5,7 +5,7 @@
 //! retires nothing it should not.
 
 use berth_model::deploy::{Deployment, Phase, Trigger};
-use berth_model::spec::AppSpec;
+use berth_model::spec::{AppSpec, Kind};
 use berth_model::task::{Desired, Task, task_id};
 use serde::{Deserialize, Serialize};
 
@@ -77,10 +77,21 @@ impl ClusterState {
         }
         let fresh = before.is_none_or(|a| a.stopped);
         let history = before.map(|a| a.history.clone()).unwrap_or_default();
+        let job = spec.kind == Kind::Job;
+        let was_job = before.is_some_and(|a| a.spec.kind == Kind::Job);
+        let runs = match before {
+            Some(a) if job && was_job && !fresh => a.runs.clone(),
+            _ => Vec::new(),
+        };
         // A first spec (or one after a stop) has nothing to roll from, and
         // a gang is placed all or none: their instances start at once.
-        // Otherwise the controller rolls the new version in.
-        if fresh || spec.gang {
+        // Otherwise the controller rolls the new version in. A job's runs
+        // start their own tasks.
+        if job {
+            if fresh || !was_job {
+                self.retire_tasks(&name, Desired::Remove, events);
+            }
+        } else if fresh || spec.gang || was_job {
             self.retire_tasks(&name, Desired::Remove, events);
             for instance in 0..spec.instances {
                 self.start_instance(&name, index, index, instance, events);
@@ -93,6 +104,8 @@ impl ClusterState {
                 version: index,
                 stopped: false,
                 history,
+                runs,
+                next_run_ms: None,
             },
         );
         let trigger = if fresh {
@@ -100,7 +113,20 @@ impl ClusterState {
         } else {
             Trigger::Update
         };
-        self.begin(&name, Deployment::start(index, index, spec, trigger, at));
+        let mut d = Deployment::start(index, index, spec, trigger, at);
+        if job {
+            d.end(
+                Phase::Succeeded,
+                "a job: its next run uses this version".into(),
+                at,
+            );
+        }
+        self.begin(&name, d);
+        if job {
+            self.submit_job(index, at, &name, events);
+        } else {
+            self.index_job(&name);
+        }
         events.push(Event::AppChanged(name));
         Outcome::App {
             version: index,
@@ -361,6 +387,11 @@ impl ClusterState {
         if a.stopped {
             return Err(format!(
                 "app {app} is stopped: berth run its spec to start it again"
+            ));
+        }
+        if a.spec.kind == Kind::Job {
+            return Err(format!(
+                "{app} is a job: it does not roll out; berth run the spec its next run should use"
             ));
         }
         let found = match to {

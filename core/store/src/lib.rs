@@ -8,6 +8,7 @@
 pub mod deploy;
 mod driver;
 pub mod events;
+pub mod job;
 pub mod node;
 mod nodes;
 pub mod plugins;
@@ -19,6 +20,7 @@ pub mod tasks;
 
 pub use deploy::DeployCommand;
 pub use events::{Batch, Subscription};
+pub use job::JobCommand;
 pub use node::{NoPeers, RaftStatus, StateGuard, Store, StoreConfig, Transport};
 pub use plugins::{Blob, Mode, PluginCommand, PluginRecord, PluginSettings, PluginVersion};
 pub use state::{App, ClusterState, Command, Envelope, Event, MAX_REQUEST_ID, Outcome, Placement};

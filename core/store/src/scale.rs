@@ -50,6 +50,17 @@ impl ClusterState {
         };
         let version = app.version;
         let from = app.spec.instances;
+        // A job's count applies from its next run.
+        if app.spec.kind == berth_model::spec::Kind::Job {
+            if let Some(app) = self.apps.get_mut(name) {
+                app.spec.instances = instances;
+            }
+            events.push(Event::AppChanged(name.to_string()));
+            return Outcome::App {
+                version,
+                changed: from != instances,
+            };
+        }
         if from == instances {
             return Outcome::App {
                 version,

@@ -35,6 +35,13 @@ pub struct App {
     /// version still has tasks (their spec launches them).
     #[serde(default)]
     pub history: Vec<berth_model::deploy::Deployment>,
+    /// A job's runs, oldest first: the running ones and the last
+    /// [`berth_model::job::RUNS_KEPT`] ended ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<berth_model::job::JobRun>,
+    /// When a periodic job's schedule is next due (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_ms: Option<u64>,
 }
 
 impl App {
@@ -142,6 +149,8 @@ pub enum Command {
     },
     /// A step of a deployment, pause, resume or rollback.
     Deploy(crate::deploy::DeployCommand),
+    /// A job run starts or ends.
+    Job(crate::job::JobCommand),
     /// Status reports from a node's agent.
     ReportTasks {
         /// Reporting node.
@@ -231,6 +240,9 @@ pub struct ClusterState {
     /// Apps with a running or paused deployment (derived).
     #[serde(skip)]
     pub(crate) rolling: std::collections::BTreeSet<String>,
+    /// Jobs with a running run or a schedule (derived).
+    #[serde(skip)]
+    pub(crate) jobs: std::collections::BTreeSet<String>,
     /// The log index this state has applied (set by the driver).
     #[serde(skip)]
     applied: u64,
@@ -259,6 +271,16 @@ impl ClusterState {
             .filter(|(_, a)| a.deployment().is_some_and(|d| d.phase.is_active()))
             .map(|(n, _)| n.clone())
             .collect();
+        let names: Vec<String> = self.apps.keys().cloned().collect();
+        for n in names {
+            self.index_job(&n);
+        }
+    }
+
+    /// Jobs with a running run or a schedule: what the job controller
+    /// looks at.
+    pub fn jobs(&self) -> impl Iterator<Item = &str> {
+        self.jobs.iter().map(String::as_str)
     }
 
     /// Apps with a running or paused deployment: what the deployment
@@ -379,6 +401,7 @@ impl ClusterState {
                 self.scale_app(index, at, &name, instances, events)
             }
             Command::Deploy(d) => self.apply_deploy(index, at, d, events),
+            Command::Job(j) => self.apply_job(index, at, j, events),
             Command::RemoveApp { name } => self.remove_app(&name, events),
             Command::RegisterNode { info } => {
                 let name = info.name.clone();
@@ -428,6 +451,11 @@ impl ClusterState {
             d.end(Phase::Superseded, "the app was stopped".into(), at);
         }
         self.rolling.remove(name);
+        self.end_active_runs(name, "the app was stopped".into(), at, events);
+        if let Some(app) = self.apps.get_mut(name) {
+            app.next_run_ms = None;
+        }
+        self.index_job(name);
         self.retire_tasks(name, Desired::Stop, events);
         events.push(Event::AppChanged(name.to_string()));
         Outcome::Ok
@@ -438,6 +466,7 @@ impl ClusterState {
             return Outcome::Rejected(format!("no app named {name}"));
         }
         self.rolling.remove(name);
+        self.jobs.remove(name);
         self.retire_tasks(name, Desired::Remove, events);
         events.push(Event::AppChanged(name.to_string()));
         Outcome::Ok

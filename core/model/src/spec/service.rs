@@ -347,6 +347,18 @@ impl Schedule {
             .map_err(|e| e.to_string())
     }
 
+    /// The first time after `after_ms` (ms since the Unix epoch, UTC) the
+    /// schedule is due; `None` when it does not parse or never comes.
+    pub fn next_after(&self, after_ms: u64) -> Option<u64> {
+        if let Some(every) = self.every() {
+            return after_ms.checked_add(every.ok()?.0);
+        }
+        let cron = self.cron().ok()?;
+        let t = chrono::DateTime::from_timestamp_millis(i64::try_from(after_ms).ok()?)?;
+        let next = cron.find_next_occurrence(&t, false).ok()?;
+        u64::try_from(next.timestamp_millis()).ok()
+    }
+
     /// `Some(interval)` for `@every D`.
     pub fn every(&self) -> Option<Result<DurationMs, String>> {
         let rest = self.0.trim().strip_prefix("@every")?;
