@@ -21,6 +21,10 @@
 #                             interval against busybox httpd for S (default
 #                             20) seconds: the checker's CPU per 1,000
 #                             checks/s
+#   ci/bench.sh rollout [SIZES] [ROUNDS]  time from `berth run` of a new
+#                             version to the rollout's end, busybox httpd on
+#                             dynamic ports, one node, surge 25%, readiness
+#                             every 1 s; SIZES default 10,100, ROUNDS 2
 #   ci/bench.sh scale [--json] [--pairs 1000x50000,5000x100000]
 #                             three servers and hollow nodes on loopback:
 #                             apps of 1,000 instances, time to all running,
@@ -87,6 +91,11 @@ case ${1:-} in
         sleep 0.5
         target/release/examples/checks "$port" "${2:-1000}" "${3:-20}"
         ;;
+    rollout)
+        ci/setup.sh
+        cargo build --release --locked -p berth-cli
+        python3 ci/bench/rollout.py --berth target/release/berth --sizes "${2:-10,100}" --rounds "${3:-2}"
+        ;;
     scale)
         ci/setup.sh
         cargo build --release --locked -p berth-cli
@@ -94,7 +103,7 @@ case ${1:-} in
         python3 ci/bench/scale.py --berth target/release/berth "$@"
         ;;
     *)
-        echo "usage: ci/bench.sh launch|probe|wasm|ha|health|scale [ARGS]" >&2
+        echo "usage: ci/bench.sh launch|probe|wasm|ha|health|rollout|scale [ARGS]" >&2
         exit 2
         ;;
 esac

@@ -141,7 +141,8 @@ mod tests {
                 failure: failure.map(String::from),
             }]
         };
-        let cases: Vec<(&str, &AppSpec, Vec<Task>, Option<u64>, Vec<JobDecision>)> = vec![
+        type Case<'a> = (&'a str, &'a AppSpec, Vec<Task>, Option<u64>, Vec<JobDecision>);
+        let cases: Vec<Case> = vec![
             ("all exited 0", &spec, vec![ok(0), ok(1)], None, fin(None)),
             (
                 "one still running",
