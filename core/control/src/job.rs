@@ -141,7 +141,13 @@ mod tests {
                 failure: failure.map(String::from),
             }]
         };
-        type Case<'a> = (&'a str, &'a AppSpec, Vec<Task>, Option<u64>, Vec<JobDecision>);
+        type Case<'a> = (
+            &'a str,
+            &'a AppSpec,
+            Vec<Task>,
+            Option<u64>,
+            Vec<JobDecision>,
+        );
         let cases: Vec<Case> = vec![
             ("all exited 0", &spec, vec![ok(0), ok(1)], None, fin(None)),
             (
