@@ -253,10 +253,25 @@ fn bad_specs_are_rejected_and_store_nothing() {
             "name: ok\nimage: busybox:latest\nenv: {BERTH_APP: x}\n",
             "env.BERTH_APP",
         ),
-        // Valid, but not acted on yet by this server: refused, not ignored.
         (
-            "name: ok\nimage: busybox:latest\nupdate: {max_surge: 2}\n",
-            "update: not supported",
+            "name: ok\nimage: busybox:latest\nkind: job\nupdate: {max_surge: 2}\n",
+            "update: a job does not roll out",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nkind: job\nconcurrency: allow\n",
+            "concurrency: only a periodic job",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nkind: job\nrestart: always\n",
+            "restart: a job runs to completion",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\ndeadline: 5m\n",
+            "deadline: only a job",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nupdate: {max_surge: 101%}\n",
+            "update.max_surge",
         ),
     ];
     for (i, (yaml, field)) in cases.iter().enumerate() {
