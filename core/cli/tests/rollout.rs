@@ -26,10 +26,20 @@ fn web(instances: u32, label: &str, ready_path: &str, update: &str) -> String {
     )
 }
 
-/// `GET /` on `port`: the status code and body.
+/// `GET /` on `port`: the status code and body (a few tries: the tests
+/// share two cores with other clusters).
 fn get(port: u64) -> Option<(u16, String)> {
+    (0..5).find_map(|i| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        get_once(port)
+    })
+}
+
+fn get_once(port: u64) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port as u16)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
