@@ -356,14 +356,23 @@ fn stop_and_rm_clean_up_everything() {
     let t = dev.wait_task("sleeper", T, |t| t["state"] == "running");
     let id = t["id"].as_str().unwrap().to_string();
     let pid = dev.init_pid(&id);
+    // Its memory cgroup, named after the node and the container.
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let memory = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .unwrap();
+    assert!(
+        memory.starts_with("/berth/") && memory.ends_with(&format!("-{id}.0")),
+        "{memory}"
+    );
     dev.ok(&["stop", "sleeper"]);
     // sleep ignores SIGTERM as pid 1: SIGKILL after the 500 ms grace.
     let t = dev.wait_task("sleeper", T, |t| t["state"] == "stopped");
     assert_eq!(t["exit_code"], 137);
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let cid = format!("{id}.0");
     assert!(
-        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/berth/{cid}")).exists(),
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory{memory}")).exists(),
         "cgroup removed"
     );
     assert!(

@@ -77,16 +77,10 @@ fn live(dev: &Dev) -> Vec<Value> {
 fn sample_until(dev: &Dev, floor: usize, done: &std::thread::JoinHandle<Output>) -> usize {
     let mut samples = 0;
     while !done.is_finished() {
-        let ready: Vec<Value> = live(dev)
-            .into_iter()
-            .filter(|t| t["ready"] == true)
-            .collect();
-        assert!(
-            ready.len() >= floor,
-            "only {} ready: {ready:?}",
-            ready.len()
-        );
-        for t in &ready {
+        let all = live(dev);
+        let ready: Vec<&Value> = all.iter().filter(|t| t["ready"] == true).collect();
+        assert!(ready.len() >= floor, "only {} ready: {all:#?}", ready.len());
+        for t in ready {
             let port = t["ports"]["http"].as_u64().expect("a named port");
             if get(port).map(|(c, _)| c) != Some(200) {
                 let still = live(dev).iter().any(|x| x["id"] == t["id"]);

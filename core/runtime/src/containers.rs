@@ -178,7 +178,7 @@ impl Runtime {
             return Err(RuntimeError::AlreadyRunning(task.to_string()));
         }
         let id = container_id(task, attempt);
-        let cgroups = format!("/berth/{id}");
+        let cgroups = self.cgroup_of(&id);
         let image = self.images.resolve(&spec.image)?;
         let dir = td.path().to_path_buf();
         std::fs::create_dir_all(td.bundle_dir()).map_err(io_err(td.bundle_dir().display()))?;
@@ -362,7 +362,7 @@ impl Runtime {
             } else if let Some(l) = &launch {
                 // The shim died without a word. If its container outlived it,
                 // kill it: a restart must never run beside a stray copy.
-                kill_stray(&td, &container_id(&task, l.attempt));
+                kill_stray(&td, &self.cgroup_of(&container_id(&task, l.attempt)));
                 out.push(Recovered::Exited {
                     task,
                     launch,
@@ -386,17 +386,30 @@ impl Runtime {
     pub fn root(&self) -> &Path {
         &self.cfg.root
     }
+
+    /// The cgroup of container `id`: named after this node's state root
+    /// too, so two agents (or clusters) on one machine whose task ids
+    /// coincide never share a cgroup, and one never kills the other's.
+    pub fn cgroup_of(&self, id: &str) -> String {
+        let node = self
+            .cfg
+            .state_root
+            .file_name()
+            .map(|n| n.to_string_lossy().chars().take(8).collect::<String>())
+            .unwrap_or_default();
+        format!("/berth/{node}-{id}")
+    }
 }
 
 /// SIGKILLs the container init recorded in `td` if it is still alive and
 /// still in the container's cgroup (so a reused pid is never hit).
-fn kill_stray(td: &TaskDir, id: &str) {
+fn kill_stray(td: &TaskDir, cgroup: &str) {
     let Some(pid) = td.read_pid() else { return };
     let in_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map(|c| c.contains(&format!("/berth/{id}")))
+        .map(|c| c.lines().any(|l| l.ends_with(cgroup)))
         .unwrap_or(false);
     if in_cgroup {
-        tracing::warn!(pid, id, "killing a container whose shim is gone");
+        tracing::warn!(pid, cgroup, "killing a container whose shim is gone");
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,

@@ -15,6 +15,16 @@ pub mod servers;
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
+/// A range of 100 host ports for one test cluster's dynamic ports, apart
+/// from every other cluster of this test process (and below the kernel's
+/// ephemeral ports).
+pub fn dynamic_range() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 120;
+    let first = 20000 + n * 100;
+    format!("{first}-{}", first + 99)
+}
+
 /// The workspace root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -97,13 +107,10 @@ impl Dev {
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .chain(std::iter::once({
-                    let first = free_port().min(65535 - 64);
-                    (
-                        "BERTH_DYNAMIC_PORTS".to_string(),
-                        format!("{first}-{}", first + 63),
-                    )
-                }))
+                .chain(std::iter::once((
+                    "BERTH_DYNAMIC_PORTS".to_string(),
+                    dynamic_range(),
+                )))
                 .collect(),
         };
         let out = dev.berth(&["image", "import", demo_image().to_str().unwrap()]);

@@ -277,10 +277,7 @@ impl Agent {
             .args(["--listen", &format!("127.0.0.1:{}", super::free_port())])
             .env("BERTH_ADDR", servers)
             .env("BERTH_DATA_DIR", &data)
-            .env("BERTH_DYNAMIC_PORTS", {
-                let first = super::free_port().min(65535 - 64);
-                format!("{first}-{}", first + 63)
-            })
+            .env("BERTH_DYNAMIC_PORTS", super::dynamic_range())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
