@@ -27,11 +27,13 @@ use crate::hardware::{GpuSpec, NicSpec, NumaPolicy};
 use crate::placement::Constraint;
 use crate::quantity::{Bytes, DurationMs, MilliCpu};
 
+mod network;
 mod parse;
 mod service;
 mod validate;
 
 pub(crate) use parse::key_segment;
+pub use network::{DEFAULT_NAMESPACE, Network};
 pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
 pub use service::{
     Amount, Check, Concurrency, HttpCheck, Kind, MIN_EVERY, PortRef, RestartLimit, Schedule,
@@ -103,9 +105,18 @@ pub struct AppSpec {
     /// How many instances to run (0..=1000).
     #[serde(default = "default_instances")]
     pub instances: u32,
-    /// Host ports each instance listens on (host networking).
+    /// Ports each instance listens on.
     #[serde(default)]
     pub ports: Vec<PortSpec>,
+    /// `host`, `bridge` (the default when a port has `container`) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    /// The namespace its names live in (`<app>.<namespace>.berth`).
+    #[serde(
+        default = "network::default_namespace",
+        skip_serializing_if = "network::is_default_namespace"
+    )]
+    pub namespace: String,
     /// When to restart an instance that exits.
     #[serde(default)]
     pub restart: RestartPolicy,
@@ -194,18 +205,32 @@ fn is_default_numa(n: &NumaPolicy) -> bool {
     *n == NumaPolicy::None
 }
 
-/// A port an instance listens on, on the host's network.
+/// A port an instance listens on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
-    /// Its name, for checks and `BERTH_PORT_<NAME>` (`[a-z0-9-]`, 1-15
-    /// characters, starting with a letter); unique within a spec.
+    /// Its name, for checks, DNS SRV records and `BERTH_PORT_<NAME>`
+    /// (`[a-z0-9-]`, 1-15 characters, starting with a letter); unique
+    /// within a spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The host port, 1..=65535, unique within a spec; or 0 for a dynamic
     /// port, chosen per instance by the scheduler and committed with the
-    /// placement.
-    pub host: u16,
+    /// placement. Omitted (bridge networking only): no host port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<u16>,
+    /// The port the app listens on in its own network namespace (bridge
+    /// networking); mapped from the host port when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<u16>,
+}
+
+impl PortSpec {
+    /// The port the app itself listens on: the container port, else the
+    /// host port.
+    pub fn listen(&self) -> u16 {
+        self.container.or(self.host).unwrap_or(0)
+    }
 }
 
 /// Whether `s` can name a port: 1-15 characters of `a-z`, `0-9` and `-`,
@@ -434,6 +459,8 @@ impl AppSpec {
             resources: Resources::default(),
             instances: DEFAULT_INSTANCES,
             ports: Vec::new(),
+            network: None,
+            namespace: DEFAULT_NAMESPACE.into(),
             restart: RestartPolicy::default(),
             stop_grace: DEFAULT_STOP_GRACE,
             constraints: Vec::new(),

@@ -38,7 +38,8 @@ fn example() -> AppSpec {
         instances: 1,
         ports: vec![PortSpec {
             name: None,
-            host: 8080,
+            host: Some(8080),
+            container: None,
         }],
         restart: RestartPolicy::OnFailure,
         stop_grace: DurationMs(5000),
@@ -411,7 +412,7 @@ fn schema_matches_the_struct() {
 
     // Every field, set: a service and a job (some fields are one kind's).
     let service = parse_spec(
-        "name: x\nimage: busybox:latest\nports: [{name: http, host: 80}]\nhealth: {tcp: {port: http}}\nready: {http: {port: 80}}\nupdate: {max_surge: 25%}\nrestart_limit: {count: 3}\n",
+        "name: x\nimage: busybox:latest\nnetwork: bridge\nnamespace: shop\nports: [{name: http, host: 80, container: 8080}]\nhealth: {tcp: {port: http}}\nready: {http: {port: 8080}}\nupdate: {max_surge: 25%}\nrestart_limit: {count: 3}\n",
     )
     .unwrap();
     let job = parse_spec(
@@ -454,7 +455,8 @@ fn schema_matches_the_struct() {
     let port = &schema["properties"]["ports"]["items"];
     let port_value = serde_json::to_value(PortSpec {
         name: Some("http".into()),
-        host: 1,
+        host: Some(1),
+        container: Some(2),
     })
     .unwrap();
     assert_eq!(keys(&port["properties"]), keys(&port_value));
@@ -482,7 +484,11 @@ fn arb_spec() -> impl Strategy<Value = AppSpec> {
     let ports = proptest::collection::btree_set(1u16..=65535, 0..6)
         .prop_map(|set| {
             set.into_iter()
-                .map(|host| PortSpec { name: None, host })
+                .map(|host| PortSpec {
+                    name: None,
+                    host: Some(host),
+                    container: None,
+                })
                 .collect::<Vec<_>>()
         })
         .prop_shuffle();
@@ -660,4 +666,33 @@ fn every_example_spec_parses() {
         }
     }
     assert!(n >= 4, "found {n} example specs");
+}
+
+#[test]
+fn network_rules_name_their_field() {
+    use berth_model::spec::Network;
+    let bridge = parse_spec(&with("ports: [{name: http, container: 8080, host: 0}, {container: 9100}]"))
+        .unwrap();
+    assert_eq!(bridge.network(), Network::Bridge, "a container port means bridge");
+    assert_eq!(bridge.namespace, "default");
+    assert_eq!(parse_spec(&with("ports: [{host: 80}]")).unwrap().network(), Network::Host);
+    let cases = [
+        ("ports: [{container: 80}, {container: 80}]", "ports[1].container", "80 is already used by ports[0]"),
+        ("ports: [{container: 0}]", "ports[0].container", "between 1 and 65535"),
+        ("ports: [{container: 70000}]", "ports[0].container", ""),
+        ("network: host\nports: [{host: 80, container: 80}]", "ports[0].container", "only with network: bridge"),
+        ("network: host\nports: [{container: 80}]", "ports[0].host", "required with network: host"),
+        ("network: bridge\nports: [{host: 80}]", "ports[0].container", "required with network: bridge"),
+        ("network: none\nports: [{container: 80}]", "ports", "network: none has no ports"),
+        ("namespace: Bad_NS", "namespace", "not a valid namespace"),
+        ("network: overlay", "network", ""),
+        ("ports: [{name: a, container: 1}, {name: a, container: 2}]", "ports[1].name", "already the name"),
+    ];
+    for (yaml, field, msg) in cases {
+        let p = problems(&with(yaml));
+        assert!(
+            p.iter().any(|(f, m)| f == field && m.contains(msg)),
+            "{yaml}: {p:?}"
+        );
+    }
 }

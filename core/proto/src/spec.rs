@@ -48,7 +48,8 @@ impl From<&AppSpec> for pb::AppSpec {
                 .iter()
                 .map(|p| pb::PortSpec {
                     name: p.name.clone(),
-                    host: p.host.into(),
+                    host: p.host.map(u32::from),
+                    container: p.container.map(u32::from),
                 })
                 .collect(),
             restart: restart_to_wire(s.restart) as i32,
@@ -74,6 +75,8 @@ impl From<&AppSpec> for pb::AppSpec {
             deadline_ms: s.deadline.map(|d| d.0),
             schedule: s.schedule.as_ref().map(|x| x.0.clone()),
             concurrency: service::concurrency_to(s.concurrency) as i32,
+            network: service::network_to(s.network) as i32,
+            namespace: s.namespace.clone(),
         }
     }
 }
@@ -153,12 +156,17 @@ impl TryFrom<pb::AppSpec> for AppSpec {
             .into_iter()
             .enumerate()
             .map(|(i, p)| {
-                u16::try_from(p.host)
-                    .map(|host| PortSpec { name: p.name, host })
-                    .map_err(|_| WireSpecError {
-                        field: format!("ports[{i}].host"),
-                        message: format!("{} is not a port", p.host),
+                let port = |field: &str, v: Option<u32>| {
+                    v.map(u16::try_from).transpose().map_err(|_| WireSpecError {
+                        field: format!("ports[{i}].{field}"),
+                        message: format!("{} is not a port", v.unwrap_or(0)),
                     })
+                };
+                Ok(PortSpec {
+                    host: port("host", p.host)?,
+                    container: port("container", p.container)?,
+                    name: p.name,
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(AppSpec {
@@ -190,6 +198,12 @@ impl TryFrom<pb::AppSpec> for AppSpec {
             deadline: s.deadline_ms.map(DurationMs),
             schedule: s.schedule.map(berth_model::spec::Schedule),
             concurrency: service::concurrency_from(s.concurrency)?,
+            network: service::network_from(s.network)?,
+            namespace: if s.namespace.is_empty() {
+                berth_model::spec::DEFAULT_NAMESPACE.into()
+            } else {
+                s.namespace
+            },
         })
     }
 }

@@ -112,7 +112,7 @@ impl TaskRequest {
             id: id.to_string(),
             cpu: if r.cores > 0 { 0 } else { r.cpu.0 },
             memory: r.memory.0,
-            ports: spec.ports.iter().map(|p| p.host).collect(),
+            ports: spec.ports.iter().filter_map(|p| p.host).collect(),
             cores: r.cores,
             gpus: r.gpus.as_ref().map(|g| GpuRequest {
                 count: g.count,

@@ -140,15 +140,19 @@ impl AppSpec {
                     names.push(name);
                 }
             }
-            if port.host == 0 {
-                // A dynamic port: the scheduler picks one per instance.
-            } else if let Some(first) = first_use.get(&port.host) {
-                problem(
-                    format!("ports[{i}].host"),
-                    format!("{} is already used by ports[{first}]", port.host),
-                );
-            } else {
-                first_use.insert(port.host, i);
+            match port.host {
+                // None: no host port; 0: a dynamic one, picked per instance.
+                None | Some(0) => {}
+                Some(h) => {
+                    if let Some(first) = first_use.get(&h) {
+                        problem(
+                            format!("ports[{i}].host"),
+                            format!("{h} is already used by ports[{first}]"),
+                        );
+                    } else {
+                        first_use.insert(h, i);
+                    }
+                }
             }
         }
 
@@ -183,6 +187,7 @@ impl AppSpec {
             }
         }
         self.validate_service(&names, &mut problems);
+        self.validate_network(&mut problems);
         crate::placement::validate(&self.constraints, &mut problems);
         crate::hardware::validate(
             self.resources.cores,

@@ -3,6 +3,7 @@
 
 use berth_model::quantity::DurationMs;
 use berth_model::spec::{
+    Network,
     Amount, Check, Concurrency, HttpCheck, Kind, PortRef, RestartLimit, TcpCheck, Update,
 };
 
@@ -185,5 +186,26 @@ pub(super) fn concurrency_from(v: i32) -> Result<Option<Concurrency>, WireSpecEr
         Ok(pb::JobConcurrency::Forbid) => Ok(Some(Concurrency::Forbid)),
         Ok(pb::JobConcurrency::Replace) => Ok(Some(Concurrency::Replace)),
         Err(_) => Err(unknown("concurrency", v)),
+    }
+}
+
+/// A network mode on the wire (unspecified: not given).
+pub(super) fn network_to(n: Option<Network>) -> pb::NetworkMode {
+    match n {
+        None => pb::NetworkMode::Unspecified,
+        Some(Network::Host) => pb::NetworkMode::Host,
+        Some(Network::Bridge) => pb::NetworkMode::Bridge,
+        Some(Network::None) => pb::NetworkMode::None,
+    }
+}
+
+/// A network mode from the wire.
+pub(super) fn network_from(v: i32) -> Result<Option<Network>, WireSpecError> {
+    match pb::NetworkMode::try_from(v) {
+        Ok(pb::NetworkMode::Unspecified) => Ok(None),
+        Ok(pb::NetworkMode::Host) => Ok(Some(Network::Host)),
+        Ok(pb::NetworkMode::Bridge) => Ok(Some(Network::Bridge)),
+        Ok(pb::NetworkMode::None) => Ok(Some(Network::None)),
+        Err(_) => Err(unknown("network", v)),
     }
 }
