@@ -11,6 +11,8 @@ pkgs=(
     runc                        # the launch benchmark's peer
     iproute2 procps             # tests: pgrep/pkill, ip
     iptables                    # tests: partitions between servers on loopback
+    containernetworking-plugins # bridge networking: CNI bridge, host-local, portmap, loopback
+    dnsutils                    # tests: dig against the agents' DNS
     clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32   # Wasm plugins in C (plugins/, berth plugin build)
 )
 missing=()

@@ -14,16 +14,21 @@ use tokio::net::TcpStream;
 /// What one check does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// GET `path` on `127.0.0.1:port`: 2xx or 3xx passes.
+    /// GET `path` on `ip:port`: 2xx or 3xx passes.
     Http {
-        /// Host port.
+        /// `127.0.0.1` for a host port; the task's bridge address for a
+        /// container port (unspecified until it is known).
+        ip: std::net::Ipv4Addr,
+        /// The port.
         port: u16,
         /// Path, from `/`.
         path: String,
     },
-    /// Connect to `127.0.0.1:port`.
+    /// Connect to `ip:port`.
     Tcp {
-        /// Host port.
+        /// As for `Http`.
+        ip: std::net::Ipv4Addr,
+        /// The port.
         port: u16,
     },
     /// Run a command in the container's namespaces: exit 0 passes.
@@ -36,8 +41,10 @@ pub enum Probe {
 impl std::fmt::Display for Probe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Probe::Http { port, path } => write!(f, "http :{port}{path}"),
-            Probe::Tcp { port } => write!(f, "tcp :{port}"),
+            Probe::Http { ip, port, path } if ip.is_loopback() => write!(f, "http :{port}{path}"),
+            Probe::Http { ip, port, path } => write!(f, "http {ip}:{port}{path}"),
+            Probe::Tcp { ip, port } if ip.is_loopback() => write!(f, "tcp :{port}"),
+            Probe::Tcp { ip, port } => write!(f, "tcp {ip}:{port}"),
             Probe::Exec { argv } => write!(f, "exec {}", argv.join(" ")),
         }
     }
@@ -58,6 +65,20 @@ pub struct CheckPlan {
     pub failures: u32,
 }
 
+impl CheckPlan {
+    /// The plan with a container port's address filled in: the task's
+    /// bridge address `ip` where the plan left it unspecified.
+    pub fn at(&self, ip: Option<std::net::Ipv4Addr>) -> CheckPlan {
+        let mut c = self.clone();
+        if let (Probe::Http { ip: a, .. } | Probe::Tcp { ip: a, .. }, Some(ip)) = (&mut c.probe, ip)
+            && a.is_unspecified()
+        {
+            *a = ip;
+        }
+        c
+    }
+}
+
 /// Runs `probe` once (within `timeout`); `pid` is the container's init
 /// for `exec`. `Err` says why it failed.
 pub async fn probe_once(probe: &Probe, timeout: Duration, pid: u32) -> Result<(), String> {
@@ -69,11 +90,11 @@ pub async fn probe_once(probe: &Probe, timeout: Duration, pid: u32) -> Result<()
 
 async fn run(probe: &Probe, pid: u32) -> Result<(), String> {
     match probe {
-        Probe::Tcp { port } => TcpStream::connect(("127.0.0.1", *port))
+        Probe::Tcp { ip, port } => TcpStream::connect((*ip, *port))
             .await
             .map(drop)
             .map_err(|e| e.to_string()),
-        Probe::Http { port, path } => http_get(*port, path).await,
+        Probe::Http { ip, port, path } => http_get(*ip, *port, path).await,
         Probe::Exec { argv } => {
             let status = tokio::process::Command::new("nsenter")
                 .args([
@@ -103,8 +124,8 @@ async fn run(probe: &Probe, pid: u32) -> Result<(), String> {
     }
 }
 
-async fn http_get(port: u16, path: &str) -> Result<(), String> {
-    let stream = TcpStream::connect(("127.0.0.1", port))
+async fn http_get(ip: std::net::Ipv4Addr, port: u16, path: &str) -> Result<(), String> {
+    let stream = TcpStream::connect((ip, port))
         .await
         .map_err(|e| e.to_string())?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -112,7 +133,7 @@ async fn http_get(port: u16, path: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let conn = tokio::spawn(conn);
     let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+        .header(hyper::header::HOST, format!("{ip}:{port}"))
         .header(hyper::header::USER_AGENT, "berth-health")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
@@ -242,7 +263,10 @@ mod tests {
 
     fn plan(failures: u32, grace: u64) -> CheckPlan {
         CheckPlan {
-            probe: Probe::Tcp { port: 1 },
+            probe: Probe::Tcp {
+                ip: std::net::Ipv4Addr::LOCALHOST,
+                port: 1,
+            },
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             grace: Duration::from_secs(grace),
@@ -300,13 +324,26 @@ mod tests {
             }
         });
         let t = Duration::from_secs(2);
-        assert_eq!(probe_once(&Probe::Tcp { port }, t, 0).await, Ok(()));
+        assert_eq!(
+            probe_once(
+                &Probe::Tcp {
+                    ip: std::net::Ipv4Addr::LOCALHOST,
+                    port
+                },
+                t,
+                0
+            )
+            .await,
+            Ok(())
+        );
         let ok = Probe::Http {
+            ip: std::net::Ipv4Addr::LOCALHOST,
             port,
             path: "/ok".into(),
         };
         assert_eq!(probe_once(&ok, t, 0).await, Ok(()));
         let busy = Probe::Http {
+            ip: std::net::Ipv4Addr::LOCALHOST,
             port,
             path: "/busy".into(),
         };
@@ -317,6 +354,17 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        assert!(probe_once(&Probe::Tcp { port: free }, t, 0).await.is_err());
+        assert!(
+            probe_once(
+                &Probe::Tcp {
+                    ip: std::net::Ipv4Addr::LOCALHOST,
+                    port: free
+                },
+                t,
+                0
+            )
+            .await
+            .is_err()
+        );
     }
 }

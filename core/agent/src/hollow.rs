@@ -282,6 +282,7 @@ fn answer(
         given_up: false,
         health: berth_model::task::Health::Unknown,
         ready: state == TaskState::Running,
+        ip: String::new(),
     });
 }
 

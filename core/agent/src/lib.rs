@@ -177,11 +177,17 @@ impl Agent {
                     async move { node_client(ch).register(r).await }
                 })
                 .await;
-            if let Err(e) = registered {
-                tracing::warn!(error = %e, "registration failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(300)) => continue,
-                    _ = shutdown.changed() => return,
+            match registered {
+                Ok(r) if !r.get_ref().subnet.is_empty() => {
+                    self.rt.cni().set_subnet(&r.get_ref().subnet);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "registration failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(300)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
                 }
             }
             let mut client = node_client(servers.channel());
@@ -317,6 +323,17 @@ impl Agent {
         self.tasks.insert(id, Supervised { desired: tx, join });
     }
 
+    /// Releases a task's network in the background (CNI DEL is a few
+    /// plugin processes).
+    fn release_network(&self, id: String) {
+        let rt = self.rt.clone();
+        tokio::spawn(async move {
+            if let Err(e) = rt.release_network(&id).await {
+                tracing::warn!(task = %id, error = %e, "releasing a task's network");
+            }
+        });
+    }
+
     /// Brings local containers in line with what changed in the view.
     fn reconcile(&mut self, changes: Changes) {
         for id in &changes.changed {
@@ -337,6 +354,19 @@ impl Agent {
                 self.ended.remove(&id);
                 if let Err(e) = self.rt.remove(&id) {
                     tracing::warn!(task = %id, error = %e, "removing an orphaned task");
+                }
+            }
+            // Networks left by tasks that are gone, or no longer meant to
+            // run and not supervised (an agent killed mid-way): released.
+            for id in self.rt.cni().attached() {
+                let wanted = self.tasks.contains_key(&id)
+                    || self
+                        .view
+                        .tasks
+                        .get(&id)
+                        .is_some_and(|t| t.desired == Desired::Run as i32);
+                if !wanted {
+                    self.release_network(id);
                 }
             }
         }
@@ -415,6 +445,9 @@ impl Agent {
                 }
             }
             Desired::Stop => {
+                if !self.tasks.contains_key(&task.id) {
+                    self.release_network(task.id.clone());
+                }
                 if typed::state_from_wire(task.state) != Some(TaskState::Stopped) {
                     let _ = self.report.send(status(
                         &task.id,
@@ -425,6 +458,7 @@ impl Agent {
                 }
             }
             Desired::Remove => {
+                self.release_network(task.id.clone());
                 let gone = match self.rt.remove(&task.id) {
                     Ok(()) => true,
                     Err(e) => {
@@ -452,6 +486,7 @@ fn status(id: &str, state: TaskState, message: &str, gone: bool) -> TaskStatus {
         given_up: false,
         health: berth_model::task::Health::Unknown,
         ready: false,
+        ip: String::new(),
     }
 }
 
@@ -545,5 +580,6 @@ fn to_proto(s: &TaskStatus) -> pb::TaskStatus {
         given_up: s.given_up,
         health: typed::health_to_wire(s.health) as i32,
         ready: s.ready,
+        ip: s.ip.clone(),
     }
 }

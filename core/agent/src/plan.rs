@@ -9,8 +9,8 @@ use berth_model::quantity::DurationMs;
 use berth_model::spec::{RestartLimit, port_env_name};
 use berth_proto as pb;
 use berth_proto::typed;
-use berth_runtime::LaunchSpec;
 use berth_runtime::taskdir::LaunchRecord;
+use berth_runtime::{LaunchSpec, NetMode};
 
 use crate::health::{CheckPlan, Probe};
 use crate::supervisor::TaskPlan;
@@ -41,15 +41,81 @@ fn berth_env(task: &pb::Task, launch: &pb::Launch, ports: &[u32]) -> BTreeMap<St
     env.insert("BERTH_APP".into(), task.app.clone());
     env.insert("BERTH_INSTANCE".into(), task.instance.to_string());
     env.insert("BERTH_NODE".into(), task.node.clone());
-    for (name, port) in launch.port_names.iter().zip(ports) {
-        if !name.is_empty() {
-            env.insert(port_env_name(name), port.to_string());
+    if launch.ports.is_empty() {
+        // Host networking from an older server: host ports only.
+        for (name, port) in launch.port_names.iter().zip(ports) {
+            if !name.is_empty() {
+                env.insert(port_env_name(name), port.to_string());
+            }
+        }
+        if let [port] = ports {
+            env.entry("PORT".into()).or_insert_with(|| port.to_string());
+        }
+        return env;
+    }
+    // BERTH_PORT_<NAME>: the port the app listens on (the host port on
+    // the host's network, the container port on a bridge); with a bridge,
+    // BERTH_HOST_PORT_<NAME> is the host port mapped to it.
+    let bridge = launch.network == pb::NetworkMode::Bridge as i32;
+    let mut host_ports = ports.iter();
+    for p in &launch.ports {
+        let host = if p.host {
+            host_ports.next().copied()
+        } else {
+            None
+        };
+        let listen = if bridge { Some(p.container) } else { host };
+        if p.name.is_empty() {
+            continue;
+        }
+        if let Some(l) = listen {
+            env.insert(port_env_name(&p.name), l.to_string());
+        }
+        if let (true, Some(h)) = (bridge, host) {
+            env.insert(
+                port_env_name(&p.name).replacen("_PORT_", "_HOST_PORT_", 1),
+                h.to_string(),
+            );
         }
     }
-    if let [port] = ports {
-        env.entry("PORT".into()).or_insert_with(|| port.to_string());
+    if let [p] = launch.ports.as_slice() {
+        let listen = if bridge {
+            Some(p.container)
+        } else {
+            ports.first().copied()
+        };
+        if let Some(l) = listen {
+            env.entry("PORT".into()).or_insert_with(|| l.to_string());
+        }
     }
     env
+}
+
+/// The network a task's container gets: its (host, container) port pairs
+/// mapped on a bridge, with the DNS search domains of its namespace.
+fn net_mode(launch: &pb::Launch, ports: &[u32]) -> NetMode {
+    match pb::NetworkMode::try_from(launch.network) {
+        Ok(pb::NetworkMode::Bridge) => {
+            let mut host_ports = ports.iter();
+            let pairs = launch
+                .ports
+                .iter()
+                .filter(|p| p.host)
+                .filter_map(|p| Some((*host_ports.next()? as u16, p.container as u16)))
+                .collect();
+            let ns = if launch.namespace.is_empty() {
+                "default"
+            } else {
+                &launch.namespace
+            };
+            NetMode::Bridge {
+                ports: pairs,
+                search: vec![format!("{ns}.berth"), "berth".into()],
+            }
+        }
+        Ok(pb::NetworkMode::None) => NetMode::None,
+        _ => NetMode::Host,
+    }
 }
 
 pub(crate) fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<TaskPlan, String> {
@@ -87,6 +153,7 @@ pub(crate) fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<T
                 .map(|g| format!("nvidia.com/gpu={}", g.uuid))
                 .chain(alloc.devices.iter().cloned())
                 .collect(),
+            network: net_mode(spec, &alloc.ports),
         },
         restart,
         job: spec.job,
@@ -100,21 +167,36 @@ pub(crate) fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<T
         health: spec
             .health
             .as_ref()
-            .map(|c| check_plan(c, &spec.port_names, &alloc.ports))
+            .map(|c| check_plan(c, spec, &alloc.ports))
             .transpose()?,
         ready: spec
             .ready
             .as_ref()
-            .map(|c| check_plan(c, &spec.port_names, &alloc.ports))
+            .map(|c| check_plan(c, spec, &alloc.ports))
             .transpose()?,
         stop_grace: Duration::from_millis(spec.stop_grace_ms),
     })
 }
 
-/// A check from the wire, its port resolved: a name to the host port
-/// allocated for it, a number as is.
-fn check_plan(c: &pb::Check, names: &[String], ports: &[u32]) -> Result<CheckPlan, String> {
+/// A check from the wire, its port resolved: on the host's network, a
+/// name to the host port allocated for it (a number as is) on
+/// `127.0.0.1`; on a bridge, a name to its container port (a number as
+/// is) on the task's address, filled in once its network is up.
+fn check_plan(c: &pb::Check, launch: &pb::Launch, ports: &[u32]) -> Result<CheckPlan, String> {
     use pb::check::Probe as P;
+    let bridge = launch.network == pb::NetworkMode::Bridge as i32;
+    let ip = if bridge {
+        std::net::Ipv4Addr::UNSPECIFIED
+    } else {
+        std::net::Ipv4Addr::LOCALHOST
+    };
+    let container: Vec<u32> = launch.ports.iter().map(|p| p.container).collect();
+    let all_names: Vec<String> = launch.ports.iter().map(|p| p.name.clone()).collect();
+    let (names, ports): (&[String], &[u32]) = if bridge {
+        (&all_names, &container)
+    } else {
+        (&launch.port_names, ports)
+    };
     let port = |r: &Option<pb::PortRef>| -> Result<u16, String> {
         let n = match r.as_ref().and_then(|r| r.port.as_ref()) {
             Some(pb::port_ref::Port::Number(n)) => *n,
@@ -130,10 +212,12 @@ fn check_plan(c: &pb::Check, names: &[String], ports: &[u32]) -> Result<CheckPla
     };
     let probe = match &c.probe {
         Some(P::Http(h)) => Probe::Http {
+            ip,
             port: port(&h.port)?,
             path: h.path.clone(),
         },
         Some(P::Tcp(t)) => Probe::Tcp {
+            ip,
             port: port(&t.port)?,
         },
         Some(P::Exec(e)) => Probe::Exec {

@@ -96,6 +96,8 @@ struct Sup {
     health: Health,
     /// Whether the running container is ready.
     ready: bool,
+    /// Its address on the node's bridge, once its network is set up.
+    ip: Option<std::net::Ipv4Addr>,
 }
 
 /// How a running container's watch ended.
@@ -125,6 +127,7 @@ pub async fn supervise(
         restarted_at: VecDeque::new(),
         health: Health::Unknown,
         ready: false,
+        ip: None,
     };
     s.run(start).await;
 }
@@ -146,6 +149,7 @@ impl Sup {
                 Health::Unknown
             },
             ready: running && self.ready,
+            ip: self.ip.map(|ip| ip.to_string()).unwrap_or_default(),
         }
     }
 
@@ -167,7 +171,7 @@ impl Sup {
         if let Some(h) = &self.plan.health {
             out.push(health::spawn(
                 Which::Liveness,
-                h.clone(),
+                h.at(self.ip),
                 pid,
                 started,
                 tx.clone(),
@@ -178,7 +182,7 @@ impl Sup {
         {
             out.push(health::spawn(
                 Which::Readiness,
-                r.clone(),
+                r.at(self.ip),
                 pid,
                 started,
                 tx.clone(),
@@ -231,7 +235,10 @@ impl Sup {
         loop {
             let (shim, started_at) = match std::mem::replace(&mut next, Start::Fresh(self.attempt))
             {
-                Start::Adopt(shim, _) => (Some(shim), Instant::now()),
+                Start::Adopt(shim, _) => {
+                    self.ip = self.rt.task_ip(&self.plan.id);
+                    (Some(shim), Instant::now())
+                }
                 Start::Ended(exit, _) => {
                     if !self.after_exit(exit, &mut failures, Duration::ZERO).await {
                         return;
@@ -247,7 +254,9 @@ impl Sup {
                     launch
                         .env
                         .insert("BERTH_ATTEMPT".into(), self.attempt.to_string());
-                    match self.rt.start(&self.plan.id, self.attempt, &launch).await {
+                    let started = self.rt.start(&self.plan.id, self.attempt, &launch).await;
+                    self.ip = self.rt.task_ip(&self.plan.id);
+                    match started {
                         Ok(shim) => (Some(shim), Instant::now()),
                         Err(e) => {
                             tracing::warn!(task = %self.plan.id, error = %e, "start failed");
@@ -406,8 +415,13 @@ impl Sup {
         }
     }
 
-    /// Final report once the task is no longer wanted running.
+    /// Final report once the task is no longer wanted running. Its
+    /// network goes first: a stopped task holds no address or port.
     async fn finish(&mut self, code: Option<i32>) {
+        if let Err(e) = self.rt.release_network(&self.plan.id).await {
+            tracing::warn!(task = %self.plan.id, error = %e, "releasing the task's network");
+        }
+        self.ip = None;
         match self.wanted() {
             Desired::Remove => {
                 let gone = match self.rt.remove(&self.plan.id) {

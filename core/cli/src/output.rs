@@ -21,6 +21,7 @@ pub fn task_json(t: &pb::Task) -> Value {
         "health": typed::health_from_wire(t.health).as_str(),
         "ready": t.ready,
         "ports": t.ports,
+        "ip": if t.ip.is_empty() { Value::Null } else { json!(t.ip) },
         "message": t.message,
         "allocation": t.allocation.as_ref().map(|a| json!({
             "cpu_millis": a.cpu_millis,

@@ -72,4 +72,21 @@ pub struct Node {
     /// Drained by an operator: takes no new work.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drained: bool,
+    /// Its bridge subnet: the index of its /24 in [`NODE_SUBNETS`], given
+    /// out by the servers when it first registers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<u32>,
+}
+
+/// The range node bridge subnets come from: one /24 per node, 32,768 of
+/// them (10.128.0.0/24, 10.128.1.0/24, ...).
+pub const NODE_SUBNETS: &str = "10.128.0.0/9";
+
+/// How many /24s [`NODE_SUBNETS`] holds.
+pub const NODE_SUBNET_COUNT: u32 = 1 << 15;
+
+/// The /24 with index `i` of [`NODE_SUBNETS`], as `10.x.y.0/24`.
+pub fn node_subnet(i: u32) -> String {
+    let n = 128 * 256 + i.min(NODE_SUBNET_COUNT - 1);
+    format!("10.{}.{}.0/24", n / 256, n % 256)
 }

@@ -32,8 +32,8 @@ mod parse;
 mod service;
 mod validate;
 
-pub(crate) use parse::key_segment;
 pub use network::{DEFAULT_NAMESPACE, Network};
+pub(crate) use parse::key_segment;
 pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
 pub use service::{
     Amount, Check, Concurrency, HttpCheck, Kind, MIN_EVERY, PortRef, RestartLimit, Schedule,

@@ -164,6 +164,9 @@ pub struct Task {
     /// The job run it belongs to (jobs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<u64>,
+    /// Its address on its node's bridge (bridge networking; empty else).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
 }
 
 /// What a task's liveness check says.
@@ -215,6 +218,7 @@ impl Task {
             ready: false,
             ready_since: None,
             run: None,
+            ip: String::new(),
         }
     }
 }
@@ -243,6 +247,9 @@ pub struct TaskStatus {
     /// Whether it is ready.
     #[serde(default)]
     pub ready: bool,
+    /// Its address on the node's bridge (bridge networking; empty else).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
 }
 
 /// Builds the task id for an app version and instance.

@@ -671,22 +671,59 @@ fn every_example_spec_parses() {
 #[test]
 fn network_rules_name_their_field() {
     use berth_model::spec::Network;
-    let bridge = parse_spec(&with("ports: [{name: http, container: 8080, host: 0}, {container: 9100}]"))
-        .unwrap();
-    assert_eq!(bridge.network(), Network::Bridge, "a container port means bridge");
+    let bridge = parse_spec(&with(
+        "ports: [{name: http, container: 8080, host: 0}, {container: 9100}]",
+    ))
+    .unwrap();
+    assert_eq!(
+        bridge.network(),
+        Network::Bridge,
+        "a container port means bridge"
+    );
     assert_eq!(bridge.namespace, "default");
-    assert_eq!(parse_spec(&with("ports: [{host: 80}]")).unwrap().network(), Network::Host);
+    assert_eq!(
+        parse_spec(&with("ports: [{host: 80}]")).unwrap().network(),
+        Network::Host
+    );
     let cases = [
-        ("ports: [{container: 80}, {container: 80}]", "ports[1].container", "80 is already used by ports[0]"),
-        ("ports: [{container: 0}]", "ports[0].container", "between 1 and 65535"),
+        (
+            "ports: [{container: 80}, {container: 80}]",
+            "ports[1].container",
+            "80 is already used by ports[0]",
+        ),
+        (
+            "ports: [{container: 0}]",
+            "ports[0].container",
+            "between 1 and 65535",
+        ),
         ("ports: [{container: 70000}]", "ports[0].container", ""),
-        ("network: host\nports: [{host: 80, container: 80}]", "ports[0].container", "only with network: bridge"),
-        ("network: host\nports: [{container: 80}]", "ports[0].host", "required with network: host"),
-        ("network: bridge\nports: [{host: 80}]", "ports[0].container", "required with network: bridge"),
-        ("network: none\nports: [{container: 80}]", "ports", "network: none has no ports"),
+        (
+            "network: host\nports: [{host: 80, container: 80}]",
+            "ports[0].container",
+            "only with network: bridge",
+        ),
+        (
+            "network: host\nports: [{container: 80}]",
+            "ports[0].host",
+            "required with network: host",
+        ),
+        (
+            "network: bridge\nports: [{host: 80}]",
+            "ports[0].container",
+            "required with network: bridge",
+        ),
+        (
+            "network: none\nports: [{container: 80}]",
+            "ports",
+            "network: none has no ports",
+        ),
         ("namespace: Bad_NS", "namespace", "not a valid namespace"),
         ("network: overlay", "network", ""),
-        ("ports: [{name: a, container: 1}, {name: a, container: 2}]", "ports[1].name", "already the name"),
+        (
+            "ports: [{name: a, container: 1}, {name: a, container: 2}]",
+            "ports[1].name",
+            "already the name",
+        ),
     ];
     for (yaml, field, msg) in cases {
         let p = problems(&with(yaml));

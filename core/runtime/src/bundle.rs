@@ -37,6 +37,28 @@ pub struct LaunchSpec {
     /// CDI devices (`vendor.com/class=name`) to inject.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// Its network: the host's, its own on the node's bridge, or none.
+    #[serde(default)]
+    pub network: NetMode,
+}
+
+/// A container's network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", tag = "mode")]
+pub enum NetMode {
+    /// The host's network namespace.
+    #[default]
+    Host,
+    /// A namespace of its own on the node's bridge (CNI), with these
+    /// (host, container) ports mapped and these DNS search domains.
+    Bridge {
+        /// (host port, container port) pairs for `portmap`.
+        ports: Vec<(u16, u16)>,
+        /// DNS search domains (`default.berth berth`).
+        search: Vec<String>,
+    },
+    /// A namespace of its own with only loopback.
+    None,
 }
 
 /// Comma-separated list for cgroup cpuset files: `0,1,8`.
@@ -130,6 +152,7 @@ pub fn runtime_config(
     image: &ImageConfig,
     rootfs: &Path,
     cgroups_path: &str,
+    net: Option<&crate::netns::NetFiles>,
 ) -> Value {
     let args = effective_args(spec, image);
     let cwd = image.working_dir.clone().filter(|d| d.starts_with('/'));
@@ -146,7 +169,7 @@ pub fn runtime_config(
     if enforce && !spec.mems.is_empty() {
         cpu["mems"] = json!(cpu_list(&spec.mems));
     }
-    json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -201,7 +224,21 @@ pub fn runtime_config(
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ]
         }
-    })
+    });
+    if let Some(n) = net {
+        // Its own network: join the task's namespace; its resolver and
+        // name come from files the runtime wrote.
+        if let Some(ns) = config["linux"]["namespaces"].as_array_mut() {
+            ns.push(json!({"type": "network", "path": n.netns}));
+        }
+        if let Some(m) = config["mounts"].as_array_mut() {
+            for (dest, src) in [("/etc/resolv.conf", &n.resolv), ("/etc/hosts", &n.hosts)] {
+                m.push(json!({"destination": dest, "type": "bind", "source": src,
+                              "options": ["rbind", "ro"]}));
+            }
+        }
+    }
+    config
 }
 
 #[cfg(test)]
@@ -220,6 +257,7 @@ mod tests {
             stop_grace_ms: 1000,
             cpuset: vec![],
             mems: vec![],
+            network: NetMode::Host,
             devices: vec![],
         }
     }
@@ -233,7 +271,7 @@ mod tests {
             working_dir: Some("/www".into()),
             user: None,
         };
-        let v = runtime_config(&spec(), &image, Path::new("/x/rootfs"), "/berth/t");
+        let v = runtime_config(&spec(), &image, Path::new("/x/rootfs"), "/berth/t", None);
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
         let process = parsed.process().as_ref().unwrap();
         assert_eq!(process.args().as_ref().unwrap(), &["/bin/sh", "-c", "true"]);

@@ -33,6 +33,9 @@ pub enum RuntimeError {
     /// A shim for this task is already running.
     #[error("task {0} already has a running container")]
     AlreadyRunning(String),
+    /// Its network could not be set up (CNI).
+    #[error("network: {0}")]
+    Network(String),
 }
 
 fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -50,6 +53,9 @@ pub struct RuntimeConfig {
     pub shim_exe: PathBuf,
     /// Directories holding CDI specs (default `/etc/cdi`, `/var/run/cdi`).
     pub cdi_dirs: Vec<PathBuf>,
+    /// Directories holding the CNI plugins (default Debian's
+    /// `/usr/lib/cni`, then `/opt/cni/bin`).
+    pub cni_paths: Vec<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -61,6 +67,10 @@ impl RuntimeConfig {
             state_root: state_root_for(data_dir),
             shim_exe,
             cdi_dirs: crate::cdi::CDI_DIRS.iter().map(PathBuf::from).collect(),
+            cni_paths: ["/usr/lib/cni", "/opt/cni/bin"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -127,6 +137,8 @@ pub struct Runtime {
     /// Bounds concurrent container starts: beyond a few per core, starting
     /// more at once only makes every start slower.
     starts: tokio::sync::Semaphore,
+    /// Bridge networking (CNI).
+    pub(crate) cni: crate::cni::Cni,
 }
 
 impl Runtime {
@@ -139,10 +151,17 @@ impl Runtime {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        let tag = cfg
+            .state_root
+            .file_name()
+            .map(|n| n.to_string_lossy().chars().take(8).collect::<String>())
+            .unwrap_or_default();
+        let cni = crate::cni::Cni::new(cfg.cni_paths.clone(), cfg.state_root.join("cni"), &tag);
         Ok(Runtime {
             cfg,
             images,
             starts: tokio::sync::Semaphore::new((4 * cores).max(4)),
+            cni,
         })
     }
 
@@ -191,6 +210,8 @@ impl Runtime {
         };
         td.write_launch(&rec)
             .map_err(io_err("writing launch.json"))?;
+        // The task's network lives across its container's restarts.
+        let net = self.prepare_network(task, &td, spec).await?;
         // Each attempt starts from a clean writable layer.
         let spec2 = spec.clone();
         let td2 = td.clone();
@@ -200,7 +221,8 @@ impl Runtime {
             let overlay = plan_rootfs(&image, &dir)?;
             td2.write_overlay(overlay.as_ref())
                 .map_err(io_err("writing overlay.json"))?;
-            let mut config = runtime_config(&spec2, &image.config, &dir.join("rootfs"), &cgroups);
+            let rootfs = dir.join("rootfs");
+            let mut config = runtime_config(&spec2, &image.config, &rootfs, &cgroups, net.as_ref());
             if !spec2.devices.is_empty() {
                 let dirs: Vec<&Path> = cdi_dirs.iter().map(|d| d.as_path()).collect();
                 crate::cdi::Registry::load(&dirs)?.apply(&spec2.devices, &mut config)?;

@@ -4,11 +4,13 @@
 
 pub mod bundle;
 pub mod cdi;
+pub mod cni;
 pub mod containers;
 pub mod image;
+pub mod netns;
 pub mod shim;
 pub mod taskdir;
 
-pub use bundle::LaunchSpec;
+pub use bundle::{LaunchSpec, NetMode};
 pub use containers::{Recovered, Runtime, RuntimeConfig, RuntimeError, Shim, state_root_for};
 pub use taskdir::{ExitRecord, TaskDir};

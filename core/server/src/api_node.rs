@@ -26,7 +26,7 @@ impl NodeApi for Api {
     async fn register(
         &self,
         req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::Ack>, Status> {
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
         if !valid_name(&r.name) {
             return Err(Status::invalid_argument(format!(
@@ -84,7 +84,15 @@ impl NodeApi for Api {
         let name = r.name;
         self.commit(None, Command::RegisterNode { info }).await?;
         self.liveness.registered(&name);
-        Ok(Response::new(pb::Ack {}))
+        let subnet = self
+            .store
+            .read()
+            .nodes
+            .get(&name)
+            .and_then(|n| n.subnet)
+            .map(berth_model::node::node_subnet)
+            .unwrap_or_default();
+        Ok(Response::new(pb::RegisterResponse { subnet }))
     }
 
     async fn heartbeat(

@@ -23,6 +23,7 @@ pub fn task(t: &Task) -> pb::Task {
         given_up: t.given_up,
         health: typed::health_to_wire(t.health) as i32,
         ready: t.ready,
+        ip: t.ip.clone(),
         ports: Default::default(),
         allocation: t.allocation.as_ref().map(|a| pb::Allocation {
             cpu_millis: a.cpu.0,
@@ -52,7 +53,12 @@ pub fn listed(state: &berth_store::ClusterState, t: &Task) -> pb::Task {
     let mut w = task(t);
     let spec = state.apps.get(&t.app).and_then(|a| a.spec_of(t.version));
     if let (Some(spec), Some(a)) = (spec, &t.allocation) {
-        for (i, (p, host)) in spec.ports.iter().zip(&a.ports).enumerate() {
+        let with_host = spec
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.host.is_some());
+        for ((i, p), host) in with_host.zip(&a.ports) {
             let name = p.name.clone().unwrap_or_else(|| i.to_string());
             w.ports.insert(name, u32::from(*host));
         }
@@ -116,6 +122,7 @@ pub fn status(s: pb::TaskStatus) -> Result<TaskStatus, Status> {
         given_up: s.given_up,
         health: typed::health_from_wire(s.health),
         ready: s.ready,
+        ip: s.ip,
     })
 }
 
@@ -129,11 +136,28 @@ pub fn launch(s: &berth_model::spec::AppSpec, version: u64) -> pb::Launch {
         env: s.env.clone().into_iter().collect(),
         restart: typed::restart_to_wire(s.restart) as i32,
         stop_grace_ms: s.stop_grace.0,
+        // The names of the ports with a host port: Allocation.ports order.
         port_names: s
             .ports
             .iter()
+            .filter(|p| p.host.is_some())
             .map(|p| p.name.clone().unwrap_or_default())
             .collect(),
+        network: match s.network() {
+            berth_model::spec::Network::Host => pb::NetworkMode::Host,
+            berth_model::spec::Network::Bridge => pb::NetworkMode::Bridge,
+            berth_model::spec::Network::None => pb::NetworkMode::None,
+        } as i32,
+        ports: s
+            .ports
+            .iter()
+            .map(|p| pb::LaunchPort {
+                name: p.name.clone().unwrap_or_default(),
+                container: u32::from(p.listen()),
+                host: p.host.is_some(),
+            })
+            .collect(),
+        namespace: s.namespace.clone(),
         // A job's task is retried `retries` times, however long it takes.
         restart_limit: Some(match s.kind {
             berth_model::spec::Kind::Job => pb::RestartLimit {

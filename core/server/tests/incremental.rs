@@ -102,6 +102,7 @@ fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
                     given_up: r.next(4) == 0,
                     health: berth_model::task::Health::Unknown,
                     ready: r.next(2) == 0,
+                    ip: String::new(),
                 }],
             }
         }

@@ -243,6 +243,9 @@ pub struct ClusterState {
     /// Jobs with a running run or a schedule (derived).
     #[serde(skip)]
     pub(crate) jobs: std::collections::BTreeSet<String>,
+    /// Node subnets given out (derived).
+    #[serde(skip)]
+    subnets: std::collections::BTreeSet<u32>,
     /// The log index this state has applied (set by the driver).
     #[serde(skip)]
     applied: u64,
@@ -271,6 +274,7 @@ impl ClusterState {
             .filter(|(_, a)| a.deployment().is_some_and(|d| d.phase.is_active()))
             .map(|(n, _)| n.clone())
             .collect();
+        self.subnets = self.nodes.values().filter_map(|n| n.subnet).collect();
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for n in names {
             self.index_job(&n);
@@ -320,6 +324,24 @@ impl ClusterState {
         self.request_index
             .get(request_id)
             .is_some_and(|(d, _)| *d != command_digest(cmd))
+    }
+
+    /// The lowest node subnet no node has (none when all are given out):
+    /// past the lowest run of used ones, found in the index.
+    fn free_subnet(&self) -> Option<u32> {
+        // No gap (the usual case): the one after the last.
+        let n = self.subnets.len() as u32;
+        if self.subnets.last().is_none_or(|&l| l + 1 == n) {
+            return (n < berth_model::node::NODE_SUBNET_COUNT).then_some(n);
+        }
+        let mut next = 0;
+        for &i in &self.subnets {
+            if i != next {
+                break;
+            }
+            next += 1;
+        }
+        (next < berth_model::node::NODE_SUBNET_COUNT).then_some(next)
     }
 
     /// Tasks of an app, ordered by id.
@@ -405,11 +427,16 @@ impl ClusterState {
             Command::RemoveApp { name } => self.remove_app(&name, events),
             Command::RegisterNode { info } => {
                 let name = info.name.clone();
+                let before = self.nodes.get(&name);
                 let node = Node {
                     info,
                     status: NodeStatus::Ready,
-                    drained: self.nodes.get(&name).is_some_and(|n| n.drained),
+                    drained: before.is_some_and(|n| n.drained),
+                    subnet: before.and_then(|n| n.subnet).or_else(|| self.free_subnet()),
                 };
+                if let Some(i) = node.subnet {
+                    self.subnets.insert(i);
+                }
                 if self.nodes.get(&name) != Some(&node) {
                     self.nodes.insert(name.clone(), node);
                     events.push(Event::NodeChanged(name));
@@ -597,7 +624,8 @@ impl ClusterState {
                 || task.message != s.message
                 || task.given_up != s.given_up
                 || task.health != s.health
-                || task.ready != s.ready;
+                || task.ready != s.ready
+                || task.ip != s.ip;
             if changed {
                 self.tasks.update(&s.id, |task| {
                     task.state = s.state;
@@ -610,6 +638,7 @@ impl ClusterState {
                         task.ready_since = s.ready.then_some(at);
                     }
                     task.ready = s.ready;
+                    task.ip = s.ip;
                     events.push(Event::TaskUpdated(Box::new(task.clone())));
                 });
             }

@@ -120,6 +120,7 @@ fn command(state: &ClusterState, op: &Op) -> Option<Command> {
                     given_up: false,
                     health: Default::default(),
                     ready: false,
+                    ip: String::new(),
                 }],
             }
         }

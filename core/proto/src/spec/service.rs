@@ -3,8 +3,7 @@
 
 use berth_model::quantity::DurationMs;
 use berth_model::spec::{
-    Network,
-    Amount, Check, Concurrency, HttpCheck, Kind, PortRef, RestartLimit, TcpCheck, Update,
+    Amount, Check, Concurrency, HttpCheck, Kind, Network, PortRef, RestartLimit, TcpCheck, Update,
 };
 
 use super::{WireSpecError, unknown};
