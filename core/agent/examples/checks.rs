@@ -33,9 +33,13 @@ fn main() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let plan = CheckPlan {
             probe: if args.get(4).is_some_and(|k| k == "tcp") {
-                Probe::Tcp { port }
+                Probe::Tcp {
+                    ip: std::net::Ipv4Addr::LOCALHOST,
+                    port,
+                }
             } else {
                 Probe::Http {
+                    ip: std::net::Ipv4Addr::LOCALHOST,
                     port,
                     path: "/".into(),
                 }

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// What one check does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Probe {
     /// GET `path` on `ip:port`: 2xx or 3xx passes.
     Http {
@@ -51,7 +51,7 @@ impl std::fmt::Display for Probe {
 }
 
 /// A check with its timing, resolved for one task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckPlan {
     /// What to run.
     pub probe: Probe,

@@ -4,6 +4,7 @@
 //! control plane's decisions.
 #![forbid(unsafe_code)]
 
+pub mod discovery;
 pub mod health;
 pub mod inventory;
 pub mod logs;
@@ -65,6 +66,9 @@ pub struct AgentConfig {
     pub runtime: RuntimeConfig,
     /// The host ports dynamic ports come from here (none: the default).
     pub dynamic_ports: Option<(u16, u16)>,
+    /// Where the node's DNS also listens besides its bridge address
+    /// (none: only there).
+    pub dns_loopback: Option<std::net::SocketAddr>,
 }
 
 /// Errors that stop the agent.
@@ -167,6 +171,7 @@ impl Agent {
             }
         };
         let mut reporter = Some(reports);
+        let mut discovery_started = false;
         loop {
             // Registration goes to the leader (followed through redirects);
             // the assignment stream then comes from the same server.
@@ -180,6 +185,10 @@ impl Agent {
             match registered {
                 Ok(r) if !r.get_ref().subnet.is_empty() => {
                     self.rt.cni().set_subnet(&r.get_ref().subnet);
+                    if !discovery_started {
+                        discovery_started = true;
+                        self.start_discovery(servers.clone()).await;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -290,7 +299,7 @@ impl Agent {
                     let shim = self.rt.adopt(&task, shim_pid);
                     let attempt = launch.attempt;
                     self.spawn(
-                        plan_from_launch(&task, &launch),
+                        plan_from_launch(&task, &launch, self.rt.task_dir(&task).path()),
                         Start::Adopt(shim, attempt),
                     );
                 }
@@ -321,6 +330,21 @@ impl Agent {
             self.report.clone(),
         ));
         self.tasks.insert(id, Supervised { desired: tx, join });
+    }
+
+    /// Creates the node's bridge and starts its DNS and the endpoint
+    /// watch that feeds it.
+    async fn start_discovery(&self, servers: Arc<Servers>) {
+        let gateway = match self.rt.cni().ensure_bridge().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "no bridge: bridge networking and DNS are off on this node");
+                return;
+            }
+        };
+        let table = Arc::new(std::sync::RwLock::new(berth_dns::Table::default()));
+        tokio::spawn(discovery::watch(servers, table.clone()));
+        tokio::spawn(discovery::serve(table, gateway, self.cfg.dns_loopback));
     }
 
     /// Releases a task's network in the background (CNI DEL is a few
@@ -423,7 +447,7 @@ impl Agent {
         {
             let attempt = launch.attempt;
             self.spawn(
-                plan_from_launch(&task.id, &launch),
+                plan_from_launch(&task.id, &launch, self.rt.task_dir(&task.id).path()),
                 Start::Ended(exit, attempt),
             );
             return;
@@ -436,7 +460,10 @@ impl Agent {
                     return;
                 }
                 match plan_for(task, self.view.launch_for(task)) {
-                    Ok(plan) => self.spawn(plan, Start::Fresh(0)),
+                    Ok(plan) => {
+                        plan::keep(self.rt.task_dir(&task.id).path(), &plan);
+                        self.spawn(plan, Start::Fresh(0))
+                    }
                     Err(e) => {
                         let _ = self
                             .report

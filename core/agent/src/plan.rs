@@ -15,17 +15,58 @@ use berth_runtime::{LaunchSpec, NetMode};
 use crate::health::{CheckPlan, Probe};
 use crate::supervisor::TaskPlan;
 
-pub(crate) fn plan_from_launch(task: &str, launch: &LaunchRecord) -> TaskPlan {
+/// What a task's plan has beyond its launch record, kept beside it in
+/// the task directory (`plan.json`) so a container adopted after an agent
+/// restart keeps its checks, restart limit and retries.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Kept {
+    health: Option<CheckPlan>,
+    ready: Option<CheckPlan>,
+    restart_limit: Option<RestartLimit>,
+    #[serde(default)]
+    job: bool,
+}
+
+const KEPT: &str = "plan.json";
+
+/// Keeps what [`plan_from_launch`] needs beside the task's files.
+pub(crate) fn keep(dir: &std::path::Path, plan: &TaskPlan) {
+    let kept = Kept {
+        health: plan.health.clone(),
+        ready: plan.ready.clone(),
+        restart_limit: Some(plan.restart_limit),
+        job: plan.job,
+    };
+    let write = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::write(
+            dir.join(KEPT),
+            serde_json::to_vec(&kept).unwrap_or_default(),
+        )
+    });
+    if let Err(e) = write {
+        tracing::warn!(task = %plan.id, error = %e, "keeping the task's plan");
+    }
+}
+
+/// The plan of a container found after an agent restart: its launch
+/// record and what was kept beside it (without that file, an older
+/// agent's task: no checks, the default limit, until its next start).
+pub(crate) fn plan_from_launch(
+    task: &str,
+    launch: &LaunchRecord,
+    dir: &std::path::Path,
+) -> TaskPlan {
+    let kept: Kept = std::fs::read(dir.join(KEPT))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     TaskPlan {
         id: task.to_string(),
         restart: launch.spec.restart,
-        restart_limit: RestartLimit::default(),
-        job: false,
-        // A container found after an agent restart runs without checks
-        // (or a job's retry count) until its next start: the launch record
-        // does not keep them.
-        health: None,
-        ready: None,
+        restart_limit: kept.restart_limit.unwrap_or_default(),
+        job: kept.job,
+        health: kept.health,
+        ready: kept.ready,
         stop_grace: Duration::from_millis(launch.spec.stop_grace_ms),
         launch: launch.spec.clone(),
     }

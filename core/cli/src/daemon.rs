@@ -52,9 +52,20 @@ fn hostname() -> String {
     if name.is_empty() { "node".into() } else { name }
 }
 
+/// The runtime's paths under `data_dir`. `BERTH_CNI_PATH` (directories
+/// separated by `:`, as `CNI_PATH`) says where the CNI plugins are
+/// (default Debian's `/usr/lib/cni`, then `/opt/cni/bin`).
 fn runtime_config(data_dir: &Path) -> anyhow::Result<RuntimeConfig> {
     let shim_exe = std::env::current_exe().context("finding the berth executable for the shim")?;
-    Ok(RuntimeConfig::for_data_dir(data_dir, shim_exe))
+    let mut cfg = RuntimeConfig::for_data_dir(data_dir, shim_exe);
+    if let Ok(p) = std::env::var("BERTH_CNI_PATH") {
+        cfg.cni_paths = p
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+    }
+    Ok(cfg)
 }
 
 pub(crate) async fn shutdown_signal(tx: watch::Sender<bool>) {
@@ -83,9 +94,11 @@ pub async fn dev(
     node_name: Option<String>,
     policy: &str,
     heartbeat_timeout: &str,
-    dynamic_ports: Option<&str>,
+    net: DevNet,
 ) -> anyhow::Result<()> {
-    let dynamic_ports = port_range(dynamic_ports)?;
+    let dynamic_ports = port_range(Some(&net.dynamic_ports))?;
+    berth_model::node::parse_subnets(&net.node_subnets)
+        .map_err(|e| anyhow::anyhow!("--node-subnets: {e}"))?;
     let heartbeat_timeout = crate::servercmd::duration("--heartbeat-timeout", heartbeat_timeout)?;
     let listen = socket(addr)?;
     berth_server::check_policy(policy).context("--policy")?;
@@ -97,6 +110,7 @@ pub async fn dev(
             plugin_cache: Some(data_dir.join("server").join("plugins")),
             advertise: Some(addr.to_string()),
             heartbeat_timeout,
+            node_subnets: net.node_subnets.clone(),
             ..Default::default()
         },
     )
@@ -112,6 +126,7 @@ pub async fn dev(
         heartbeat: Duration::from_secs(1),
         runtime: runtime_config(data_dir)?,
         dynamic_ports,
+        dns_loopback: dns_listen(&net.dns_listen)?,
     })
     .await?;
     let (tx, rx) = watch::channel(false);
@@ -170,10 +185,35 @@ pub struct AgentOpts {
     /// FIRST-LAST.
     #[arg(long, env = "BERTH_DYNAMIC_PORTS", default_value = "20000-32000")]
     pub dynamic_ports: Option<String>,
+    /// Where the node's DNS listens besides its bridge address
+    /// (`off`: only there).
+    #[arg(long, env = "BERTH_DNS_LISTEN", default_value = "127.0.0.1:53")]
+    pub dns_listen: String,
     /// With --hollow: write counters (tasks running, heartbeat round trips)
     /// as JSON to this file every 200 ms.
     #[arg(long, requires = "hollow")]
     pub stats: Option<PathBuf>,
+}
+
+/// `berth dev`'s networking flags.
+pub struct DevNet {
+    /// `--dynamic-ports FIRST-LAST`.
+    pub dynamic_ports: String,
+    /// `--dns-listen ADDR|off`.
+    pub dns_listen: String,
+    /// `--node-subnets RANGE`.
+    pub node_subnets: String,
+}
+
+/// `--dns-listen ADDR|off`: where the node's DNS listens besides its
+/// bridge address.
+pub fn dns_listen(s: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        anyhow::anyhow!("--dns-listen: {s:?} is not an address like 127.0.0.1:53 (or off)")
+    })
 }
 
 /// `--dynamic-ports FIRST-LAST`.
@@ -235,6 +275,7 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         heartbeat: Duration::from_secs(1),
         runtime,
         dynamic_ports: port_range(o.dynamic_ports.as_deref())?,
+        dns_loopback: dns_listen(&o.dns_listen)?,
     })
     .await?;
     let (tx, rx) = watch::channel(false);

@@ -4,6 +4,7 @@
 mod client;
 mod daemon;
 mod deploy;
+mod endpoints;
 mod job;
 mod loadgen;
 mod output;
@@ -59,6 +60,12 @@ enum Cmd {
         /// The host ports dynamic ports (`host: 0`) come from, FIRST-LAST.
         #[arg(long, env = "BERTH_DYNAMIC_PORTS", default_value = "20000-32000")]
         dynamic_ports: String,
+        /// The range node bridge subnets come from, one /24 per node.
+        #[arg(long, env = "BERTH_NODE_SUBNETS", default_value = berth_model::node::NODE_SUBNETS)]
+        node_subnets: String,
+        /// Where the node's DNS listens besides its bridge address (`off`: only there).
+        #[arg(long, env = "BERTH_DNS_LISTEN", default_value = "127.0.0.1:53")]
+        dns_listen: String,
     },
     /// Run a control-plane server (one member of a raft cluster), or
     /// manage the members.
@@ -129,6 +136,14 @@ enum Cmd {
         /// deployment to end.
         #[arg(long, short = 'd')]
         detach: bool,
+    },
+    /// The ready instances of an app: node, address, ports, DNS name.
+    Endpoints {
+        /// App name.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Jobs: their runs; start one now.
     Job {
@@ -309,15 +324,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             policy,
             heartbeat_timeout,
             dynamic_ports,
+            dns_listen,
+            node_subnets,
         } => {
-            let ports = Some(dynamic_ports.as_str());
+            let net = daemon::DevNet {
+                dynamic_ports,
+                dns_listen,
+                node_subnets,
+            };
             daemon::dev(
                 &addr,
                 &data_dir,
                 node_name,
                 &policy,
                 &heartbeat_timeout,
-                ports,
+                net,
             )
             .await
         }
@@ -352,6 +373,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Run { file, detach } => client::run(&addr, &file, detach).await,
         Cmd::Deploy { cmd } => deploy::run(&addr, cmd).await,
         Cmd::Job { cmd } => job::run(&addr, cmd).await,
+        Cmd::Endpoints { app, json } => endpoints::run(&addr, &app, json).await,
         Cmd::Rollback { app, to, detach } => deploy::rollback(&addr, &app, to, detach).await,
         Cmd::Apps { json } => client::apps(&addr, json).await,
         Cmd::Ps { json, app } => client::ps(&addr, json, app).await,

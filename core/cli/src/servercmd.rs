@@ -50,6 +50,10 @@ pub struct ServerOpts {
     #[arg(long, default_value_t = berth_server::liveness::MAX_HEARTBEATS_PER_SECOND,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_heartbeats_per_second: u32,
+    /// The range node bridge subnets come from, one /24 per node
+    /// (proposed with the first node's registration; fixed after).
+    #[arg(long, env = "BERTH_NODE_SUBNETS", default_value = berth_model::node::NODE_SUBNETS)]
+    pub node_subnets: String,
     /// Snapshot the state and compact the log after at least this many
     /// entries, once the log since the last snapshot is as large as it (so
     /// snapshots get rarer as the state grows and cost the same per write).
@@ -182,6 +186,7 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
             advertise: Some(listen_str.clone()),
             heartbeat_timeout,
             max_heartbeats_per_second: o.max_heartbeats_per_second,
+            node_subnets: o.node_subnets.clone(),
         },
     )
     .context("--policy")?;

@@ -85,8 +85,28 @@ pub const NODE_SUBNETS: &str = "10.128.0.0/9";
 /// How many /24s [`NODE_SUBNETS`] holds.
 pub const NODE_SUBNET_COUNT: u32 = 1 << 15;
 
-/// The /24 with index `i` of [`NODE_SUBNETS`], as `10.x.y.0/24`.
+/// Parses a range of node subnets `a.b.c.d/p` (p from 8 to 24): its base
+/// address and how many /24s it holds.
+pub fn parse_subnets(range: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{range:?} is not an IPv4 range like 10.128.0.0/9 (prefix 8 to 24)");
+    let (ip, p) = range.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let p: u32 = p.parse().map_err(|_| bad())?;
+    if !(8..=24).contains(&p) {
+        return Err(bad());
+    }
+    let mask = u32::MAX << (32 - p);
+    Ok((u32::from(ip) & mask, 1 << (24 - p)))
+}
+
+/// The /24 with index `i` of `range` (see [`parse_subnets`]), as
+/// `10.x.y.0/24`; none past its end or for a bad range.
+pub fn node_subnet_in(range: &str, i: u32) -> Option<String> {
+    let (base, count) = parse_subnets(range).ok()?;
+    (i < count).then(|| format!("{}/24", std::net::Ipv4Addr::from(base + (i << 8))))
+}
+
+/// The /24 with index `i` of [`NODE_SUBNETS`].
 pub fn node_subnet(i: u32) -> String {
-    let n = 128 * 256 + i.min(NODE_SUBNET_COUNT - 1);
-    format!("10.{}.{}.0/24", n / 256, n % 256)
+    node_subnet_in(NODE_SUBNETS, i).unwrap_or_default()
 }

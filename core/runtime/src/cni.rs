@@ -31,7 +31,7 @@ pub const PLUGINS: [&str; 4] = ["bridge", "host-local", "portmap", "loopback"];
 pub enum CniError {
     /// A plugin binary is missing.
     #[error(
-        "CNI plugin {0:?} not found in {1} (install containernetworking-plugins, or set --cni-path)"
+        "CNI plugin {0:?} not found in {1} (install containernetworking-plugins, or set BERTH_CNI_PATH)"
     )]
     Missing(String, String),
     /// The node has no subnet yet (not registered).
@@ -115,6 +115,27 @@ impl Cni {
     /// The bridge interface's name (at most 15 characters).
     pub fn bridge(&self) -> String {
         format!("berth{}", &self.tag[..self.tag.len().min(6)])
+    }
+
+    /// Creates the node's bridge with its gateway address, if it is not
+    /// there yet (the `bridge` plugin then uses it as it is), so the
+    /// node's DNS can listen on the gateway before the first task.
+    pub async fn ensure_bridge(&self) -> Result<Ipv4Addr, CniError> {
+        let gw = self.gateway().ok_or(CniError::NoSubnet)?;
+        let br = self.bridge();
+        if !Path::new("/sys/class/net").join(&br).exists() {
+            run("ip", &["link", "add", "name", &br, "type", "bridge"]).await?;
+        }
+        let addrs = Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "dev", &br])
+            .output()
+            .await
+            .map_err(io)?;
+        if !String::from_utf8_lossy(&addrs.stdout).contains(&format!(" {gw}/")) {
+            run("ip", &["addr", "add", &format!("{gw}/24"), "dev", &br]).await?;
+        }
+        run("ip", &["link", "set", &br, "up"]).await?;
+        Ok(gw)
     }
 
     /// Checks that every plugin is installed.
@@ -248,16 +269,25 @@ impl Cni {
         let netns = Path::new("/run/netns").join(self.netns_name(task));
         let saved: Value =
             serde_json::from_slice(&std::fs::read(self.result_path(task)).ok()?).ok()?;
-        let ip = saved["result"]["ips"]
-            .as_array()?
-            .iter()
-            .filter_map(|i| i["address"].as_str())
-            .find_map(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())?;
+        // From the saved result alone: an agent that just restarted
+        // adopts its containers before it learns its subnet again.
+        let v4 = saved["result"]["ips"].as_array()?.iter().find_map(|i| {
+            let ip = i["address"]
+                .as_str()?
+                .split('/')
+                .next()?
+                .parse::<Ipv4Addr>()
+                .ok()?;
+            let gw = i["gateway"]
+                .as_str()
+                .and_then(|g| g.parse::<Ipv4Addr>().ok());
+            Some((ip, gw))
+        })?;
         netns.exists().then_some(())?;
         Some(Attachment {
             netns,
-            ip,
-            gateway: self.gateway()?,
+            ip: v4.0,
+            gateway: v4.1.or_else(|| self.gateway())?,
         })
     }
 

@@ -27,6 +27,9 @@ pub struct Api {
     pub(crate) plugins: Arc<crate::plugins::PluginSet>,
     /// Routes changes to the nodes' assignment streams.
     pub(crate) router: assign::Router,
+    /// The range node bridge subnets come from (proposed with the first
+    /// registration).
+    pub(crate) node_subnets: String,
 }
 
 /// The most status reports one request may carry.
@@ -204,6 +207,22 @@ impl Control for Api {
         req: Request<pb::AppRequest>,
     ) -> Result<Response<pb::JobRun>, Status> {
         self.start_job_of(req).await
+    }
+
+    async fn endpoints(
+        &self,
+        req: Request<pb::EndpointsRequest>,
+    ) -> Result<Response<pb::EndpointsResponse>, Status> {
+        self.endpoints_of(req).await
+    }
+
+    type WatchEndpointsStream = BoxStream<pb::EndpointEvent>;
+
+    async fn watch_endpoints(
+        &self,
+        req: Request<pb::EndpointsRequest>,
+    ) -> Result<Response<Self::WatchEndpointsStream>, Status> {
+        self.watch_endpoints_of(req).await
     }
 
     async fn install_plugin(

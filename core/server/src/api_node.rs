@@ -82,16 +82,11 @@ impl NodeApi for Api {
             dynamic_ports,
         };
         let name = r.name;
-        self.commit(None, Command::RegisterNode { info }).await?;
+        let subnets = Some(self.node_subnets.clone());
+        self.commit(None, Command::RegisterNode { info, subnets })
+            .await?;
         self.liveness.registered(&name);
-        let subnet = self
-            .store
-            .read()
-            .nodes
-            .get(&name)
-            .and_then(|n| n.subnet)
-            .map(berth_model::node::node_subnet)
-            .unwrap_or_default();
+        let subnet = self.store.read().subnet_of(&name).unwrap_or_default();
         Ok(Response::new(pb::RegisterResponse { subnet }))
     }
 

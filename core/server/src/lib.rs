@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod api_deploy;
+pub mod api_endpoints;
 pub mod api_node;
 pub mod api_plugins;
 pub mod assign;
@@ -49,6 +50,8 @@ pub struct Options {
     /// Heartbeats per second the cluster aims at, at most: nodes are told
     /// to heartbeat less often as the cluster grows.
     pub max_heartbeats_per_second: u32,
+    /// The range node bridge subnets come from (one /24 per node).
+    pub node_subnets: String,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             advertise: None,
             heartbeat_timeout: HEARTBEAT_TIMEOUT,
             max_heartbeats_per_second: liveness::MAX_HEARTBEATS_PER_SECOND,
+            node_subnets: berth_model::node::NODE_SUBNETS.into(),
         }
     }
 }
@@ -107,6 +111,7 @@ impl Server {
             explanations: Arc::new(Mutex::new(scheduler::Explained::default())),
             plugins: plugins.clone(),
             router: assign::Router::default(),
+            node_subnets: o.node_subnets.clone(),
         };
         tokio::spawn(api.router.clone().run(store.clone()));
         scheduler::start(

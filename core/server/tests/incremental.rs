@@ -54,6 +54,7 @@ fn command(state: &berth_store::ClusterState, r: &mut Lcg) -> Option<Command> {
             instances: r.next(6) as u32,
         },
         3 => Command::RegisterNode {
+            subnets: None,
             info: NodeInfo {
                 dynamic_ports: None,
                 name: NODES[r.next(3) as usize].into(),

@@ -106,6 +106,10 @@ pub enum Command {
     RegisterNode {
         /// What the agent reported.
         info: NodeInfo,
+        /// The proposing server's range of node subnets; the first one
+        /// committed is the cluster's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subnets: Option<String>,
     },
     /// Mark a node ready or down.
     SetNodeStatus {
@@ -243,6 +247,9 @@ pub struct ClusterState {
     /// Jobs with a running run or a schedule (derived).
     #[serde(skip)]
     pub(crate) jobs: std::collections::BTreeSet<String>,
+    /// The range node subnets come from (set by the first registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_subnets: Option<String>,
     /// Node subnets given out (derived).
     #[serde(skip)]
     subnets: std::collections::BTreeSet<u32>,
@@ -330,9 +337,11 @@ impl ClusterState {
     /// past the lowest run of used ones, found in the index.
     fn free_subnet(&self) -> Option<u32> {
         // No gap (the usual case): the one after the last.
+        let range = self.subnet_range();
+        let total = berth_model::node::parse_subnets(range).map_or(0, |(_, c)| c);
         let n = self.subnets.len() as u32;
         if self.subnets.last().is_none_or(|&l| l + 1 == n) {
-            return (n < berth_model::node::NODE_SUBNET_COUNT).then_some(n);
+            return (n < total).then_some(n);
         }
         let mut next = 0;
         for &i in &self.subnets {
@@ -341,7 +350,20 @@ impl ClusterState {
             }
             next += 1;
         }
-        (next < berth_model::node::NODE_SUBNET_COUNT).then_some(next)
+        (next < total).then_some(next)
+    }
+
+    /// The cluster's range of node subnets.
+    pub fn subnet_range(&self) -> &str {
+        self.node_subnets
+            .as_deref()
+            .unwrap_or(berth_model::node::NODE_SUBNETS)
+    }
+
+    /// Node `name`'s bridge subnet (`10.128.3.0/24`), once it has one.
+    pub fn subnet_of(&self, name: &str) -> Option<String> {
+        let i = self.nodes.get(name)?.subnet?;
+        berth_model::node::node_subnet_in(self.subnet_range(), i)
     }
 
     /// Tasks of an app, ordered by id.
@@ -425,7 +447,12 @@ impl ClusterState {
             Command::Deploy(d) => self.apply_deploy(index, at, d, events),
             Command::Job(j) => self.apply_job(index, at, j, events),
             Command::RemoveApp { name } => self.remove_app(&name, events),
-            Command::RegisterNode { info } => {
+            Command::RegisterNode { info, subnets } => {
+                if self.node_subnets.is_none()
+                    && let Some(r) = subnets.filter(|r| berth_model::node::parse_subnets(r).is_ok())
+                {
+                    self.node_subnets = Some(r);
+                }
                 let name = info.name.clone();
                 let before = self.nodes.get(&name);
                 let node = Node {

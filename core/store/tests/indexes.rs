@@ -68,6 +68,7 @@ fn command(state: &ClusterState, op: &Op) -> Option<Command> {
             name: APPS[a].into(),
         },
         Op::Register(n) => Command::RegisterNode {
+            subnets: None,
             info: NodeInfo {
                 dynamic_ports: None,
                 name: NODES[n].into(),

@@ -19,10 +19,22 @@ pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 /// from every other cluster of this test process (and below the kernel's
 /// ephemeral ports).
 pub fn dynamic_range() -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 120;
+    let n = next_cluster();
     let first = 20000 + n * 100;
     format!("{first}-{}", first + 99)
+}
+
+/// A number per test cluster of this process, 0..120, for the ranges
+/// clusters running at once must not share.
+fn next_cluster() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 120
+}
+
+/// A range of node subnets for one test cluster, apart from the others
+/// (and from the default 10.128.0.0/9 a real node on this machine uses).
+pub fn node_subnets() -> String {
+    format!("10.{}.0.0/16", 130 + next_cluster())
 }
 
 /// The workspace root.
@@ -107,10 +119,13 @@ impl Dev {
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .chain(std::iter::once((
-                    "BERTH_DYNAMIC_PORTS".to_string(),
-                    dynamic_range(),
-                )))
+                .chain([
+                    ("BERTH_DYNAMIC_PORTS".to_string(), dynamic_range()),
+                    // Clusters running at once cannot share loopback's port
+                    // 53: each node's DNS is on its bridge address only.
+                    ("BERTH_DNS_LISTEN".to_string(), "off".to_string()),
+                    ("BERTH_NODE_SUBNETS".to_string(), node_subnets()),
+                ])
                 .collect(),
         };
         let out = dev.berth(&["image", "import", demo_image().to_str().unwrap()]);
@@ -321,6 +336,16 @@ pub fn clean_up_node(dir: &Path) {
     }
     let d = dir.to_string_lossy().into_owned();
     let _ = Command::new("pkill").args(["-9", "-f", &d]).status();
+    // The node's bridge (its tasks' networks were released with them).
+    let root = berth_runtime::state_root_for(dir);
+    let tag: String = root
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(6).collect())
+        .unwrap_or_default();
+    let _ = Command::new("ip")
+        .args(["link", "del", &format!("berth{tag}")])
+        .stderr(Stdio::null())
+        .status();
     let _ = std::fs::remove_dir_all(berth_runtime::state_root_for(dir));
     if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
         for m in mounts
