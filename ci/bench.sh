@@ -25,6 +25,10 @@
 #                             version to the rollout's end, busybox httpd on
 #                             dynamic ports, one node, surge 25%, readiness
 #                             every 1 s; SIZES default 10,100, ROUNDS 2
+#   ci/bench.sh net [K]      container start latency with bridge against host
+#                             networking (K each, alternating), DNS queries/s
+#                             of one agent (dnsperf), and the time from
+#                             readiness lost to the name gone
 #   ci/bench.sh scale [--json] [--pairs 1000x50000,5000x100000]
 #                             three servers and hollow nodes on loopback:
 #                             apps of 1,000 instances, time to all running,
@@ -96,6 +100,12 @@ case ${1:-} in
         cargo build --release --locked -p berth-cli
         python3 ci/bench/rollout.py --berth target/release/berth --sizes "${2:-10,100}" --rounds "${3:-2}"
         ;;
+    net)
+        ci/setup.sh
+        command -v dnsperf >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dnsperf >/dev/null
+        cargo build --release --locked -p berth-cli
+        python3 ci/bench/net.py --berth target/release/berth -k "${2:-30}"
+        ;;
     scale)
         ci/setup.sh
         cargo build --release --locked -p berth-cli
@@ -103,7 +113,7 @@ case ${1:-} in
         python3 ci/bench/scale.py --berth target/release/berth "$@"
         ;;
     *)
-        echo "usage: ci/bench.sh launch|probe|wasm|ha|health|rollout|scale [ARGS]" >&2
+        echo "usage: ci/bench.sh launch|probe|wasm|ha|health|rollout|net|scale [ARGS]" >&2
         exit 2
         ;;
 esac

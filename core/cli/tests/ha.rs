@@ -368,8 +368,9 @@ fn a_new_leader_finishes_a_rollout_and_starts_nothing_twice() {
         let out = c.berth(&args);
         assert!(
             out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&c.berth(&["ps", "--json"]).stdout)
         );
     };
     let status = |c: &Cluster| -> serde_json::Value {

@@ -346,6 +346,28 @@ pub fn clean_up_node(dir: &Path) {
         .args(["link", "del", &format!("berth{tag}")])
         .stderr(Stdio::null())
         .status();
+    // Rules of its tasks' networks a killed agent could not release: a
+    // stale DNAT would send the next cluster's host port to a dead task.
+    let tag8: String = root
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(8).collect())
+        .unwrap_or_default();
+    for table in ["nat", "filter"] {
+        let Ok(out) = Command::new("iptables-save").args(["-t", table]).output() else {
+            continue;
+        };
+        for rule in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(r) = rule.strip_prefix("-A ")
+                && !tag8.is_empty()
+                && r.contains(&format!("{tag8}-"))
+            {
+                let _ = Command::new("sh")
+                    .args(["-c", &format!("iptables -t {table} -D {r}")])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(berth_runtime::state_root_for(dir));
     if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
         for m in mounts
