@@ -15,7 +15,11 @@ use serde_json::Value;
 const NET: &str = "172.30.77";
 
 fn sh(cmd: &str) {
-    let ok = Command::new("sh").args(["-c", cmd]).status().unwrap().success();
+    let ok = Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "{cmd}");
 }
 
@@ -35,9 +39,14 @@ impl Drop for Hosts {
             common::clean_up_node(d.path());
         }
         for h in ["ha", "hb"] {
-            let _ = Command::new("ip").args(["netns", "del", &format!("bt-{h}")]).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("bt-{h}")])
+                .stderr(Stdio::null())
+                .status();
         }
-        let _ = Command::new("ip").args(["link", "del", "bt-hosts"]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", "bt-hosts"])
+            .status();
     }
 }
 
@@ -56,7 +65,9 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
         dirs: Vec::new(),
     };
     // Leftovers of an interrupted run first.
-    let _ = Command::new("ip").args(["link", "del", "bt-hosts"]).status();
+    let _ = Command::new("ip")
+        .args(["link", "del", "bt-hosts"])
+        .status();
     sh(&format!(
         "ip link add bt-hosts type bridge && ip addr add {NET}.1/24 dev bt-hosts && ip link set bt-hosts up"
     ));
@@ -89,7 +100,10 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
     });
     // An agent per host, inside its namespace.
     for (i, h) in ["ha", "hb"].iter().enumerate() {
-        let dir = tempfile::Builder::new().prefix("berth-host-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-host-")
+            .tempdir()
+            .unwrap();
         let import = Command::new(BERTH)
             .args(["image", "import", common::demo_image().to_str().unwrap()])
             .env("BERTH_DATA_DIR", dir.path())
@@ -98,9 +112,17 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
         assert!(import.status.success());
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
         hosts.procs.push(
-            Command::new("ip")
-                .args(["netns", "exec", &format!("bt-{h}"), BERTH, "agent"])
-                .args(["--node-name", h, "--listen", &format!("{NET}.{}:7701", i + 2)])
+            // nsenter switches only the network namespace (`ip netns exec`
+            // would also remount /sys, hiding the cgroups).
+            Command::new("nsenter")
+                .arg(format!("--net=/run/netns/bt-{h}"))
+                .args([BERTH, "agent"])
+                .args([
+                    "--node-name",
+                    h,
+                    "--listen",
+                    &format!("{NET}.{}:7701", i + 2),
+                ])
                 .env("BERTH_ADDR", &addr)
                 .env("BERTH_DATA_DIR", dir.path())
                 .env("BERTH_DNS_LISTEN", "off")
@@ -114,7 +136,11 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
     wait_for("both hosts", Duration::from_secs(30), || {
         let out = berth(&addr, &["nodes", "--json"]);
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let ready = v.as_array()?.iter().filter(|n| n["status"] == "ready").count();
+        let ready = v
+            .as_array()?
+            .iter()
+            .filter(|n| n["status"] == "ready")
+            .count();
         (ready == 2).then_some(())
     });
 
@@ -122,7 +148,11 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
         let f = server_dir.path().join(format!("{name}.yaml"));
         std::fs::write(&f, yaml).unwrap();
         let out = berth(&addr, &["run", "--detach", "-f", f.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run(
         "web",
@@ -157,15 +187,19 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
             .cloned()
     });
     assert_eq!(client["node"], "ha");
-    let logs = String::from_utf8_lossy(&berth(&addr, &["logs", client["id"].as_str().unwrap()]).stdout)
-        .into_owned();
+    let logs =
+        String::from_utf8_lossy(&berth(&addr, &["logs", client["id"].as_str().unwrap()]).stdout)
+            .into_owned();
     let port = web["ports"]["http"].as_u64().unwrap();
     assert!(
         logs.contains(&format!("target hb.node.berth. port {port}"))
             || logs.contains(&format!("target hb.node.berth port {port}")),
         "{logs}"
     );
-    assert!(logs.contains(web["id"].as_str().unwrap()), "B's page reached from A: {logs}");
+    assert!(
+        logs.contains(web["id"].as_str().unwrap()),
+        "B's page reached from A: {logs}"
+    );
     assert_eq!(client["exit_code"], 0, "{client}");
     for app in ["web", "client"] {
         berth(&addr, &["rm", app]);

@@ -131,7 +131,9 @@ impl Cni {
             .output()
             .await
             .map_err(io)?;
-        if !String::from_utf8_lossy(&addrs.stdout).contains(&format!(" {gw}/")) {
+        if !String::from_utf8_lossy(&addrs.stdout).contains(&format!(" {gw}/24")) {
+            // A subnet from before (the cluster was made anew) goes.
+            run("ip", &["-4", "addr", "flush", "dev", &br]).await?;
             run("ip", &["addr", "add", &format!("{gw}/24"), "dev", &br]).await?;
         }
         run("ip", &["link", "set", &br, "up"]).await?;
