@@ -101,9 +101,18 @@ class Dev:
         finally:
             self.events.kill()
             self.proc.terminate()
-            self.proc.wait(timeout=20)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                print("berth dev did not stop within 20 s of SIGTERM", flush=True)
+                self.proc.kill()
             subprocess.run(["pkill", "-9", "-f", self.data])
             shutil.rmtree(self.data, ignore_errors=True)
+            # Its bridge (it outlives an agent on purpose).
+            out = subprocess.run(["ip", "-br", "addr"], capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                if line.startswith("berth") and " 10.250.0.1/" in line:
+                    subprocess.run(["ip", "link", "del", line.split()[0]])
 
 
 def starts(dev, k):
@@ -187,8 +196,12 @@ def main():
     try:
         lat = starts(dev, a.k)
         qps, gone = dns(dev, a.seconds, a.rounds)
+        report(a, lat, qps, gone)
     finally:
         dev.close()
+
+
+def report(a, lat, qps, gone):
     print(f"machine: {platform.node()}, {os.cpu_count()} cpus; {time.strftime('%Y-%m-%d')}")
     print("| network | starts | median ms | p99 ms |")
     print("|---|---|---|---|")

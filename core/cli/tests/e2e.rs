@@ -273,6 +273,23 @@ fn bad_specs_are_rejected_and_store_nothing() {
             "name: ok\nimage: busybox:latest\nupdate: {max_surge: 101%}\n",
             "update.max_surge",
         ),
+        // Networking (issue 14).
+        (
+            "name: ok\nimage: busybox:latest\nnamespace: Not_OK\n",
+            "namespace: \"Not_OK\" is not a valid namespace",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nports: [{container: 70000}]\n",
+            "ports[0].container",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nports: [{name: a, container: 80}, {name: a, container: 81}]\n",
+            "ports[1].name",
+        ),
+        (
+            "name: ok\nimage: busybox:latest\nnetwork: host\nports: [{host: 80, container: 80}]\n",
+            "ports[0].container: only with network: bridge",
+        ),
     ];
     for (i, (yaml, field)) in cases.iter().enumerate() {
         let path = dev.data.path().join(format!("bad{i}.yaml"));
