@@ -187,7 +187,8 @@ impl Agent {
                     self.rt.cni().set_subnet(&r.get_ref().subnet);
                     if !discovery_started {
                         discovery_started = true;
-                        self.start_discovery(servers.clone(), shutdown.clone()).await;
+                        self.start_discovery(servers.clone(), shutdown.clone())
+                            .await;
                     }
                 }
                 Ok(_) => {}
