@@ -412,3 +412,55 @@ fn stop_and_rm_clean_up_everything() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no app named sleeper"));
 }
+
+/// The image's `User` is honoured: a uid as is, a name through the
+/// image's own /etc/passwd (the demo image has `nobody`, 65534).
+#[test]
+fn the_images_user_runs_the_container() {
+    let dev = Dev::start();
+    for (user, tag) in [("1000", "u1000"), ("nobody", "nobody")] {
+        let dir = dev.data.path().join(format!("image-{tag}"));
+        let ok = std::process::Command::new("cp")
+            .args([
+                "-a",
+                common::demo_image().to_str().unwrap(),
+                dir.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let ok = std::process::Command::new("umoci")
+            .args([
+                "config",
+                "--image",
+                &format!("{}:busybox:latest", dir.display()),
+            ])
+            .args(["--config.user", user])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "umoci config");
+        dev.ok(&[
+            "image",
+            "import",
+            dir.to_str().unwrap(),
+            "--name",
+            &format!("{tag}:latest"),
+        ]);
+        dev.run_spec(
+            tag,
+            &format!(
+                "name: {tag}\nimage: {tag}:latest\nrestart: never\ncommand: [/bin/sh, -c, 'id -u; id -g']\n"
+            ),
+        );
+        let t = dev.wait_task(tag, T, |t| t["state"] == "exited");
+        assert_eq!(t["exit_code"], 0, "{t}");
+        let want = if user == "1000" {
+            "1000\n0\n"
+        } else {
+            "65534\n65534\n"
+        };
+        assert_eq!(dev.ok(&["logs", t["id"].as_str().unwrap()]), want, "{user}");
+    }
+}

@@ -153,6 +153,7 @@ pub fn runtime_config(
     rootfs: &Path,
     cgroups_path: &str,
     net: Option<&crate::netns::NetFiles>,
+    user: (u32, u32),
 ) -> Value {
     let args = effective_args(spec, image);
     let cwd = image.working_dir.clone().filter(|d| d.starts_with('/'));
@@ -173,7 +174,7 @@ pub fn runtime_config(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": user.0, "gid": user.1},
             "args": args,
             "env": effective_env(spec, image),
             "cwd": cwd.unwrap_or_else(|| "/".into()),
@@ -271,7 +272,14 @@ mod tests {
             working_dir: Some("/www".into()),
             user: None,
         };
-        let v = runtime_config(&spec(), &image, Path::new("/x/rootfs"), "/berth/t", None);
+        let v = runtime_config(
+            &spec(),
+            &image,
+            Path::new("/x/rootfs"),
+            "/berth/t",
+            None,
+            (0, 0),
+        );
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(v.clone()).unwrap();
         let process = parsed.process().as_ref().unwrap();
         assert_eq!(process.args().as_ref().unwrap(), &["/bin/sh", "-c", "true"]);

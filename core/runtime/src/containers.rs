@@ -199,6 +199,9 @@ impl Runtime {
         let id = container_id(task, attempt);
         let cgroups = self.cgroup_of(&id);
         let image = self.images.resolve(&spec.image)?;
+        // The image's User, as OCI runtimes honour it.
+        let user = crate::image::resolve_user(image.config.user.as_deref(), &image.layers)
+            .map_err(RuntimeError::StartFailed)?;
         let dir = td.path().to_path_buf();
         std::fs::create_dir_all(td.bundle_dir()).map_err(io_err(td.bundle_dir().display()))?;
         td.create_run_dir()
@@ -222,7 +225,8 @@ impl Runtime {
             td2.write_overlay(overlay.as_ref())
                 .map_err(io_err("writing overlay.json"))?;
             let rootfs = dir.join("rootfs");
-            let mut config = runtime_config(&spec2, &image.config, &rootfs, &cgroups, net.as_ref());
+            let mut config =
+                runtime_config(&spec2, &image.config, &rootfs, &cgroups, net.as_ref(), user);
             if !spec2.devices.is_empty() {
                 let dirs: Vec<&Path> = cdi_dirs.iter().map(|d| d.as_path()).collect();
                 crate::cdi::Registry::load(&dirs)?.apply(&spec2.devices, &mut config)?;

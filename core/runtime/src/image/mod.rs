@@ -25,6 +25,7 @@ mod oci;
 mod rootfs;
 pub mod store;
 mod unpack;
+mod user;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,7 @@ pub use rootfs::{
     release_rootfs,
 };
 pub use store::ImageStore;
+pub use user::resolve_user;
 
 /// A stored image, as [`ImageStore::list`] and [`ImageStore::import`]
 /// report it.
