@@ -95,3 +95,35 @@ pub async fn serve(table: Arc<RwLock<Table>>, gateway: Ipv4Addr, loopback: Optio
         Err(e) => tracing::warn!(error = %e, "DNS could not start"),
     }
 }
+
+/// Creates the node's bridge and starts its DNS and the endpoint watch
+/// that feeds it; both end when `shutdown` turns true (an open watch
+/// would hold a server's graceful shutdown: `berth dev` serves its own
+/// agent).
+pub async fn start(
+    rt: &berth_runtime::Runtime,
+    servers: Arc<Servers>,
+    loopback: Option<SocketAddr>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let gateway = match rt.cni().ensure_bridge().await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(error = %e, "no bridge: bridge networking and DNS are off on this node");
+            return;
+        }
+    };
+    let table = Arc::new(RwLock::new(Table::default()));
+    let watcher = tokio::spawn(watch(servers, table.clone()));
+    let server = tokio::spawn(serve(table, gateway, loopback));
+    let mut stop = shutdown;
+    tokio::spawn(async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+        watcher.abort();
+        server.abort();
+    });
+}

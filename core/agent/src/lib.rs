@@ -187,8 +187,8 @@ impl Agent {
                     self.rt.cni().set_subnet(&r.get_ref().subnet);
                     if !discovery_started {
                         discovery_started = true;
-                        self.start_discovery(servers.clone(), shutdown.clone())
-                            .await;
+                        let dns = self.cfg.dns_loopback;
+                        discovery::start(&self.rt, servers.clone(), dns, shutdown.clone()).await;
                     }
                 }
                 Ok(_) => {}
@@ -331,33 +331,6 @@ impl Agent {
             self.report.clone(),
         ));
         self.tasks.insert(id, Supervised { desired: tx, join });
-    }
-
-    /// Creates the node's bridge and starts its DNS and the endpoint
-    /// watch that feeds it.
-    async fn start_discovery(&self, servers: Arc<Servers>, shutdown: watch::Receiver<bool>) {
-        let gateway = match self.rt.cni().ensure_bridge().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(error = %e, "no bridge: bridge networking and DNS are off on this node");
-                return;
-            }
-        };
-        let table = Arc::new(std::sync::RwLock::new(berth_dns::Table::default()));
-        // Both end with the agent: an open watch would hold a server's
-        // graceful shutdown (berth dev serves its own agent).
-        let watch = tokio::spawn(discovery::watch(servers, table.clone()));
-        let serve = tokio::spawn(discovery::serve(table, gateway, self.cfg.dns_loopback));
-        let mut stop = shutdown;
-        tokio::spawn(async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    break;
-                }
-            }
-            watch.abort();
-            serve.abort();
-        });
     }
 
     /// Releases a task's network in the background (CNI DEL is a few

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod api_deploy;
 pub mod api_endpoints;
+pub mod api_explain;
 pub mod api_node;
 pub mod api_plugins;
 pub mod assign;
