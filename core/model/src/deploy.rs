@@ -38,18 +38,19 @@ impl Phase {
         }
     }
 
+    /// Every phase.
+    pub const ALL: [Phase; 6] = [
+        Phase::Running,
+        Phase::Paused,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::RolledBack,
+        Phase::Superseded,
+    ];
+
     /// Parses [`Phase::as_str`].
     pub fn parse(s: &str) -> Option<Phase> {
-        [
-            Phase::Running,
-            Phase::Paused,
-            Phase::Succeeded,
-            Phase::Failed,
-            Phase::RolledBack,
-            Phase::Superseded,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == s)
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
     }
 
     /// Whether the deployment still acts (running or paused).
@@ -150,14 +151,7 @@ mod tests {
 
     #[test]
     fn phases_round_trip_by_name() {
-        for p in [
-            Phase::Running,
-            Phase::Paused,
-            Phase::Succeeded,
-            Phase::Failed,
-            Phase::RolledBack,
-            Phase::Superseded,
-        ] {
+        for p in Phase::ALL {
             assert_eq!(Phase::parse(p.as_str()), Some(p));
         }
         assert_eq!(Phase::RolledBack.as_str(), "rolled-back");

@@ -72,7 +72,7 @@ pub struct Node {
     /// Drained by an operator: takes no new work.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drained: bool,
-    /// Its bridge subnet: the index of its /24 in [`NODE_SUBNETS`], given
+    /// Its bridge subnet: the index of its /24 in the cluster's range (`--node-subnets`), given
     /// out by the servers when it first registers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<u32>,
@@ -81,9 +81,6 @@ pub struct Node {
 /// The range node bridge subnets come from: one /24 per node, 32,768 of
 /// them (10.128.0.0/24, 10.128.1.0/24, ...).
 pub const NODE_SUBNETS: &str = "10.128.0.0/9";
-
-/// How many /24s [`NODE_SUBNETS`] holds.
-pub const NODE_SUBNET_COUNT: u32 = 1 << 15;
 
 /// Parses a range of node subnets `a.b.c.d/p` (p from 8 to 24): its base
 /// address and how many /24s it holds.
@@ -104,9 +101,4 @@ pub fn parse_subnets(range: &str) -> Result<(u32, u32), String> {
 pub fn node_subnet_in(range: &str, i: u32) -> Option<String> {
     let (base, count) = parse_subnets(range).ok()?;
     (i < count).then(|| format!("{}/24", std::net::Ipv4Addr::from(base + (i << 8))))
-}
-
-/// The /24 with index `i` of [`NODE_SUBNETS`].
-pub fn node_subnet(i: u32) -> String {
-    node_subnet_in(NODE_SUBNETS, i).unwrap_or_default()
 }

@@ -206,14 +206,7 @@ impl Cni {
         }
         let subnet = self.subnet().ok_or(CniError::NoSubnet)?;
         self.check()?;
-        let ns = self.netns_name(task);
-        let netns = Path::new("/run/netns").join(&ns);
-        if !netns.exists() {
-            run("ip", &["netns", "add", &ns]).await?;
-        }
-        let lo = json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"});
-        self.exec("loopback", "ADD", task, &netns, "lo", &lo)
-            .await?;
+        let netns = self.isolate(task).await?;
         let list = self.conflist(&subnet);
         let mappings: Vec<Value> = ports
             .iter()
@@ -221,16 +214,7 @@ impl Cni {
             .collect();
         let mut prev: Option<Value> = None;
         for conf in list["plugins"].as_array().into_iter().flatten() {
-            let mut c = conf.clone();
-            c["cniVersion"] = list["cniVersion"].clone();
-            c["name"] = list["name"].clone();
-            if conf["type"] == "portmap" {
-                c["runtimeConfig"] = json!({"portMappings": mappings});
-            }
-            if let Some(p) = &prev {
-                c["prevResult"] = p.clone();
-            }
-            let kind = conf["type"].as_str().unwrap_or_default().to_string();
+            let (kind, c) = chained(&list, conf, &mappings, prev.as_ref());
             match self.exec(&kind, "ADD", task, &netns, "eth0", &c).await {
                 Ok(r) => prev = Some(r),
                 Err(e) => {
@@ -251,7 +235,8 @@ impl Cni {
             .ok_or_else(|| CniError::Io(format!("CNI ADD for {task} returned no IPv4 address")))
     }
 
-    /// A namespace with only loopback (`network: none`). Idempotent.
+    /// The task's namespace with loopback up: all of `network: none`, and
+    /// the start of a bridge attachment. Idempotent.
     pub async fn isolate(&self, task: &str) -> Result<PathBuf, CniError> {
         self.plugin("loopback")?;
         let ns = self.netns_name(task);
@@ -322,16 +307,8 @@ impl Cni {
             let list = self.conflist(&subnet);
             let plugins: Vec<Value> = list["plugins"].as_array().cloned().unwrap_or_default();
             for conf in plugins.iter().rev() {
-                let mut c = conf.clone();
-                c["cniVersion"] = list["cniVersion"].clone();
-                c["name"] = list["name"].clone();
-                if conf["type"] == "portmap" {
-                    c["runtimeConfig"] = json!({"portMappings": mappings});
-                }
-                if let Some(r) = result.filter(|r| !r.is_null()) {
-                    c["prevResult"] = r.clone();
-                }
-                let kind = conf["type"].as_str().unwrap_or_default().to_string();
+                let prev = result.filter(|r| !r.is_null());
+                let (kind, c) = chained(&list, conf, mappings, prev);
                 if let Err(e) = self.exec(&kind, "DEL", task, netns, "eth0", &c).await {
                     first_err.get_or_insert(e);
                 }
@@ -416,6 +393,27 @@ impl Cni {
             message,
         })
     }
+}
+
+/// One plugin's configuration in the chain of `list`: the list's version
+/// and name, `portmap`'s mappings as its runtime configuration, and the
+/// result before it (ADD) or of the whole ADD (DEL) as `prevResult`.
+fn chained(
+    list: &Value,
+    conf: &Value,
+    mappings: &[Value],
+    prev: Option<&Value>,
+) -> (String, Value) {
+    let mut c = conf.clone();
+    c["cniVersion"] = list["cniVersion"].clone();
+    c["name"] = list["name"].clone();
+    if conf["type"] == "portmap" {
+        c["runtimeConfig"] = json!({"portMappings": mappings});
+    }
+    if let Some(p) = prev {
+        c["prevResult"] = p.clone();
+    }
+    (conf["type"].as_str().unwrap_or_default().to_string(), c)
 }
 
 async fn run(cmd: &str, args: &[&str]) -> Result<(), CniError> {

@@ -9,6 +9,14 @@ use tonic::{Request, Response, Status};
 
 use crate::api::{Api, check_app_name, request_id};
 
+/// App `name` of `state`, or NOT_FOUND naming it.
+fn app_in<'a>(state: &'a ClusterState, name: &str) -> Result<&'a berth_store::App, Status> {
+    state
+        .apps
+        .get(name)
+        .ok_or_else(|| Status::not_found(format!("no app named {name}")))
+}
+
 /// A deployment as the API shows it, with its progress when it is the
 /// app's current one.
 pub fn deployment(state: &ClusterState, app: &str, d: &Deployment, now_ms: u64) -> pb::Deployment {
@@ -63,10 +71,7 @@ impl Api {
 
     fn current_deployment(&self, name: &str) -> Result<pb::Deployment, Status> {
         let state = self.store.read();
-        let app = state
-            .apps
-            .get(name)
-            .ok_or_else(|| Status::not_found(format!("no app named {name}")))?;
+        let app = app_in(&state, name)?;
         let d = app
             .deployment()
             .ok_or_else(|| Status::not_found(format!("{name} has no deployment")))?;
@@ -92,10 +97,7 @@ impl Api {
         let name = req.into_inner().name;
         check_app_name(&name)?;
         let state = self.store.read();
-        let app = state
-            .apps
-            .get(&name)
-            .ok_or_else(|| Status::not_found(format!("no app named {name}")))?;
+        let app = app_in(&state, &name)?;
         let now = berth_store::state::now_ms();
         let deployments = app
             .history
@@ -180,10 +182,7 @@ impl Api {
         let name = req.into_inner().name;
         check_app_name(&name)?;
         let state = self.store.read();
-        let app = state
-            .apps
-            .get(&name)
-            .ok_or_else(|| Status::not_found(format!("no app named {name}")))?;
+        let app = app_in(&state, &name)?;
         if app.spec.kind != berth_model::spec::Kind::Job {
             return Err(Status::failed_precondition(format!(
                 "{name} is a service, not a job"

@@ -1,13 +1,16 @@
 //! Endpoints: every ready instance with its node, address and ports, for
 //! `berth endpoints`, the agents' DNS, and (later) the dashboard. The
-//! watch sends the current set, then one event per task that changed.
+//! watch sends the current set, then only what changes it (per stream, the
+//! endpoints it has sent are remembered).
+
+use std::collections::HashMap;
 
 use berth_model::task::{Desired, Task, TaskState};
 use berth_proto as pb;
 use berth_store::{ClusterState, Event};
 use tonic::{Request, Response, Status};
 
-use crate::api::{Api, BoxStream};
+use crate::api::{Api, BoxStream, check_app_name};
 
 /// The host part of a node's registered `host:port` address.
 fn host_of(address: &str) -> String {
@@ -60,6 +63,13 @@ pub fn endpoint(state: &ClusterState, t: &Task) -> Option<pb::Endpoint> {
     })
 }
 
+fn added(e: pb::Endpoint) -> pb::EndpointEvent {
+    pb::EndpointEvent {
+        endpoint: Some(e),
+        ..Default::default()
+    }
+}
+
 fn wanted(app: &str, t: &Task) -> bool {
     app.is_empty() || t.app == app
 }
@@ -72,6 +82,9 @@ impl Api {
     ) -> Result<Response<pb::EndpointsResponse>, Status> {
         self.barrier(&req).await?;
         let app = req.into_inner().app;
+        if !app.is_empty() {
+            check_app_name(&app)?;
+        }
         let state = self.store.read();
         if !app.is_empty() && !state.apps.contains_key(&app) {
             return Err(Status::not_found(format!("no app named {app}")));
@@ -97,9 +110,14 @@ impl Api {
         req: Request<pb::EndpointsRequest>,
     ) -> Result<Response<BoxStream<pb::EndpointEvent>>, Status> {
         let app = req.into_inner().app;
+        if !app.is_empty() {
+            check_app_name(&app)?;
+        }
         // Subscribe before reading the current set so nothing falls between.
         let mut events = self.store.subscribe();
-        let initial: Vec<pb::EndpointEvent> = {
+        // What this stream has said is an endpoint: a task change that
+        // changes no endpoint sends nothing.
+        let mut sent: HashMap<String, pb::Endpoint> = {
             let state = self.store.read();
             let tasks: Box<dyn Iterator<Item = &Task>> = if app.is_empty() {
                 Box::new(state.tasks.values())
@@ -108,16 +126,17 @@ impl Api {
             };
             tasks
                 .filter_map(|t| endpoint(&state, t))
-                .map(|e| pb::EndpointEvent {
-                    endpoint: Some(e),
-                    ..Default::default()
-                })
-                .chain(std::iter::once(pb::EndpointEvent {
-                    synced: true,
-                    ..Default::default()
-                }))
+                .map(|e| (e.task.clone(), e))
                 .collect()
         };
+        let initial: Vec<pb::EndpointEvent> = sent
+            .values()
+            .map(|e| added(e.clone()))
+            .chain(std::iter::once(pb::EndpointEvent {
+                synced: true,
+                ..Default::default()
+            }))
+            .collect();
         let store = self.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
@@ -127,32 +146,32 @@ impl Api {
                 }
             }
             while let Some(batch) = events.recv().await {
-                let out: Vec<pb::EndpointEvent> = {
+                let mut out = Vec::new();
+                {
                     let state = store.read();
-                    batch
-                        .events
-                        .iter()
-                        .filter_map(|e| match e {
-                            Event::TaskUpdated(t) if wanted(&app, t) => Some(
-                                match state.tasks.get(&t.id).and_then(|t| endpoint(&state, t)) {
-                                    Some(e) => pb::EndpointEvent {
-                                        endpoint: Some(e),
-                                        ..Default::default()
-                                    },
-                                    None => pb::EndpointEvent {
-                                        removed: t.id.clone(),
-                                        ..Default::default()
-                                    },
-                                },
-                            ),
-                            Event::TaskRemoved(t) if wanted(&app, t) => Some(pb::EndpointEvent {
-                                removed: t.id.clone(),
-                                ..Default::default()
-                            }),
-                            _ => None,
-                        })
-                        .collect()
-                };
+                    for e in &batch.events {
+                        let (Event::TaskUpdated(t) | Event::TaskRemoved(t)) = e else {
+                            continue;
+                        };
+                        if !wanted(&app, t) {
+                            continue;
+                        }
+                        let now = state.tasks.get(&t.id).and_then(|t| endpoint(&state, t));
+                        match now {
+                            Some(e) if sent.get(&e.task) != Some(&e) => {
+                                sent.insert(e.task.clone(), e.clone());
+                                out.push(added(e));
+                            }
+                            None if sent.remove(&t.id).is_some() => {
+                                out.push(pb::EndpointEvent {
+                                    removed: t.id.clone(),
+                                    ..Default::default()
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                }
                 for ev in out {
                     if tx.send(Ok(ev)).await.is_err() {
                         return;
