@@ -35,14 +35,15 @@ ci/setup.sh
 cargo build --release --locked -p berth-cli
 mkdir -p "$BERTH_DATA_DIR"
 ci/make-demo-image.sh "$BERTH_DATA_DIR/demo-image" examples/hello/www >/dev/null
-"$berth" image import "$BERTH_DATA_DIR/demo-image"
 
 if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     kill "$(cat "$pidfile")"; sleep 1
 fi
 nohup "$berth" dev >>"$BERTH_DATA_DIR/dev.log" 2>&1 &
 echo $! >"$pidfile"
-for _ in $(seq 100); do "$berth" nodes >/dev/null 2>&1 && break; sleep 0.2; done
+for _ in $(seq 100); do "$berth" nodes 2>/dev/null | grep -q ready && break; sleep 0.2; done
+# Into the node's store, through its agent (a registry works too: see README).
+"$berth" image import "$BERTH_DATA_DIR/demo-image"
 "$berth" run -f examples/hello/app.yaml
 for _ in $(seq 150); do curl -sf http://127.0.0.1:8080/ >/dev/null && break; sleep 0.2; done
 curl -sf http://127.0.0.1:8080/ >/dev/null || { echo "the demo page did not come up; see $BERTH_DATA_DIR/dev.log" >&2; "$berth" ps >&2; exit 1; }

@@ -13,6 +13,7 @@ pkgs=(
     iptables                    # tests: partitions between servers on loopback
     containernetworking-plugins # bridge networking: CNI bridge, host-local, portmap, loopback
     dnsutils                    # tests: dig against the agents' DNS
+    docker-registry apache2-utils skopeo   # tests: a real registry with TLS and htpasswd; the pull benchmark's peer
     clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32   # Wasm plugins in C (plugins/, berth plugin build)
 )
 missing=()

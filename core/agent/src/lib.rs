@@ -6,9 +6,11 @@
 
 pub mod discovery;
 pub mod health;
+pub mod images;
 pub mod inventory;
 pub mod logs;
 mod plan;
+pub mod pull;
 pub mod supervisor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +36,7 @@ use tokio::task::JoinHandle;
 pub mod hollow;
 
 pub use inventory::InventorySource;
-pub use logs::LogService;
+pub use logs::AgentService;
 
 /// A NodeApi client that sends and accepts messages up to [`MAX_MESSAGE`].
 pub fn node_client(ch: tonic::transport::Channel) -> NodeApiClient<tonic::transport::Channel> {
@@ -69,6 +71,8 @@ pub struct AgentConfig {
     /// Where the node's DNS also listens besides its bridge address
     /// (none: only there).
     pub dns_loopback: Option<std::net::SocketAddr>,
+    /// The registry client images are pulled through.
+    pub registry: Arc<berth_image::registry::Registry>,
 }
 
 /// Errors that stop the agent.
@@ -95,6 +99,8 @@ pub struct Agent {
     /// Containers found ended at start, waiting for their first assignment.
     ended: HashMap<String, (LaunchRecord, ExitRecord)>,
     report: mpsc::UnboundedSender<TaskStatus>,
+    /// Pulls images for the supervisors.
+    puller: Arc<pull::Puller>,
     /// The node's current hardware inventory.
     inventory: watch::Receiver<Inventory>,
     /// The assignments as the control plane last said.
@@ -137,9 +143,16 @@ impl Agent {
         ));
         let rt = Arc::new(Runtime::open(cfg.runtime.clone())?);
         let (report, reports) = mpsc::unbounded_channel();
+        let creds = Servers::parse(&cfg.server).ok().map(Arc::new);
+        let puller = Arc::new(pull::Puller::new(
+            cfg.registry.clone(),
+            rt.images().clone(),
+            creds,
+        ));
         Ok((
             Agent {
                 cfg,
+                puller,
                 rt: rt.clone(),
                 tasks: HashMap::new(),
                 ended: HashMap::new(),
@@ -326,6 +339,7 @@ impl Agent {
         let join = tokio::spawn(supervise(
             plan,
             self.rt.clone(),
+            self.puller.clone(),
             start,
             rx,
             self.report.clone(),

@@ -1,33 +1,53 @@
-//! The agent's own API: streams a task's log file.
+//! The agent's own API: streams a task's log file; images (see
+//! [`crate::images`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::agent_server::{Agent, AgentServer};
-use berth_proto::{LogChunk, LogsRequest};
+use berth_proto::{
+    ImageSummary, ImageUpload, ListImagesRequest, ListImagesResponse, LogChunk, LogsRequest,
+};
 use berth_runtime::Runtime;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// Serves `Agent.Logs` from the runtime's task directories.
-pub struct LogService {
+/// Serves the `Agent` service: logs from the runtime's task directories,
+/// and the node's image store.
+pub struct AgentService {
     rt: Arc<Runtime>,
 }
 
-impl LogService {
+impl AgentService {
     /// A tonic service over `rt`.
-    pub fn server(rt: Arc<Runtime>) -> AgentServer<LogService> {
-        AgentServer::new(LogService { rt })
+    pub fn server(rt: Arc<Runtime>) -> AgentServer<AgentService> {
+        AgentServer::new(AgentService { rt })
     }
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Agent for LogService {
+impl Agent for AgentService {
     type LogsStream = ChunkStream;
+
+    async fn import_image(
+        &self,
+        req: Request<tonic::Streaming<ImageUpload>>,
+    ) -> Result<Response<ImageSummary>, Status> {
+        crate::images::import(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_images(
+        &self,
+        _req: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        crate::images::list(&self.rt).await.map(Response::new)
+    }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<ChunkStream>, Status> {
         let req = req.into_inner();

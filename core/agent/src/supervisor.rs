@@ -13,6 +13,11 @@ use berth_runtime::{ExitRecord, LaunchSpec, Runtime, Shim};
 use tokio::sync::{mpsc, watch};
 
 use crate::health::{self, CheckEvent, CheckPlan, Verdict, Which};
+use crate::pull::Puller;
+use berth_image::registry::PullProgress;
+
+/// How often a pulling task's progress is reported.
+const PULL_PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// Backoff before the first restart; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -87,6 +92,7 @@ pub fn should_restart(policy: RestartPolicy, exit: &ExitRecord) -> bool {
 struct Sup {
     plan: TaskPlan,
     rt: Arc<Runtime>,
+    puller: Arc<Puller>,
     desired: watch::Receiver<Desired>,
     report: mpsc::UnboundedSender<TaskStatus>,
     attempt: u32,
@@ -111,6 +117,7 @@ enum Ended {
 pub async fn supervise(
     plan: TaskPlan,
     rt: Arc<Runtime>,
+    puller: Arc<Puller>,
     start: Start,
     desired: watch::Receiver<Desired>,
     report: mpsc::UnboundedSender<TaskStatus>,
@@ -121,6 +128,7 @@ pub async fn supervise(
     let mut s = Sup {
         plan,
         rt,
+        puller,
         desired,
         report,
         attempt,
@@ -246,7 +254,7 @@ impl Sup {
                     continue;
                 }
                 Start::Fresh(_) => {
-                    if self.wanted() != Desired::Run {
+                    if self.wanted() != Desired::Run || !self.pull_image().await {
                         return self.finish(None).await;
                     }
                     // BERTH_ATTEMPT: 0, 1, ... across restarts and retries.
@@ -316,6 +324,51 @@ impl Sup {
                 .await
             {
                 return;
+            }
+        }
+    }
+
+    /// Brings the task's image from its registry, reporting progress
+    /// (`pulling 3/5 layers, ...`) and retrying a failed pull with backoff
+    /// (the reason in the task's message); pull failures do not count as
+    /// restarts. Returns false if the task stopped being wanted meanwhile.
+    async fn pull_image(&mut self) -> bool {
+        let mut failures = 0;
+        loop {
+            let progress = PullProgress::default();
+            let image = self.plan.launch.image.clone();
+            let result = {
+                let pull = self.puller.ensure(&image, &progress);
+                tokio::pin!(pull);
+                let mut tick = tokio::time::interval(PULL_PROGRESS_EVERY);
+                tick.tick().await;
+                let mut last = String::new();
+                loop {
+                    tokio::select! {
+                        r = &mut pull => break r,
+                        _ = tick.tick() => {
+                            let line = progress.line();
+                            if line != last {
+                                self.send(TaskState::Pending, None, line.clone());
+                                last = line;
+                            }
+                        }
+                        _ = wait_not_run(&mut self.desired) => return false,
+                    }
+                }
+            };
+            let Err(e) = result else { return true };
+            failures += 1;
+            let delay = crate::pull::pull_backoff(failures);
+            tracing::warn!(task = %self.plan.id, error = %e, "image pull failed");
+            self.send(
+                TaskState::Pending,
+                None,
+                format!("image pull failed: {e}; retrying in {} s", delay.as_secs()),
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = wait_not_run(&mut self.desired) => return false,
             }
         }
     }

@@ -11,10 +11,8 @@ use berth_proto as pb;
 use berth_proto::agent_client::AgentClient;
 use berth_proto::servers::Servers;
 use berth_proto::typed::node_status_text;
-use berth_runtime::image::ImageStore;
 use tonic::transport::Channel;
 
-use crate::daemon::image_root;
 use crate::output::{node_rows, table, task_json, task_rows};
 
 /// The control plane named by `--addr`/`BERTH_ADDR` (one address or a
@@ -71,7 +69,7 @@ macro_rules! ctl {
 }
 pub(crate) use ctl;
 
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn channel(addr: &str) -> anyhow::Result<Channel> {
     let uri = if addr.starts_with("http") {
         addr.to_string()
     } else {
@@ -429,7 +427,7 @@ pub async fn rm(addr: &str, app: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn list_nodes(addr: &str) -> anyhow::Result<Vec<pb::Node>> {
+pub(crate) async fn list_nodes(addr: &str) -> anyhow::Result<Vec<pb::Node>> {
     Ok(ctl!(addr, list_nodes, pb::ListNodesRequest {})?
         .into_inner()
         .nodes)
@@ -515,39 +513,5 @@ pub async fn events(addr: &str, app: Option<String>) -> anyhow::Result<()> {
         writeln!(out, "{v}")?;
         out.flush()?;
     }
-    Ok(())
-}
-
-/// `berth image import`.
-pub fn image_import(data_dir: &Path, path: &Path, name: Option<&str>) -> anyhow::Result<()> {
-    let store = ImageStore::open(&image_root(data_dir))?;
-    let info = store.import(path, name)?;
-    println!(
-        "imported {} ({}, {} layer(s), {} bytes)",
-        info.name, info.digest, info.layers, info.size
-    );
-    Ok(())
-}
-
-/// `berth image ls`.
-pub fn image_ls(data_dir: &Path, json: bool) -> anyhow::Result<()> {
-    let store = ImageStore::open(&image_root(data_dir))?;
-    let images = store.list()?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&images)?);
-        return Ok(());
-    }
-    let rows = images
-        .iter()
-        .map(|i| {
-            vec![
-                i.name.clone(),
-                i.digest.chars().take(19).collect(),
-                i.layers.to_string(),
-                i.size.to_string(),
-            ]
-        })
-        .collect();
-    table(&["NAME", "DIGEST", "LAYERS", "SIZE"], rows);
     Ok(())
 }

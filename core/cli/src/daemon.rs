@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use berth_agent::{Agent, AgentConfig, InventorySource, LogService};
+use berth_agent::{Agent, AgentConfig, AgentService, InventorySource};
 use berth_model::quantity::{Bytes, MilliCpu};
 use berth_runtime::RuntimeConfig;
 use berth_server::Server;
@@ -102,6 +102,7 @@ pub async fn dev(
     let heartbeat_timeout = crate::servercmd::duration("--heartbeat-timeout", heartbeat_timeout)?;
     let listen = socket(addr)?;
     berth_server::check_policy(policy).context("--policy")?;
+    let registry = net.registry.client()?;
     let store = open_store(data_dir)?;
     let server = Server::start_with(
         store.clone(),
@@ -111,6 +112,7 @@ pub async fn dev(
             advertise: Some(addr.to_string()),
             heartbeat_timeout,
             node_subnets: net.node_subnets.clone(),
+            registry: registry.clone(),
             ..Default::default()
         },
     )
@@ -127,6 +129,7 @@ pub async fn dev(
         runtime: runtime_config(data_dir)?,
         dynamic_ports,
         dns_loopback: dns_listen(&net.dns_listen)?,
+        registry,
     })
     .await?;
     let (tx, rx) = watch::channel(false);
@@ -135,7 +138,7 @@ pub async fn dev(
         .add_service(server.control())
         .add_service(server.node_api())
         .add_service(server.membership())
-        .add_service(LogService::server(rt))
+        .add_service(AgentService::server(rt))
         .serve_with_shutdown(listen, wait_true(rx.clone()));
     let listener = tokio::spawn(serve);
     tracing::info!(%listen, data_dir = %data_dir.display(), "berth dev is up");
@@ -152,7 +155,9 @@ pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
 /// The flags of `berth agent`.
 #[derive(clap::Args)]
 pub struct AgentOpts {
-    /// Where this agent's API (logs) listens.
+    #[command(flatten)]
+    pub registry: crate::image::RegistryFlags,
+    /// Where this agent's API (logs, images) listens.
     #[arg(long, default_value = "127.0.0.1:7701")]
     pub listen: String,
     /// Node name (default: the hostname).
@@ -203,6 +208,8 @@ pub struct DevNet {
     pub dns_listen: String,
     /// `--node-subnets RANGE`.
     pub node_subnets: String,
+    /// `--registry-ca`, `--insecure-registry`.
+    pub registry: crate::image::RegistryFlags,
 }
 
 /// `--dns-listen ADDR|off`: where the node's DNS listens besides its
@@ -276,12 +283,13 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         runtime,
         dynamic_ports: port_range(o.dynamic_ports.as_deref())?,
         dns_loopback: dns_listen(&o.dns_listen)?,
+        registry: o.registry.client()?,
     })
     .await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
     let serve = tonic::transport::Server::builder()
-        .add_service(LogService::server(rt))
+        .add_service(AgentService::server(rt))
         .serve_with_shutdown(listen_addr, wait_true(rx.clone()));
     let listener = tokio::spawn(serve);
     agent.run(reports, rx).await;
@@ -310,9 +318,4 @@ async fn hollow(addr: &str, n: u32, o: AgentOpts) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!(e))
-}
-
-/// Where `berth image` finds the node's image store.
-pub fn image_root(data_dir: &Path) -> PathBuf {
-    data_dir.join("node").join("images")
 }

@@ -5,6 +5,7 @@ mod client;
 mod daemon;
 mod deploy;
 mod endpoints;
+mod image;
 mod job;
 mod loadgen;
 mod output;
@@ -66,6 +67,8 @@ enum Cmd {
         /// Where the node's DNS listens besides its bridge address (`off`: only there).
         #[arg(long, env = "BERTH_DNS_LISTEN", default_value = "127.0.0.1:53")]
         dns_listen: String,
+        #[command(flatten)]
+        registry: image::RegistryFlags,
     },
     /// Run a control-plane server (one member of a raft cluster), or
     /// manage the members.
@@ -214,10 +217,15 @@ enum Cmd {
         #[arg(long)]
         app: Option<String>,
     },
-    /// Manage the node's image store.
+    /// Images: import into the nodes' stores, list them, push to a registry.
     Image {
         #[command(subcommand)]
-        cmd: ImageCmd,
+        cmd: image::ImageCmd,
+    },
+    /// Registry credentials kept by the cluster.
+    Registry {
+        #[command(subcommand)]
+        cmd: image::RegistryCmd,
     },
     /// Wasm plugins: install and roll out, or build, scaffold and try locally.
     Plugin {
@@ -248,26 +256,6 @@ enum NodeCmd {
         /// Print its inventory as JSON.
         #[arg(long)]
         json: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum ImageCmd {
-    /// Import an OCI image layout (directory or tar).
-    Import {
-        path: PathBuf,
-        /// Name it NAME:TAG (default: the layout's own ref name).
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
-        data_dir: PathBuf,
-    },
-    /// List images.
-    Ls {
-        #[arg(long)]
-        json: bool,
-        #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
-        data_dir: PathBuf,
     },
 }
 
@@ -306,8 +294,11 @@ fn main() {
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // rustls-platform-verifier logs every refused certificate as an error;
+    // Berth reports the refusal itself, with what to do.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},rustls_platform_verifier=off"))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -326,11 +317,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             dynamic_ports,
             dns_listen,
             node_subnets,
+            registry,
         } => {
             let net = daemon::DevNet {
                 dynamic_ports,
                 dns_listen,
                 node_subnets,
+                registry,
             };
             daemon::dev(
                 &addr,
@@ -385,13 +378,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Nodes { json } => client::nodes(&addr, json).await,
         Cmd::Events { app } => client::events(&addr, app).await,
         Cmd::Plugin { cmd } => plugin::run(&addr, cmd).await,
-        Cmd::Image { cmd } => match cmd {
-            ImageCmd::Import {
-                path,
-                name,
-                data_dir,
-            } => client::image_import(&data_dir, &path, name.as_deref()),
-            ImageCmd::Ls { json, data_dir } => client::image_ls(&data_dir, json),
-        },
+        Cmd::Image { cmd } => image::run(&addr, cmd).await,
+        Cmd::Registry { cmd } => image::registry(&addr, cmd).await,
     }
 }

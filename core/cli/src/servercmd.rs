@@ -23,6 +23,8 @@ use crate::output::table;
 /// The flags of `berth server`.
 #[derive(clap::Args)]
 pub struct ServerOpts {
+    #[command(flatten)]
+    pub registry: crate::image::RegistryFlags,
     /// Where the raft log and state live.
     #[arg(long, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
     pub data_dir: PathBuf,
@@ -187,6 +189,7 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
             heartbeat_timeout,
             max_heartbeats_per_second: o.max_heartbeats_per_second,
             node_subnets: o.node_subnets.clone(),
+            registry: o.registry.client()?,
         },
     )
     .context("--policy")?;

@@ -104,12 +104,6 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
             .prefix("berth-host-")
             .tempdir()
             .unwrap();
-        let import = Command::new(BERTH)
-            .args(["image", "import", common::demo_image().to_str().unwrap()])
-            .env("BERTH_DATA_DIR", dir.path())
-            .output()
-            .unwrap();
-        assert!(import.status.success());
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
         hosts.procs.push(
             // nsenter switches only the network namespace (`ip netns exec`
@@ -143,6 +137,16 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
             .count();
         (ready == 2).then_some(())
     });
+    // Into both hosts' stores, through their agents.
+    let import = berth(
+        &addr,
+        &["image", "import", common::demo_image().to_str().unwrap()],
+    );
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
 
     let run = |name: &str, yaml: &str| {
         let f = server_dir.path().join(format!("{name}.yaml"));

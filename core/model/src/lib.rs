@@ -5,6 +5,7 @@
 
 pub mod deploy;
 pub mod hardware;
+pub mod image;
 pub mod job;
 pub mod labels;
 pub mod node;

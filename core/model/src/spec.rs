@@ -60,8 +60,7 @@ pub const DEFAULT_STOP_GRACE: DurationMs = DurationMs(5_000);
 pub const MAX_STOP_GRACE: DurationMs = DurationMs(600_000);
 /// Longest app name, in characters.
 pub const MAX_NAME_LEN: usize = 63;
-/// Longest image tag, in characters.
-pub const MAX_TAG_LEN: usize = 128;
+pub use crate::image::MAX_TAG_LEN;
 /// Environment variables Berth sets in every container start with this
 /// (`BERTH_TASK_ID`, `BERTH_APP`, `BERTH_INSTANCE`, `BERTH_ATTEMPT`,
 /// `BERTH_NODE`, `BERTH_PORT_<NAME>`); a spec may not set them.
@@ -91,7 +90,10 @@ pub struct AppSpec {
     /// The app's name: `[a-z0-9-]`, 1-63 characters, starting and ending
     /// with a letter or digit (see [`valid_name`]).
     pub name: String,
-    /// The image to run, as `name:tag` (e.g. `busybox:latest`).
+    /// The image to run: `name:tag` from the node's store (e.g.
+    /// `busybox:latest`) or `registry[:port]/repo[:tag][@sha256:...]` from a
+    /// registry (see [`crate::image`]). The servers pin a registry tag to
+    /// its digest when a deployment starts.
     pub image: String,
     /// The command and its arguments; empty means the image's default.
     #[serde(default)]
@@ -408,36 +410,11 @@ pub fn valid_name(s: &str) -> bool {
     }
 }
 
-/// Checks the `name:tag` image form; returns what is wrong.
+/// Checks the image reference (see [`crate::image`]); returns what is wrong.
 fn check_image(image: &str) -> Result<(), String> {
-    let Some((name, tag)) = image.split_once(':') else {
-        return Err(format!(
-            "{} has no tag (expected name:tag, e.g. busybox:latest)",
-            quoted(image)
-        ));
-    };
-    let name_ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._/-".contains(&c));
-    if !name_ok {
-        return Err(format!(
-            "{} is not a valid image (the name before ':' must be non-empty and use only a-z, 0-9, '.', '_', '/', '-')",
-            quoted(image)
-        ));
-    }
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= MAX_TAG_LEN
-        && tag
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
-    if !tag_ok {
-        return Err(format!(
-            "{} is not a valid image (the tag after ':' must be 1-{MAX_TAG_LEN} characters of A-Z, a-z, 0-9, '.', '_', '-')",
-            quoted(image)
-        ));
-    }
-    Ok(())
+    crate::image::ImageRef::parse(image)
+        .map(|_| ())
+        .map_err(|e| format!("{} {e}", quoted(image)))
 }
 
 /// Whether `s` is a valid environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.

@@ -494,7 +494,7 @@ fn arb_spec() -> impl Strategy<Value = AppSpec> {
         .prop_shuffle();
     (
         "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
-        "[a-z0-9._/-]{1,30}:[A-Za-z0-9._-]{1,128}",
+        "[a-z0-9][a-z0-9_-]{0,10}(/[a-z0-9][a-z0-9._-]{0,10}){0,2}:[A-Za-z0-9._-]{1,128}",
         proptest::collection::vec("[^\\x00]{1,12}", 0..5),
         proptest::collection::btree_map("[A-Za-z_][A-Za-z0-9_]{0,12}", "[^\\x00]{0,12}", 0..5),
         (1u64..=1_024_000, (4u64 << 20)..=(16u64 << 40)),

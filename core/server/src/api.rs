@@ -30,6 +30,8 @@ pub struct Api {
     /// The range node bridge subnets come from (proposed with the first
     /// registration).
     pub(crate) node_subnets: String,
+    /// Pins image tags to digests.
+    pub(crate) registry: Arc<berth_image::registry::Registry>,
 }
 
 /// The most status reports one request may carry.
@@ -209,6 +211,27 @@ impl Control for Api {
         self.start_job_of(req).await
     }
 
+    async fn registry_login(
+        &self,
+        req: Request<pb::RegistryLoginRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.registry_login_of(req).await
+    }
+
+    async fn registry_logout(
+        &self,
+        req: Request<pb::RegistryRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.registry_logout_of(req).await
+    }
+
+    async fn list_registries(
+        &self,
+        req: Request<pb::ListRegistriesRequest>,
+    ) -> Result<Response<pb::ListRegistriesResponse>, Status> {
+        self.list_registries_of(req).await
+    }
+
     async fn endpoints(
         &self,
         req: Request<pb::EndpointsRequest>,
@@ -296,7 +319,7 @@ impl Control for Api {
         if let Some(plugins) = changed {
             self.plugins.sync(&plugins);
         }
-        let spec = if self.plugins.has_admission() {
+        let mut spec = if self.plugins.has_admission() {
             let plugins = self.plugins.clone();
             tokio::task::spawn_blocking(move || plugins.admit(spec))
                 .await
@@ -305,6 +328,9 @@ impl Control for Api {
         } else {
             spec
         };
+        // A registry tag becomes the digest it names now: the version runs
+        // those bytes everywhere, whatever later happens to the tag.
+        self.pin_image(&mut spec).await?;
         let name = spec.name.clone();
         let (_, outcome) = self
             .commit(

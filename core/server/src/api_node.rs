@@ -172,6 +172,13 @@ impl NodeApi for Api {
         )))
     }
 
+    async fn get_registry_credential(
+        &self,
+        req: Request<pb::RegistryRequest>,
+    ) -> Result<Response<pb::RegistryCredential>, Status> {
+        self.registry_credential_of(req).await
+    }
+
     async fn report_tasks(
         &self,
         req: Request<pb::ReportTasksRequest>,

@@ -10,6 +10,7 @@ pub mod api_endpoints;
 pub mod api_explain;
 pub mod api_node;
 pub mod api_plugins;
+pub mod api_registry;
 pub mod assign;
 pub mod convert;
 pub mod deployer;
@@ -53,6 +54,9 @@ pub struct Options {
     pub max_heartbeats_per_second: u32,
     /// The range node bridge subnets come from (one /24 per node).
     pub node_subnets: String,
+    /// The client that pins image tags to digests (its CA and insecure
+    /// registries come from `--registry-ca`, `--insecure-registry`).
+    pub registry: Arc<berth_image::registry::Registry>,
 }
 
 impl Default for Options {
@@ -64,6 +68,10 @@ impl Default for Options {
             heartbeat_timeout: HEARTBEAT_TIMEOUT,
             max_heartbeats_per_second: liveness::MAX_HEARTBEATS_PER_SECOND,
             node_subnets: berth_model::node::NODE_SUBNETS.into(),
+            registry: Arc::new(
+                berth_image::registry::Registry::new(&Default::default())
+                    .expect("a registry client without a CA always builds"),
+            ),
         }
     }
 }
@@ -113,6 +121,7 @@ impl Server {
             plugins: plugins.clone(),
             router: assign::Router::default(),
             node_subnets: o.node_subnets.clone(),
+            registry: o.registry.clone(),
         };
         tokio::spawn(api.router.clone().run(store.clone()));
         scheduler::start(

@@ -98,6 +98,8 @@ pub enum Command {
     Deploy(crate::deploy::DeployCommand),
     /// A job run starts or ends.
     Job(crate::job::JobCommand),
+    /// Registry credentials are stored or forgotten.
+    Registry(crate::registry::RegistryCommand),
     /// Status reports from a node's agent.
     ReportTasks {
         /// Reporting node.

@@ -13,6 +13,7 @@ pub mod job;
 pub mod node;
 mod nodes;
 pub mod plugins;
+pub mod registry;
 mod scale;
 pub mod snapfile;
 pub mod state;
@@ -24,6 +25,7 @@ pub use events::{Batch, Subscription};
 pub use job::JobCommand;
 pub use node::{NoPeers, RaftStatus, StateGuard, Store, StoreConfig, Transport};
 pub use plugins::{Blob, Mode, PluginCommand, PluginRecord, PluginSettings, PluginVersion};
+pub use registry::{RegistryCommand, RegistryLogin, Secret};
 pub use state::{App, ClusterState, Command, Envelope, Event, MAX_REQUEST_ID, Outcome, Placement};
 pub use tasks::TaskTable;
 

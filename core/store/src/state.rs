@@ -95,6 +95,9 @@ pub struct ClusterState {
     /// Jobs with a running run or a schedule (derived).
     #[serde(skip)]
     pub(crate) jobs: std::collections::BTreeSet<String>,
+    /// Registry credentials by `host[:port]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registries: BTreeMap<String, crate::registry::RegistryLogin>,
     /// The range node subnets come from (set by the first registration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_subnets: Option<String>,
@@ -285,6 +288,7 @@ impl ClusterState {
             }
             Command::Deploy(d) => self.apply_deploy(index, at, d, events),
             Command::Job(j) => self.apply_job(index, at, j, events),
+            Command::Registry(r) => self.apply_registry(r),
             Command::RemoveApp { name } => self.remove_app(&name, events),
             Command::RegisterNode { info, subnets } => {
                 if self.node_subnets.is_none()

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod registry;
 pub mod servers;
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
@@ -128,13 +129,9 @@ impl Dev {
                 ])
                 .collect(),
         };
-        let out = dev.berth(&["image", "import", demo_image().to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "image import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         dev.spawn();
+        // Through the node's agent, into the store it runs containers from.
+        dev.ok(&["image", "import", demo_image().to_str().unwrap()]);
         dev
     }
 
@@ -170,16 +167,22 @@ impl Dev {
 
     /// [`Dev::agent`] with extra flags.
     pub fn agent_with(&mut self, name: &str, inventory: &str, extra: &[&str]) {
+        self.agent_bare(name, inventory, extra);
+        // Each node has its own image store.
+        self.ok(&[
+            "image",
+            "import",
+            demo_image().to_str().unwrap(),
+            "--node",
+            name,
+        ]);
+    }
+
+    /// [`Dev::agent_with`] without importing the demo image.
+    pub fn agent_bare(&mut self, name: &str, inventory: &str, extra: &[&str]) {
         let data = self.data.path().join("agents").join(name);
         std::fs::create_dir_all(&data).unwrap();
         let log = std::fs::File::create(data.join("agent.log")).unwrap();
-        // Each node has its own image store.
-        let import = Command::new(BERTH)
-            .args(["image", "import", demo_image().to_str().unwrap()])
-            .env("BERTH_DATA_DIR", &data)
-            .output()
-            .unwrap();
-        assert!(import.status.success());
         let child = Command::new(BERTH)
             .args(["agent", "--node-name", name, "--inventory", inventory])
             .args(extra)

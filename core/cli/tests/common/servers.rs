@@ -265,12 +265,6 @@ impl Agent {
     /// Starts agent `name` simulating `inventory`, talking to `servers`.
     pub fn start(servers: &str, data: PathBuf, name: &str, inventory: &str) -> Agent {
         std::fs::create_dir_all(&data).unwrap();
-        let import = Command::new(BERTH)
-            .args(["image", "import", super::demo_image().to_str().unwrap()])
-            .env("BERTH_DATA_DIR", &data)
-            .output()
-            .unwrap();
-        assert!(import.status.success());
         let log = std::fs::File::create(data.join("agent.log")).unwrap();
         let child = Command::new(BERTH)
             .args(["agent", "--node-name", name, "--inventory", inventory])
@@ -282,7 +276,24 @@ impl Agent {
             .stderr(log)
             .spawn()
             .unwrap();
-        Agent { data, child }
+        let agent = Agent { data, child };
+        // Each node has its own image store, filled through its agent.
+        super::wait_for(
+            &format!("agent {name} to take the demo image"),
+            Duration::from_secs(60),
+            || {
+                Command::new(BERTH)
+                    .args(["image", "import", super::demo_image().to_str().unwrap()])
+                    .args(["--node", name])
+                    .env("BERTH_ADDR", servers)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
+        agent
     }
 }
 

@@ -1,4 +1,4 @@
-//! The node's OCI image store.
+//! Berth's OCI images: the node's content-addressed store.
 //!
 //! Images come in as OCI image layouts (a directory with `oci-layout`,
 //! `index.json` and `blobs/`, or a plain or gzipped tar of one), e.g. built
@@ -22,6 +22,7 @@ mod error;
 mod fsutil;
 mod layout;
 mod oci;
+pub mod registry;
 mod rootfs;
 pub mod store;
 mod unpack;

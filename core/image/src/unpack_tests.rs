@@ -4,7 +4,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use super::*;
-use crate::image::fsutil::{TempPath, unique_name};
+use crate::fsutil::{TempPath, unique_name};
 
 fn tempdir() -> TempPath {
     let p = std::env::temp_dir().join(unique_name("berth-unpack-test"));

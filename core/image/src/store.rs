@@ -107,7 +107,7 @@ impl ImageStore {
         self.root.join("layers")
     }
 
-    fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
 
@@ -116,7 +116,7 @@ impl ImageStore {
     }
 
     /// Where the store keeps the blob `digest`.
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
+    pub(crate) fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
         Ok(self.blobs_dir().join(oci::digest_hex(digest)?))
     }
 
@@ -256,7 +256,7 @@ impl ImageStore {
         }
     }
 
-    fn stored_manifest(&self, name: &str, digest: &str) -> Result<Manifest, ImageError> {
+    pub(crate) fn stored_manifest(&self, name: &str, digest: &str) -> Result<Manifest, ImageError> {
         let path = self.blob_path(digest)?;
         if !path.exists() {
             return Err(ImageError::MissingBlob {
@@ -347,7 +347,7 @@ impl ImageStore {
 
     /// Unpacks a stored layer blob into `layers/<hex>/` unless it is there
     /// already: into a temporary directory first, renamed when complete.
-    fn ensure_layer(
+    pub(crate) fn ensure_layer(
         &self,
         layer: &Descriptor,
         diff_id: Option<&str>,
@@ -410,7 +410,7 @@ impl ImageStore {
         Ok(dir)
     }
 
-    fn read_refs(&self) -> Result<BTreeMap<String, String>, ImageError> {
+    pub(crate) fn read_refs(&self) -> Result<BTreeMap<String, String>, ImageError> {
         let path = self.refs_path();
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -425,7 +425,7 @@ impl ImageStore {
 
     /// Rewrites refs.json under an exclusive lock if `change` says it changed
     /// something.
-    fn update_refs(
+    pub(crate) fn update_refs(
         &self,
         change: impl FnOnce(&mut BTreeMap<String, String>) -> bool,
     ) -> Result<(), ImageError> {
@@ -457,7 +457,7 @@ impl ImageStore {
     }
 }
 
-fn info(name: String, digest: String, manifest: &Manifest) -> ImageInfo {
+pub(crate) fn info(name: String, digest: String, manifest: &Manifest) -> ImageInfo {
     ImageInfo {
         name,
         digest,
@@ -466,7 +466,7 @@ fn info(name: String, digest: String, manifest: &Manifest) -> ImageInfo {
     }
 }
 
-fn zstd_error(layer: &Descriptor) -> ImageError {
+pub(crate) fn zstd_error(layer: &Descriptor) -> ImageError {
     ImageError::Unsupported(format!(
         "layer {} is zstd-compressed ({}); Berth unpacks only tar and tar+gzip layers \
          (convert with e.g. `skopeo copy --dest-compress-format gzip`)",
@@ -475,7 +475,7 @@ fn zstd_error(layer: &Descriptor) -> ImageError {
 }
 
 /// Reads a small JSON blob, refusing absurd sizes.
-fn read_json(path: &Path, d: &Descriptor, kind: &str) -> Result<Vec<u8>, ImageError> {
+pub(crate) fn read_json(path: &Path, d: &Descriptor, kind: &str) -> Result<Vec<u8>, ImageError> {
     if d.size > MAX_JSON {
         return Err(ImageError::Unsupported(format!(
             "{kind} {} is {} bytes; refusing JSON documents over {MAX_JSON} bytes",
@@ -485,7 +485,7 @@ fn read_json(path: &Path, d: &Descriptor, kind: &str) -> Result<Vec<u8>, ImageEr
     fs::read(path).ctx("read", path)
 }
 
-fn parse_config(bytes: &[u8], d: &Descriptor) -> Result<ConfigFile, ImageError> {
+pub(crate) fn parse_config(bytes: &[u8], d: &Descriptor) -> Result<ConfigFile, ImageError> {
     serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
         what: format!("config {}", d.digest),
         source,

@@ -1,0 +1,119 @@
+//! Registry credentials (`berth registry login|logout|ls`, and the agents'
+//! lookup) and pinning a spec's image tag to its digest.
+
+use berth_image::registry::{Credentials, RegistryError};
+use berth_model::image::ImageRef;
+use berth_model::spec::AppSpec;
+use berth_proto as pb;
+use berth_store::{Command, RegistryCommand, RegistryLogin, Secret};
+use tonic::{Request, Response, Status};
+
+use crate::api::{Api, request_id};
+
+impl Api {
+    /// The stored credentials for `registry`, if any.
+    fn credentials(&self, registry: &str) -> Option<Credentials> {
+        let state = self.store.read();
+        state.registries.get(registry).map(|l| Credentials {
+            username: l.username.clone(),
+            password: l.password.0.clone(),
+        })
+    }
+
+    /// Pins a registry image named by tag to the digest the tag names now,
+    /// so every instance of this version runs the same bytes whatever
+    /// happens to the tag later. Local images and pinned references are
+    /// left as they are. A tag that cannot be resolved is refused here,
+    /// before anything is stored, with the registry's reason.
+    pub(crate) async fn pin_image(&self, spec: &mut AppSpec) -> Result<(), Status> {
+        let image = ImageRef::parse(&spec.image)
+            .map_err(|e| Status::invalid_argument(format!("image: {:?} {e}", spec.image)))?;
+        if !image.is_remote() || image.digest.is_some() {
+            return Ok(());
+        }
+        let creds = image.registry.as_deref().and_then(|r| self.credentials(r));
+        let digest = self
+            .registry
+            .resolve(&image, creds.as_ref())
+            .await
+            .map_err(|e| match e {
+                RegistryError::Unreachable { .. } => Status::unavailable(format!("image: {e}")),
+                e => Status::failed_precondition(format!("image: {e}")),
+            })?;
+        tracing::info!(image = %image, %digest, "pinned image tag");
+        spec.image = image.pinned(digest).to_string();
+        Ok(())
+    }
+
+    pub(crate) async fn registry_login_of(
+        &self,
+        req: Request<pb::RegistryLoginRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = req.into_inner();
+        let rid = request_id(r.request_id)?;
+        let login = RegistryLogin {
+            username: r.username,
+            password: Secret(r.password),
+        };
+        berth_store::registry::check_login(&r.registry, &login)
+            .map_err(Status::invalid_argument)?;
+        self.commit(
+            rid,
+            Command::Registry(RegistryCommand::Login {
+                registry: r.registry,
+                login,
+            }),
+        )
+        .await?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    pub(crate) async fn registry_logout_of(
+        &self,
+        req: Request<pb::RegistryRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = req.into_inner();
+        let rid = request_id(r.request_id)?;
+        let registry = r.registry;
+        self.refuse_early(rid.as_deref(), |s| {
+            (!s.registries.contains_key(&registry))
+                .then(|| format!("registry: not logged in to {registry}"))
+        })
+        .await?;
+        self.commit(rid, Command::Registry(RegistryCommand::Logout { registry }))
+            .await?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    pub(crate) async fn list_registries_of(
+        &self,
+        req: Request<pb::ListRegistriesRequest>,
+    ) -> Result<Response<pb::ListRegistriesResponse>, Status> {
+        self.barrier(&req).await?;
+        let state = self.store.read();
+        let registries = state
+            .registries
+            .iter()
+            .map(|(r, l)| pb::RegistryEntry {
+                registry: r.clone(),
+                username: l.username.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListRegistriesResponse { registries }))
+    }
+
+    pub(crate) async fn registry_credential_of(
+        &self,
+        req: Request<pb::RegistryRequest>,
+    ) -> Result<Response<pb::RegistryCredential>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(match self.credentials(&r.registry) {
+            Some(c) => pb::RegistryCredential {
+                found: true,
+                username: c.username,
+                password: c.password,
+            },
+            None => pb::RegistryCredential::default(),
+        }))
+    }
+}
