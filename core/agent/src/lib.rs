@@ -12,6 +12,7 @@ pub mod logs;
 mod plan;
 pub mod pull;
 pub mod supervisor;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -200,6 +201,12 @@ impl Agent {
                     self.rt.cni().set_subnet(&r.get_ref().subnet);
                     if !discovery_started {
                         discovery_started = true;
+                        tokio::spawn(volumes::collect(
+                            self.rt.clone(),
+                            servers.clone(),
+                            self.cfg.node_name.clone(),
+                            shutdown.clone(),
+                        ));
                         let dns = self.cfg.dns_loopback;
                         discovery::start(&self.rt, servers.clone(), dns, shutdown.clone()).await;
                     }

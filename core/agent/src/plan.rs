@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_model::quantity::DurationMs;
+use berth_model::spec::volume_id;
 use berth_model::spec::{RestartLimit, port_env_name};
 use berth_proto as pb;
 use berth_proto::typed;
 use berth_runtime::taskdir::LaunchRecord;
+use berth_runtime::volume::{VolumeMount, VolumeSource};
 use berth_runtime::{LaunchSpec, NetMode};
 
 use crate::health::{CheckPlan, Probe};
@@ -132,6 +134,29 @@ fn berth_env(task: &pb::Task, launch: &pb::Launch, ports: &[u32]) -> BTreeMap<St
     env
 }
 
+/// The volumes a task mounts: a persistent one is its instance's.
+fn volumes(task: &pb::Task, launch: &pb::Launch) -> Vec<VolumeMount> {
+    launch
+        .volumes
+        .iter()
+        .map(|v| VolumeMount {
+            name: v.name.clone(),
+            path: v.path.clone(),
+            read_only: v.read_only,
+            source: match (&v.host_path, v.ephemeral) {
+                (Some(p), _) => VolumeSource::HostPath { path: p.clone() },
+                (None, true) => VolumeSource::Ephemeral {
+                    size: v.size.unwrap_or_default(),
+                },
+                (None, false) => VolumeSource::Persistent {
+                    id: volume_id(&task.app, task.instance, &v.name),
+                    size: v.size.unwrap_or_default(),
+                },
+            },
+        })
+        .collect()
+}
+
 /// The network a task's container gets: its (host, container) port pairs
 /// mapped on a bridge, with the DNS search domains of its namespace.
 fn net_mode(launch: &pb::Launch, ports: &[u32]) -> NetMode {
@@ -195,6 +220,7 @@ pub(crate) fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<T
                 .chain(alloc.devices.iter().cloned())
                 .collect(),
             network: net_mode(spec, &alloc.ports),
+            volumes: volumes(task, spec),
         },
         restart,
         job: spec.job,

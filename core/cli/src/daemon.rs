@@ -113,6 +113,7 @@ pub async fn dev(
             heartbeat_timeout,
             node_subnets: net.node_subnets.clone(),
             registry: registry.clone(),
+            host_volume_root: host_root(net.host_volume_root.as_deref())?,
             ..Default::default()
         },
     )
@@ -126,7 +127,10 @@ pub async fn dev(
         labels: BTreeMap::new(),
         inventory: InventorySource::Probe,
         heartbeat: Duration::from_secs(1),
-        runtime: runtime_config(data_dir)?,
+        runtime: RuntimeConfig {
+            host_volume_root: net.host_volume_root.clone(),
+            ..runtime_config(data_dir)?
+        },
         dynamic_ports,
         dns_loopback: dns_listen(&net.dns_listen)?,
         registry,
@@ -157,6 +161,9 @@ pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
 pub struct AgentOpts {
     #[command(flatten)]
     pub registry: crate::image::RegistryFlags,
+    /// The only directory (and below) host-path volumes may mount.
+    #[arg(long, env = "BERTH_HOST_VOLUME_ROOT")]
+    pub host_volume_root: Option<PathBuf>,
     /// Where this agent's API (logs, images) listens.
     #[arg(long, default_value = "127.0.0.1:7701")]
     pub listen: String,
@@ -210,6 +217,19 @@ pub struct DevNet {
     pub node_subnets: String,
     /// `--registry-ca`, `--insecure-registry`.
     pub registry: crate::image::RegistryFlags,
+    /// `--host-volume-root DIR`.
+    pub host_volume_root: Option<PathBuf>,
+}
+
+/// `--host-volume-root DIR`: an absolute, clean path (as the servers
+/// compare it with specs' host paths).
+pub fn host_root(p: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let Some(p) = p else { return Ok(None) };
+    let s = p.to_string_lossy().to_string();
+    if !berth_model::spec::clean_absolute(&s) && s != "/" {
+        anyhow::bail!("--host-volume-root: {s:?} must be an absolute path without '.' or '..'");
+    }
+    Ok(Some(s))
 }
 
 /// `--dns-listen ADDR|off`: where the node's DNS listens besides its
@@ -268,6 +288,8 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
     };
     let node_name = o.node_name;
     let mut runtime = runtime_config(data_dir)?;
+    host_root(o.host_volume_root.as_deref())?;
+    runtime.host_volume_root = o.host_volume_root.clone();
     if !o.cdi_dirs.is_empty() {
         runtime.cdi_dirs = o.cdi_dirs;
     }

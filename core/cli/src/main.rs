@@ -15,6 +15,7 @@ mod probe;
 mod scaffold;
 mod servercmd;
 mod sim;
+mod volume;
 
 use std::path::PathBuf;
 
@@ -69,6 +70,9 @@ enum Cmd {
         dns_listen: String,
         #[command(flatten)]
         registry: image::RegistryFlags,
+        /// Host-path volumes must be under this directory (none: refused).
+        #[arg(long, env = "BERTH_HOST_VOLUME_ROOT")]
+        host_volume_root: Option<PathBuf>,
     },
     /// Run a control-plane server (one member of a raft cluster), or
     /// manage the members.
@@ -222,6 +226,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// Persistent volumes: where each instance's data lives; remove one.
+    Volume {
+        #[command(subcommand)]
+        cmd: volume::VolumeCmd,
+    },
     /// Registry credentials kept by the cluster.
     Registry {
         #[command(subcommand)]
@@ -318,12 +327,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             dns_listen,
             node_subnets,
             registry,
+            host_volume_root,
         } => {
             let net = daemon::DevNet {
                 dynamic_ports,
                 dns_listen,
                 node_subnets,
                 registry,
+                host_volume_root,
             };
             daemon::dev(
                 &addr,
@@ -380,5 +391,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Plugin { cmd } => plugin::run(&addr, cmd).await,
         Cmd::Image { cmd } => image::run(&addr, cmd).await,
         Cmd::Registry { cmd } => image::registry(&addr, cmd).await,
+        Cmd::Volume { cmd } => volume::run(&addr, cmd).await,
     }
 }

@@ -56,6 +56,10 @@ pub struct ServerOpts {
     /// (proposed with the first node's registration; fixed after).
     #[arg(long, env = "BERTH_NODE_SUBNETS", default_value = berth_model::node::NODE_SUBNETS)]
     pub node_subnets: String,
+    /// Specs' host-path volumes must be under this directory (none:
+    /// host paths are refused).
+    #[arg(long, env = "BERTH_HOST_VOLUME_ROOT")]
+    pub host_volume_root: Option<PathBuf>,
     /// Snapshot the state and compact the log after at least this many
     /// entries, once the log since the last snapshot is as large as it (so
     /// snapshots get rarer as the state grows and cost the same per write).
@@ -190,6 +194,7 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
             max_heartbeats_per_second: o.max_heartbeats_per_second,
             node_subnets: o.node_subnets.clone(),
             registry: o.registry.client()?,
+            host_volume_root: crate::daemon::host_root(o.host_volume_root.as_deref())?,
         },
     )
     .context("--policy")?;

@@ -158,10 +158,25 @@ pub fn decide(d: &Deployment, tasks: &[&Task], now_ms: u64) -> (Progress, Decisi
     let room = (wanted + limits.surge).saturating_sub(p.new_total + p.old_total);
     let count = wanted.saturating_sub(p.new_total).min(room);
     let used: std::collections::BTreeSet<u32> = new.iter().map(|t| t.instance).collect();
-    let start: Vec<u32> = (0..)
+    // Numbers whose old task is gone or going come first, so an instance
+    // is replaced by its namesake (a persistent volume pins the number to
+    // its node; an old task still there would share it).
+    let kept: std::collections::BTreeSet<u32> = old
+        .iter()
+        .filter(|t| !retire.contains(&t.id))
+        .map(|t| t.instance)
+        .collect();
+    let bound = wanted + limits.surge + old.len() as u32 + new.len() as u32;
+    let (free, held): (Vec<u32>, Vec<u32>) = (0..bound)
         .filter(|i| !used.contains(i))
+        .partition(|i| !kept.contains(i));
+    let mut start: Vec<u32> = free
+        .into_iter()
+        .take_while(|i| *i < wanted || kept.is_empty())
+        .chain(held)
         .take(count as usize)
         .collect();
+    start.sort_unstable();
     if start.is_empty() && retire.is_empty() {
         return (p, Decision::Wait);
     }
@@ -245,10 +260,10 @@ mod tests {
                 act(&[0], &[]),
             ),
             (
-                "new one ready: one old goes, next new starts",
+                "new one ready: one old goes, its namesake starts",
                 deployment(4, c(1), c(0), 0),
                 with(old4(), vec![task(20, 0, Some(10))]),
-                act(&[1], &["web-10-3"]),
+                act(&[3], &["web-10-3"]),
             ),
             (
                 "new one not ready yet: wait",
@@ -263,10 +278,10 @@ mod tests {
                 Decision::Wait,
             ),
             (
-                "unavailable 1, surge 0: retire first, then start",
+                "unavailable 1, surge 0: retire first, then start its namesake",
                 deployment(4, c(0), c(1), 0),
                 old4(),
-                act(&[0], &["web-10-3"]),
+                act(&[3], &["web-10-3"]),
             ),
             (
                 "an unready old task goes before a ready one",

@@ -31,6 +31,7 @@ mod network;
 mod parse;
 mod service;
 mod validate;
+mod volumes;
 
 pub use network::{DEFAULT_NAMESPACE, Network};
 pub(crate) use parse::key_segment;
@@ -38,6 +39,9 @@ pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
 pub use service::{
     Amount, Check, Concurrency, HttpCheck, Kind, MIN_EVERY, PortRef, RestartLimit, Schedule,
     TcpCheck, Update,
+};
+pub use volumes::{
+    MAX_VOLUMES, Volume, VolumeKind, clean_absolute, under as path_under, volume_id,
 };
 
 /// Cpu given to an app that does not say: 100m.
@@ -113,6 +117,10 @@ pub struct AppSpec {
     /// `host`, `bridge` (the default when a port has `container`) or `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// Volumes each instance mounts: persistent (bound to the instance and
+    /// its node), a host directory, or ephemeral.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
     /// The namespace its names live in (`<app>.<namespace>.berth`).
     #[serde(
         default = "network::default_namespace",
@@ -437,6 +445,7 @@ impl AppSpec {
             instances: DEFAULT_INSTANCES,
             ports: Vec::new(),
             network: None,
+            volumes: Vec::new(),
             namespace: DEFAULT_NAMESPACE.into(),
             restart: RestartPolicy::default(),
             stop_grace: DEFAULT_STOP_GRACE,
@@ -463,7 +472,7 @@ impl AppSpec {
 
     /// The rollout strategy in force (the default when the spec gives none).
     pub fn update(&self) -> Update {
-        self.update.clone().unwrap_or_default()
+        self.pinned_update(self.update.clone().unwrap_or_default())
     }
 
     /// The readiness check in force: `ready`, else `health`, else none

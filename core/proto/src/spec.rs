@@ -43,6 +43,7 @@ impl From<&AppSpec> for pb::AppSpec {
             env: s.env.clone().into_iter().collect(),
             resources: Some(resources(&s.resources)),
             instances: s.instances,
+            volumes: s.volumes.iter().map(volume_to_wire).collect(),
             ports: s
                 .ports
                 .iter()
@@ -177,6 +178,7 @@ impl TryFrom<pb::AppSpec> for AppSpec {
             resources: from_resources(s.resources.unwrap_or_default())?,
             instances: s.instances,
             ports,
+            volumes: s.volumes.into_iter().map(volume_from_wire).collect(),
             restart,
             stop_grace: DurationMs(s.stop_grace_ms),
             constraints,
@@ -205,6 +207,30 @@ impl TryFrom<pb::AppSpec> for AppSpec {
                 s.namespace
             },
         })
+    }
+}
+
+/// A volume on the wire.
+pub fn volume_to_wire(v: &berth_model::spec::Volume) -> pb::VolumeSpec {
+    pb::VolumeSpec {
+        name: v.name.clone(),
+        path: v.path.clone(),
+        size: v.size.map(|b| b.0),
+        host_path: v.host_path.clone(),
+        read_only: v.read_only,
+        ephemeral: v.ephemeral,
+    }
+}
+
+/// A volume from the wire (checked with the rest of the spec).
+pub fn volume_from_wire(v: pb::VolumeSpec) -> berth_model::spec::Volume {
+    berth_model::spec::Volume {
+        name: v.name,
+        path: v.path,
+        size: v.size.map(berth_model::Bytes),
+        host_path: v.host_path,
+        read_only: v.read_only,
+        ephemeral: v.ephemeral,
     }
 }
 

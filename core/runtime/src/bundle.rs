@@ -40,6 +40,9 @@ pub struct LaunchSpec {
     /// Its network: the host's, its own on the node's bridge, or none.
     #[serde(default)]
     pub network: NetMode,
+    /// Volumes to mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volume::VolumeMount>,
 }
 
 /// A container's network.
@@ -242,6 +245,18 @@ pub fn runtime_config(
     config
 }
 
+/// Adds bind mounts (container path, host path, read-only) to a bundle
+/// config.
+pub fn add_binds(config: &mut Value, binds: &[(String, std::path::PathBuf, bool)]) {
+    if let Some(m) = config["mounts"].as_array_mut() {
+        for (dest, src, ro) in binds {
+            let mode = if *ro { "ro" } else { "rw" };
+            m.push(json!({"destination": dest, "type": "bind", "source": src,
+                          "options": ["rbind", "nosuid", "nodev", mode]}));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +274,7 @@ mod tests {
             cpuset: vec![],
             mems: vec![],
             network: NetMode::Host,
+            volumes: Vec::new(),
             devices: vec![],
         }
     }

@@ -56,6 +56,8 @@ pub struct RuntimeConfig {
     /// Directories holding the CNI plugins (default Debian's
     /// `/usr/lib/cni`, then `/opt/cni/bin`).
     pub cni_paths: Vec<PathBuf>,
+    /// Where host-path volumes may come from (none: nowhere).
+    pub host_volume_root: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -71,6 +73,7 @@ impl RuntimeConfig {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
+            host_volume_root: None,
         }
     }
 }
@@ -219,7 +222,9 @@ impl Runtime {
         let spec2 = spec.clone();
         let td2 = td.clone();
         let cdi_dirs = self.cfg.cdi_dirs.clone();
+        let cfg = self.cfg.clone();
         tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
+            let mounts = prepare_volumes(&cfg, &dir, &spec2.volumes, user)?;
             // The overlay is mounted by the shim in its own mount namespace.
             let overlay = plan_rootfs(&image, &dir)?;
             td2.write_overlay(overlay.as_ref())
@@ -227,6 +232,7 @@ impl Runtime {
             let rootfs = dir.join("rootfs");
             let mut config =
                 runtime_config(&spec2, &image.config, &rootfs, &cgroups, net.as_ref(), user);
+            crate::bundle::add_binds(&mut config, &mounts);
             if !spec2.devices.is_empty() {
                 let dirs: Vec<&Path> = cdi_dirs.iter().map(|d| d.as_path()).collect();
                 crate::cdi::Registry::load(&dirs)?.apply(&spec2.devices, &mut config)?;
@@ -310,6 +316,40 @@ impl Runtime {
         Err(RuntimeError::StartFailed(msg))
     }
 
+    /// The persistent volumes on this node (ids).
+    pub fn volumes(&self) -> Vec<String> {
+        crate::volume::list(&self.cfg.root.join("volumes"))
+    }
+
+    /// The persistent volumes a task directory on this node still names
+    /// (its task is not removed yet).
+    pub fn volumes_in_use(&self) -> std::collections::HashSet<String> {
+        let mut out = std::collections::HashSet::new();
+        let Ok(rd) = std::fs::read_dir(self.cfg.root.join("tasks")) else {
+            return out;
+        };
+        for entry in rd.flatten() {
+            let task = entry.file_name().to_string_lossy().into_owned();
+            let Some(l) = self.task_dir(&task).read_launch() else {
+                continue;
+            };
+            for v in l.spec.volumes {
+                if let crate::volume::VolumeSource::Persistent { id, .. } = v.source {
+                    out.insert(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletes persistent volume `id` and its data.
+    pub fn remove_volume(&self, id: &str) -> Result<(), RuntimeError> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(RuntimeError::Io(format!("{id:?} is not a volume id")));
+        }
+        crate::volume::remove_sized(&self.cfg.root.join("volumes").join(id))
+    }
+
     /// Re-adopts a live shim found by [`Runtime::recover`].
     pub fn adopt(&self, task: &str, shim_pid: i32) -> Shim {
         Shim {
@@ -359,6 +399,10 @@ impl Runtime {
         }
         if td.path().exists() {
             release_rootfs(td.path())?;
+            // Ephemeral volumes go with the task.
+            for name in crate::volume::list(&td.path().join("volumes")) {
+                crate::volume::remove_sized(&td.path().join("volumes").join(name))?;
+            }
             std::fs::remove_dir_all(td.path()).map_err(io_err(td.path().display()))?;
         }
         td.remove_run_dir()
@@ -473,4 +517,47 @@ async fn wait_pid_exit(pid: i32) {
             }
         }
     }
+}
+
+/// Makes each volume ready on the node; returns (container path, host
+/// path, read-only) for the bind mounts.
+fn prepare_volumes(
+    cfg: &RuntimeConfig,
+    task_dir: &Path,
+    volumes: &[crate::volume::VolumeMount],
+    user: (u32, u32),
+) -> Result<Vec<(String, PathBuf, bool)>, RuntimeError> {
+    use crate::volume::{VolumeSource, ensure_sized};
+    let mut out = Vec::with_capacity(volumes.len());
+    for v in volumes {
+        let src = match &v.source {
+            VolumeSource::Persistent { id, size } => {
+                ensure_sized(&cfg.root.join("volumes").join(id), *size, user)?
+            }
+            VolumeSource::Ephemeral { size } => {
+                ensure_sized(&task_dir.join("volumes").join(&v.name), *size, user)?
+            }
+            VolumeSource::HostPath { path } => {
+                let allowed = cfg.host_volume_root.as_ref().is_some_and(|root| {
+                    berth_model::spec::path_under(path, &root.to_string_lossy())
+                });
+                if !allowed {
+                    return Err(RuntimeError::StartFailed(format!(
+                        "volume {}: host path {path} is outside this node's --host-volume-root",
+                        v.name
+                    )));
+                }
+                let p = PathBuf::from(path);
+                if !p.is_dir() {
+                    return Err(RuntimeError::StartFailed(format!(
+                        "volume {}: host path {path} is not a directory on this node",
+                        v.name
+                    )));
+                }
+                p
+            }
+        };
+        out.push((v.path.clone(), src, v.read_only));
+    }
+    Ok(out)
 }

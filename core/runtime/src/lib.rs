@@ -10,6 +10,7 @@ pub use berth_image as image;
 pub mod netns;
 pub mod shim;
 pub mod taskdir;
+pub mod volume;
 
 pub use bundle::{LaunchSpec, NetMode};
 pub use containers::{Recovered, Runtime, RuntimeConfig, RuntimeError, Shim, state_root_for};

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use berth_model::task::Allocation;
 
 pub use crate::node::{CoreState, DeviceState, GPU_MILLI, GpuState, MigSlot, NicState, NodeState};
-pub use crate::request::{GpuRequest, Interconnect, NicRequest, NumaPolicy, TaskRequest};
+pub use crate::request::{GpuRequest, Interconnect, NicRequest, NumaPolicy, Pinned, TaskRequest};
 
 /// A snapshot of all nodes, ordered by name so decisions are deterministic.
 #[derive(Debug, Clone, Default)]

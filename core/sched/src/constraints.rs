@@ -109,10 +109,23 @@ impl FilterPlugin for Constraints {
         "constraints"
     }
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
+        if let Some(p) = &task.pinned {
+            for (n, o) in nodes.iter().zip(out.iter_mut()) {
+                if n.name != p.node {
+                    *o = Some(Rejection::new(
+                        "volume",
+                        format!("its volume {} lives on node {}", p.volume, p.node),
+                    ));
+                }
+            }
+        }
         if task.constraints.is_empty() {
             return;
         }
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
+            if o.is_some() {
+                continue;
+            }
             for c in &task.constraints {
                 if let Err(r) = check(c, &task.group, n, nodes) {
                     *o = Some(r);

@@ -29,7 +29,7 @@ pub mod topology;
 
 pub use cluster::{
     Cluster, CoreState, GpuRequest, GpuState, Interconnect, MigSlot, NicRequest, NicState,
-    NodeState, NumaPolicy, TaskRequest,
+    NodeState, NumaPolicy, Pinned, TaskRequest,
 };
 pub use free::Free;
 pub use pipeline::{Decision, NodeExplain, Pipeline};

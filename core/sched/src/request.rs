@@ -101,6 +101,18 @@ pub struct TaskRequest {
     pub labels: BTreeMap<String, String>,
     /// Priority: higher may preempt lower.
     pub priority: i32,
+    /// The only node it may go to (a persistent volume of its instance is
+    /// there), and the volume's name for the reason.
+    pub pinned: Option<Pinned>,
+}
+
+/// A task held to one node by a persistent volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pinned {
+    /// The node.
+    pub node: String,
+    /// The volume (`<app>-<instance>-<name>`).
+    pub volume: String,
 }
 
 impl TaskRequest {
@@ -141,6 +153,7 @@ impl TaskRequest {
             constraints: spec.constraints.clone(),
             labels: spec.labels.clone(),
             priority: spec.priority,
+            pinned: None,
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Api {
     pub(crate) node_subnets: String,
     /// Pins image tags to digests.
     pub(crate) registry: Arc<berth_image::registry::Registry>,
+    /// Where host-path volumes may come from (none: nowhere).
+    pub(crate) host_volume_root: Option<String>,
 }
 
 /// The most status reports one request may carry.
@@ -232,6 +234,20 @@ impl Control for Api {
         self.list_registries_of(req).await
     }
 
+    async fn list_volumes(
+        &self,
+        req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        self.list_volumes_of(req).await
+    }
+
+    async fn remove_volume(
+        &self,
+        req: Request<pb::VolumeRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.remove_volume_of(req).await
+    }
+
     async fn endpoints(
         &self,
         req: Request<pb::EndpointsRequest>,
@@ -309,6 +325,7 @@ impl Control for Api {
         }
         // Validation happens before anything is proposed: a bad spec stores nothing.
         let spec = parse_spec(&req.spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_host_volumes(&spec)?;
         // Admission plugins may refuse or change it (also before anything is stored).
         // Plugins are loaded from a copy, without the state's lock, and
         // only when they changed.

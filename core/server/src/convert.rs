@@ -158,6 +158,11 @@ pub fn launch(s: &berth_model::spec::AppSpec, version: u64) -> pb::Launch {
             })
             .collect(),
         namespace: s.namespace.clone(),
+        volumes: s
+            .volumes
+            .iter()
+            .map(berth_proto::spec::volume_to_wire)
+            .collect(),
         // A job's task is retried `retries` times, however long it takes.
         restart_limit: Some(match s.kind {
             berth_model::spec::Kind::Job => pb::RestartLimit {

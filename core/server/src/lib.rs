@@ -11,6 +11,7 @@ pub mod api_explain;
 pub mod api_node;
 pub mod api_plugins;
 pub mod api_registry;
+pub mod api_volumes;
 pub mod assign;
 pub mod convert;
 pub mod deployer;
@@ -57,6 +58,9 @@ pub struct Options {
     /// The client that pins image tags to digests (its CA and insecure
     /// registries come from `--registry-ca`, `--insecure-registry`).
     pub registry: Arc<berth_image::registry::Registry>,
+    /// Where host-path volumes may come from (`--host-volume-root`; none:
+    /// host paths are refused).
+    pub host_volume_root: Option<String>,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
                 berth_image::registry::Registry::new(&Default::default())
                     .expect("a registry client without a CA always builds"),
             ),
+            host_volume_root: None,
         }
     }
 }
@@ -122,6 +127,7 @@ impl Server {
             router: assign::Router::default(),
             node_subnets: o.node_subnets.clone(),
             registry: o.registry.clone(),
+            host_volume_root: o.host_volume_root.clone(),
         };
         tokio::spawn(api.router.clone().run(store.clone()));
         scheduler::start(

@@ -210,8 +210,17 @@ impl Loop {
                 .templates
                 .entry((app_name.to_string(), version))
                 .or_insert_with(|| TaskRequest::for_spec("", spec));
-            let any = wasm || !spec.constraints.is_empty();
+            let volumes = spec.has_persistent_volumes();
+            let any = wasm || volumes || !spec.constraints.is_empty();
             for t in due {
+                // An instance whose volume is bound goes back to its node.
+                let pinned = volumes
+                    .then(|| state.volume_pin(spec, t.instance))
+                    .flatten()
+                    .map(|(node, volume)| berth_sched::Pinned {
+                        node: node.to_string(),
+                        volume,
+                    });
                 round.pending.push(Pending {
                     id: t.id.clone(),
                     app: t.app.clone(),
@@ -220,6 +229,7 @@ impl Loop {
                     message: t.message.clone(),
                     request: TaskRequest {
                         id: t.id.clone(),
+                        pinned,
                         ..template.clone()
                     },
                     priority: spec.priority,

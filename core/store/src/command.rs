@@ -98,6 +98,8 @@ pub enum Command {
     Deploy(crate::deploy::DeployCommand),
     /// A job run starts or ends.
     Job(crate::job::JobCommand),
+    /// A persistent volume's binding is removed.
+    Volume(crate::volumes::VolumeCommand),
     /// Registry credentials are stored or forgotten.
     Registry(crate::registry::RegistryCommand),
     /// Status reports from a node's agent.

@@ -19,6 +19,7 @@ pub mod snapfile;
 pub mod state;
 pub mod storage;
 pub mod tasks;
+pub mod volumes;
 
 pub use deploy::DeployCommand;
 pub use events::{Batch, Subscription};
@@ -28,6 +29,7 @@ pub use plugins::{Blob, Mode, PluginCommand, PluginRecord, PluginSettings, Plugi
 pub use registry::{RegistryCommand, RegistryLogin, Secret};
 pub use state::{App, ClusterState, Command, Envelope, Event, MAX_REQUEST_ID, Outcome, Placement};
 pub use tasks::TaskTable;
+pub use volumes::{VolumeBinding, VolumeCommand};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

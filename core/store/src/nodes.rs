@@ -62,6 +62,19 @@ impl ClusterState {
             .map(|t| t.id.clone())
             .collect();
         for id in ids {
+            // A drained node keeps instances whose volumes live there.
+            if why == "node drained"
+                && let Some(t) = self.tasks.get(&id).cloned()
+                && let Some(stay) = self.held_by_volume(&t, node)
+            {
+                self.tasks.update(&id, |t| {
+                    if t.message != stay {
+                        t.message = stay.clone();
+                        events.push(Event::TaskUpdated(Box::new(t.clone())));
+                    }
+                });
+                continue;
+            }
             self.replace_task(index, &id, format!("{why} ({node})"), events);
         }
     }

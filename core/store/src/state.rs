@@ -95,6 +95,9 @@ pub struct ClusterState {
     /// Jobs with a running run or a schedule (derived).
     #[serde(skip)]
     pub(crate) jobs: std::collections::BTreeSet<String>,
+    /// Persistent volumes' bindings by id (`<app>-<instance>-<name>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, crate::volumes::VolumeBinding>,
     /// Registry credentials by `host[:port]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registries: BTreeMap<String, crate::registry::RegistryLogin>,
@@ -289,6 +292,7 @@ impl ClusterState {
             Command::Deploy(d) => self.apply_deploy(index, at, d, events),
             Command::Job(j) => self.apply_job(index, at, j, events),
             Command::Registry(r) => self.apply_registry(r),
+            Command::Volume(v) => self.apply_volume(index, v, events),
             Command::RemoveApp { name } => self.remove_app(&name, events),
             Command::RegisterNode { info, subnets } => {
                 if self.node_subnets.is_none()
@@ -325,7 +329,7 @@ impl ClusterState {
                 placements,
                 unplaced,
             } => {
-                self.schedule(placements, unplaced, events);
+                self.schedule(index, placements, unplaced, events);
                 Outcome::Ok
             }
             Command::Preempt { task, node, evict } => {
@@ -398,6 +402,7 @@ impl ClusterState {
 
     fn schedule(
         &mut self,
+        index: u64,
         placements: Vec<Placement>,
         unplaced: Vec<(String, String)>,
         events: &mut Vec<Event>,
@@ -415,12 +420,17 @@ impl ClusterState {
             if !open || !node_ok {
                 continue;
             }
-            self.tasks.update(&p.task, |task| {
+            let node = p.node.clone();
+            let placed = self.tasks.update(&p.task, |task| {
                 task.node = Some(p.node);
                 task.allocation = Some(p.allocation);
                 task.message = "placed; waiting for the node to start it".into();
                 events.push(Event::TaskUpdated(Box::new(task.clone())));
+                task.clone()
             });
+            if let Some(t) = placed {
+                self.bind_volumes(index, &t, &node);
+            }
         }
         for (id, reason) in unplaced {
             let changed = self
