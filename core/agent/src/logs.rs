@@ -1,17 +1,22 @@
-//! The agent's own API: streams a task's log file; images (see
-//! [`crate::images`]).
+//! The agent's own API: a task's log (its rotated files too, filtered by
+//! stream, time and count, and followed); images (see [`crate::images`]).
 
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::agent_server::{Agent, AgentServer};
 use berth_proto::{
-    ImageSummary, ImageUpload, ListImagesRequest, ListImagesResponse, LogChunk, LogsRequest,
+    ImageSummary, ImageUpload, ListImagesRequest, ListImagesResponse, LogChunk, LogStream,
+    LogsRequest,
 };
 use berth_runtime::Runtime;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_stream::Stream;
+use berth_runtime::logs::{Filter, Record, Stream, file_n, parse, render};
+use tokio_stream::Stream as TokioStream;
 use tonic::{Request, Response, Status};
 
 /// Serves the `Agent` service: logs from the runtime's task directories,
@@ -27,7 +32,76 @@ impl AgentService {
     }
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn TokioStream<Item = Result<LogChunk, Status>> + Send>>;
+
+/// The most lines `tail` may ask for.
+pub const MAX_TAIL: u64 = 1_000_000;
+
+/// Reads the current log file line by line, remembering where it is, so
+/// following picks up exactly after what was sent.
+struct Cursor {
+    path: PathBuf,
+    reader: Option<BufReader<std::fs::File>>,
+    ino: u64,
+    partial: Vec<u8>,
+}
+
+impl Cursor {
+    fn open(path: &Path) -> Cursor {
+        let mut c = Cursor {
+            path: path.to_path_buf(),
+            reader: None,
+            ino: 0,
+            partial: Vec::new(),
+        };
+        c.reopen();
+        c
+    }
+
+    fn reopen(&mut self) {
+        self.reader = std::fs::File::open(&self.path).ok().map(|f| {
+            self.ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+            BufReader::new(f)
+        });
+        self.partial.clear();
+    }
+
+    /// The complete lines written since the last call.
+    fn lines(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(r) = self.reader.as_mut() else {
+            self.reopen();
+            return out;
+        };
+        loop {
+            match r.read_until(b'\n', &mut self.partial) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if self.partial.ends_with(b"\n") => {
+                    self.partial.pop();
+                    out.push(String::from_utf8_lossy(&self.partial).into_owned());
+                    self.partial.clear();
+                }
+                Ok(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Whether the file was rotated away (a new file has its name).
+    fn rotated(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.ino() != self.ino)
+    }
+}
+
+fn record_of(line: &str) -> Record {
+    parse(line).unwrap_or_else(|| Record {
+        time: String::new(),
+        nanos: 0,
+        stream: Stream::Stdout,
+        partial: false,
+        text: line.to_string(),
+    })
+}
 
 #[tonic::async_trait]
 impl Agent for AgentService {
@@ -54,47 +128,107 @@ impl Agent for AgentService {
         if req.task.is_empty() || req.task.contains('/') || req.task.starts_with('.') {
             return Err(Status::invalid_argument("task: not a task id"));
         }
+        if req.tail > MAX_TAIL {
+            return Err(Status::invalid_argument(format!(
+                "tail: at most {MAX_TAIL} lines"
+            )));
+        }
         let path = self.rt.log_path(&req.task);
-        let mut file = tokio::fs::File::open(&path).await.map_err(|_| {
-            Status::not_found(format!("no logs for task {} on this node", req.task))
-        })?;
-        file.seek(std::io::SeekFrom::Start(req.offset))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let follow = req.follow;
+        if !path.exists() {
+            return Err(Status::not_found(format!(
+                "no logs for task {} on this node",
+                req.task
+            )));
+        }
+        let filter = Filter {
+            tail: req.tail as usize,
+            since_nanos: req.since_ms.saturating_mul(1_000_000),
+            stream: match LogStream::try_from(req.stream) {
+                Ok(LogStream::Stdout) => Some(Stream::Stdout),
+                Ok(LogStream::Stderr) => Some(Stream::Stderr),
+                _ => None,
+            },
+        };
         let td = self.rt.task_dir(&req.task);
+        let files = td.read_launch().map_or(3, |l| l.spec.logs.files.max(1));
+        let (follow, stamps) = (req.follow, req.timestamps);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            // Following ends once the container has ended and the file is drained.
-            let mut ended = false;
+            let send = |records: Vec<Record>| {
+                let mut data = Vec::new();
+                for r in &records {
+                    render(r, stamps, &mut data);
+                }
+                data
+            };
+            // What is there now: the rotated files, then the current one.
+            let first = tokio::task::spawn_blocking({
+                let (path, filter) = (path.clone(), filter.clone());
+                move || {
+                    let mut q: VecDeque<Record> = VecDeque::new();
+                    let mut push = |r: Record| {
+                        if filter.admits(&r) {
+                            q.push_back(r);
+                            if filter.tail > 0 && q.len() > filter.tail {
+                                q.pop_front();
+                            }
+                        }
+                    };
+                    for n in (1..files).rev() {
+                        if let Ok(f) = std::fs::File::open(file_n(&path, n)) {
+                            for line in BufReader::new(f).split(b'\n').map_while(Result::ok) {
+                                push(record_of(&String::from_utf8_lossy(&line)));
+                            }
+                        }
+                    }
+                    let mut cursor = Cursor::open(&path);
+                    for line in cursor.lines() {
+                        push(record_of(&line));
+                    }
+                    (Vec::from(q), cursor)
+                }
+            })
+            .await;
+            let Ok((records, mut cursor)) = first else {
+                return;
+            };
+            for chunk in send(records).chunks(64 * 1024) {
+                if tx
+                    .send(Ok(LogChunk {
+                        data: chunk.to_vec(),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            // Following ends once the container has ended and the log is drained.
+            let since = Filter { tail: 0, ..filter };
             loop {
-                match file.read(&mut buf).await {
-                    Ok(0) if follow && !ended => {
-                        if tx.is_closed() || !path.exists() {
-                            break;
-                        }
-                        ended = td.live_shim().is_none() && td.read_exit().is_some();
-                        if !ended {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
+                let lines = cursor.lines();
+                if lines.is_empty() {
+                    if cursor.rotated() {
+                        cursor.reopen();
+                        continue;
                     }
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx
-                            .send(Ok(LogChunk {
-                                data: buf[..n].to_vec(),
-                            }))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                    if tx.is_closed() || (td.live_shim().is_none() && td.read_exit().is_some()) {
                         break;
                     }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                let records = lines
+                    .iter()
+                    .map(|l| record_of(l))
+                    .filter(|r| since.admits(r))
+                    .collect();
+                let data = send(records);
+                if !data.is_empty() && tx.send(Ok(LogChunk { data })).await.is_err() {
+                    break;
                 }
             }
         });

@@ -221,6 +221,13 @@ pub(crate) fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<T
                 .collect(),
             network: net_mode(spec, &alloc.ports),
             volumes: volumes(task, spec),
+            logs: spec
+                .logs
+                .map(|l| berth_runtime::logs::LogLimits {
+                    max_size: l.max_size,
+                    files: l.files.max(1),
+                })
+                .unwrap_or_default(),
         },
         restart,
         job: spec.job,

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, anyhow, bail};
 use berth_model::spec::parse_spec;
 use berth_proto as pb;
-use berth_proto::agent_client::AgentClient;
 use berth_proto::servers::Servers;
 use berth_proto::typed::node_status_text;
 use tonic::transport::Channel;
@@ -215,7 +214,7 @@ pub async fn apps(addr: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn list_tasks(addr: &str, app: Option<String>) -> anyhow::Result<Vec<pb::Task>> {
+pub(crate) async fn list_tasks(addr: &str, app: Option<String>) -> anyhow::Result<Vec<pb::Task>> {
     Ok(ctl!(
         addr,
         list_tasks,
@@ -243,7 +242,7 @@ pub async fn ps(addr: &str, json: bool, app: Option<String>) -> anyhow::Result<(
 }
 
 /// A task by id, or an app's newest task (placed ones first).
-fn find_task<'a>(tasks: &'a [pb::Task], name: &str) -> anyhow::Result<&'a pb::Task> {
+pub(crate) fn find_task<'a>(tasks: &'a [pb::Task], name: &str) -> anyhow::Result<&'a pb::Task> {
     tasks
         .iter()
         .find(|t| t.id == name)
@@ -340,40 +339,6 @@ fn join(xs: &[u32]) -> String {
         .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// `berth logs TASK [-f]`: finds the task's node and streams from its agent.
-pub async fn logs(addr: &str, task: &str, follow: bool) -> anyhow::Result<()> {
-    let tasks = list_tasks(addr, None).await?;
-    let t = find_task(&tasks, task)?;
-    if t.node.is_empty() {
-        bail!(
-            "task {} has not been placed on a node yet: {}",
-            t.id,
-            t.message
-        );
-    }
-    let nodes = list_nodes(addr).await?;
-    let node = nodes
-        .iter()
-        .find(|n| n.name == t.node)
-        .ok_or_else(|| anyhow!("node {} is not registered", t.node))?;
-    let mut agent = AgentClient::new(channel(&node.address).await?);
-    let mut stream = agent
-        .logs(pb::LogsRequest {
-            task: t.id.clone(),
-            follow,
-            offset: 0,
-        })
-        .await
-        .map_err(status)?
-        .into_inner();
-    let mut out = std::io::stdout().lock();
-    while let Some(chunk) = stream.message().await.map_err(status)? {
-        out.write_all(&chunk.data)?;
-        out.flush()?;
-    }
-    Ok(())
 }
 
 /// `berth stop APP`.

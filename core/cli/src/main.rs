@@ -8,6 +8,7 @@ mod endpoints;
 mod image;
 mod job;
 mod loadgen;
+mod logs;
 mod output;
 mod plugin;
 mod plugin_local;
@@ -189,13 +190,9 @@ enum Cmd {
         #[arg(long)]
         app: Option<String>,
     },
-    /// Print a task's output (a task id, or an app name for its first task).
-    Logs {
-        task: String,
-        /// Keep streaming new output.
-        #[arg(short, long)]
-        follow: bool,
-    },
+    /// Print a task's output (a task id, or an app name for its first
+    /// task): stdout and stderr interleaved by time.
+    Logs(logs::LogsArgs),
     /// Why a task went where it went, or why it waits (a task id, or an app name).
     Explain {
         task: String,
@@ -381,7 +378,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rollback { app, to, detach } => deploy::rollback(&addr, &app, to, detach).await,
         Cmd::Apps { json } => client::apps(&addr, json).await,
         Cmd::Ps { json, app } => client::ps(&addr, json, app).await,
-        Cmd::Logs { task, follow } => client::logs(&addr, &task, follow).await,
+        Cmd::Logs(a) => logs::run(&addr, a).await,
         Cmd::Explain { task, json } => client::explain(&addr, &task, json).await,
         Cmd::Scale { app, instances } => client::scale(&addr, &app, instances).await,
         Cmd::Stop { app } => client::stop(&addr, &app).await,

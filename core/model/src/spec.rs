@@ -27,12 +27,14 @@ use crate::hardware::{GpuSpec, NicSpec, NumaPolicy};
 use crate::placement::Constraint;
 use crate::quantity::{Bytes, DurationMs, MilliCpu};
 
+mod logs;
 mod network;
 mod parse;
 mod service;
 mod validate;
 mod volumes;
 
+pub use logs::Logs;
 pub use network::{DEFAULT_NAMESPACE, Network};
 pub(crate) use parse::key_segment;
 pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
@@ -121,6 +123,9 @@ pub struct AppSpec {
     /// its node), a host directory, or ephemeral.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+    /// How each task's log rotates (default 10Mi, 3 files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Logs>,
     /// The namespace its names live in (`<app>.<namespace>.berth`).
     #[serde(
         default = "network::default_namespace",
@@ -446,6 +451,7 @@ impl AppSpec {
             ports: Vec::new(),
             network: None,
             volumes: Vec::new(),
+            logs: None,
             namespace: DEFAULT_NAMESPACE.into(),
             restart: RestartPolicy::default(),
             stop_grace: DEFAULT_STOP_GRACE,

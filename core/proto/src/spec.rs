@@ -44,6 +44,10 @@ impl From<&AppSpec> for pb::AppSpec {
             resources: Some(resources(&s.resources)),
             instances: s.instances,
             volumes: s.volumes.iter().map(volume_to_wire).collect(),
+            logs: s.logs.map(|l| pb::LogRotation {
+                max_size: l.max_size.0,
+                files: l.files,
+            }),
             ports: s
                 .ports
                 .iter()
@@ -179,6 +183,10 @@ impl TryFrom<pb::AppSpec> for AppSpec {
             instances: s.instances,
             ports,
             volumes: s.volumes.into_iter().map(volume_from_wire).collect(),
+            logs: s.logs.map(|l| berth_model::spec::Logs {
+                max_size: berth_model::Bytes(l.max_size),
+                files: l.files,
+            }),
             restart,
             stop_grace: DurationMs(s.stop_grace_ms),
             constraints,

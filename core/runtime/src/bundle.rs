@@ -43,6 +43,9 @@ pub struct LaunchSpec {
     /// Volumes to mount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::volume::VolumeMount>,
+    /// How its log rotates.
+    #[serde(default)]
+    pub logs: crate::logs::LogLimits,
 }
 
 /// A container's network.
@@ -275,6 +278,7 @@ mod tests {
             mems: vec![],
             network: NetMode::Host,
             volumes: Vec::new(),
+            logs: Default::default(),
             devices: vec![],
         }
     }

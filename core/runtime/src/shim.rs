@@ -9,7 +9,6 @@
 //! cgroups and libcontainer state). Because the shim is in its own session
 //! and not tied to the agent, containers survive an agent crash.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -42,10 +41,10 @@ pub fn run(dir: &Path, run: &Path, id: &str, state_root: &Path) -> i32 {
     let _ = td.create_run_dir();
     let _ = td.write_shim_pid(std::process::id() as i32);
     match start(&td, id, state_root) {
-        Ok(pid) => {
+        Ok((pid, pipes)) => {
             let _ = td.write_pid(pid);
             sync_line(&format!("started {pid}"));
-            let rec = wait_for(pid);
+            let rec = pump_and_wait(&td, pid, pipes);
             tracing::info!(id, code = rec.code, signal = ?rec.signal, "container exited");
             let _ = td.write_exit(&rec);
             cleanup(state_root, id);
@@ -105,23 +104,27 @@ fn mount_root(td: &TaskDir) -> Result<(), String> {
     overlay.mount().map_err(|e| e.to_string())
 }
 
-fn start(td: &TaskDir, id: &str, state_root: &Path) -> Result<i32, String> {
+/// The read ends of the container's stdout and stderr pipes.
+type Pipes = (OwnedFd, OwnedFd);
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+fn start(td: &TaskDir, id: &str, state_root: &Path) -> Result<(i32, Pipes), String> {
     mount_root(td)?;
-    let log = || -> Result<OwnedFd, String> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(td.log_path())
-            .map(OwnedFd::from)
-            .map_err(|e| format!("opening {}: {e}", td.log_path().display()))
-    };
+    // The container writes into pipes; the shim keeps the log (records
+    // with their stream and time, rotated), so log writes are charged to
+    // the shim, not the container.
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
     let stdin = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(state_root)
         .map_err(|e| format!("state root {}: {e}", state_root.display()))?
         .with_stdin(OwnedFd::from(stdin))
-        .with_stdout(log()?)
-        .with_stderr(log()?)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
         .validate_id()
         .map_err(|e| format!("container id {id}: {e}"))?
         .as_init(td.bundle_dir())
@@ -138,35 +141,114 @@ fn start(td: &TaskDir, id: &str, state_root: &Path) -> Result<i32, String> {
         let _ = waitpid(Pid::from_raw(pid), None);
         return Err(format!("starting container: {e}"));
     }
-    Ok(pid)
+    Ok((pid, (out_r, err_r)))
 }
 
-/// Reaps children until the container's init exits; returns its status.
-fn wait_for(pid: i32) -> ExitRecord {
+/// Copies the container's output into its log until its init exits
+/// (reaping every child meanwhile); returns how it ended.
+fn pump_and_wait(td: &TaskDir, pid: i32, (out, err): Pipes) -> ExitRecord {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::{AsFd, AsRawFd};
+    let limits = td.read_launch().map(|l| l.spec.logs).unwrap_or_default();
+    let mut log = match crate::logs::LogWriter::open(&td.log_path(), limits) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(error = %e, "opening the container log; output is dropped");
+            None
+        }
+    };
+    for fd in [&out, &err] {
+        let _ = nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
+    let streams = [
+        (&out, crate::logs::Stream::Stdout),
+        (&err, crate::logs::Stream::Stderr),
+    ];
+    let mut open = [true, true];
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut drain = |open: &mut [bool; 2], log: &mut Option<crate::logs::LogWriter>| {
+        for (i, (fd, stream)) in streams.iter().enumerate() {
+            while open[i] {
+                match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+                    Ok(0) => open[i] = false,
+                    Ok(n) => {
+                        if let Some(w) = log.as_mut() {
+                            let _ = w.feed(*stream, &buf[..n]);
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break, // EAGAIN: nothing more now
+                }
+            }
+        }
+    };
     loop {
-        match waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
+        {
+            let mut fds: Vec<PollFd> = streams
+                .iter()
+                .zip(open)
+                .filter(|(_, o)| *o)
+                .map(|((fd, _), _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            if fds.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            } else {
+                let _ = poll(&mut fds, PollTimeout::from(200u16));
+            }
+        }
+        drain(&mut open, &mut log);
+        if let Some(rec) = reap(pid) {
+            // The container is gone (its pid namespace with it): take what
+            // is left in the pipes.
+            drain(&mut open, &mut log);
+            if let Some(w) = log.as_mut() {
+                let _ = w.flush_partial();
+            }
+            return rec;
+        }
+    }
+}
+
+/// Reaps whatever children have ended; the init's status once it has.
+fn reap(pid: i32) -> Option<ExitRecord> {
+    loop {
+        match waitpid(
+            None::<Pid>,
+            Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+        ) {
             Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
-                return ExitRecord {
+                return Some(ExitRecord {
                     code,
                     signal: None,
                     error: None,
-                };
+                });
             }
             Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
-                return ExitRecord {
+                return Some(ExitRecord {
                     code: 128 + sig as i32,
                     signal: Some(sig as i32),
                     error: None,
-                };
+                });
             }
+            Ok(WaitStatus::StillAlive) => return None,
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::ECHILD) => {
+                return Some(ExitRecord {
+                    code: -1,
+                    signal: None,
+                    error: Some("the container's init is gone without a status".into()),
+                });
+            }
             Err(e) => {
-                return ExitRecord {
+                return Some(ExitRecord {
                     code: -1,
                     signal: None,
                     error: Some(format!("waiting for the container: {e}")),
-                };
+                });
             }
         }
     }

@@ -163,6 +163,10 @@ pub fn launch(s: &berth_model::spec::AppSpec, version: u64) -> pb::Launch {
             .iter()
             .map(berth_proto::spec::volume_to_wire)
             .collect(),
+        logs: Some(pb::LogRotation {
+            max_size: s.logs().max_size.0,
+            files: s.logs().files,
+        }),
         // A job's task is retried `retries` times, however long it takes.
         restart_limit: Some(match s.kind {
             berth_model::spec::Kind::Job => pb::RestartLimit {

@@ -189,6 +189,7 @@ impl AppSpec {
         self.validate_service(&names, &mut problems);
         self.validate_network(&mut problems);
         self.validate_volumes(&mut problems);
+        self.validate_logs(&mut problems);
         crate::placement::validate(&self.constraints, &mut problems);
         crate::hardware::validate(
             self.resources.cores,
