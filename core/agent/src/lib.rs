@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod discovery;
+pub mod exec;
 pub mod health;
 pub mod images;
 pub mod inventory;

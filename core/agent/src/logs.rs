@@ -106,6 +106,16 @@ fn record_of(line: &str) -> Record {
 #[tonic::async_trait]
 impl Agent for AgentService {
     type LogsStream = ChunkStream;
+    type ExecStream = crate::exec::ExecStream;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<berth_proto::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        crate::exec::exec(&self.rt, req.into_inner())
+            .await
+            .map(Response::new)
+    }
 
     async fn import_image(
         &self,

@@ -5,6 +5,7 @@ mod client;
 mod daemon;
 mod deploy;
 mod endpoints;
+mod exec;
 mod image;
 mod job;
 mod loadgen;
@@ -135,6 +136,25 @@ enum Cmd {
         #[arg(long)]
         state_root: PathBuf,
     },
+    /// Internal: runs one process in a running container (for `berth exec`).
+    #[command(hide = true)]
+    ExecShim {
+        #[arg(long)]
+        state_root: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        #[arg(long = "env")]
+        env: Vec<String>,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Run a command in a task's running container (`-- CMD...`); exits
+    /// with its exit code.
+    Exec(exec::ExecArgs),
     /// Submit an app spec (YAML or JSON).
     Run {
         /// The spec file (`-` for standard input).
@@ -278,6 +298,29 @@ fn main() {
         daemon::shim_logging();
         std::process::exit(berth_runtime::shim::run(dir, run, id, state_root));
     }
+    if let Cmd::ExecShim {
+        state_root,
+        id,
+        uid,
+        gid,
+        env,
+        args,
+    } = &cli.cmd
+    {
+        // Single-threaded, like the shim: libcontainer forks from here.
+        let env = env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        std::process::exit(berth_runtime::exec::run(
+            state_root,
+            id,
+            (*uid, *gid),
+            env,
+            args.clone(),
+        ));
+    }
     let daemon = matches!(
         cli.cmd,
         Cmd::Dev { .. } | Cmd::Server { .. } | Cmd::Agent { .. }
@@ -370,7 +413,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => client::drain(&addr, &name, false).await,
         Cmd::Loadgen(a) => loadgen::run(&addr, a).await,
         // Handled in main before the async runtime starts.
-        Cmd::Shim { .. } => Ok(()),
+        Cmd::Shim { .. } | Cmd::ExecShim { .. } => Ok(()),
+        Cmd::Exec(a) => exec::run(&addr, a).await,
         Cmd::Run { file, detach } => client::run(&addr, &file, detach).await,
         Cmd::Deploy { cmd } => deploy::run(&addr, cmd).await,
         Cmd::Job { cmd } => job::run(&addr, cmd).await,

@@ -2,6 +2,7 @@
 //! its shim, waits for it, signals and removes it, and finds live shims
 //! again after an agent restart. Knows nothing of clusters.
 
+use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -224,7 +225,12 @@ impl Runtime {
         let cdi_dirs = self.cfg.cdi_dirs.clone();
         let cfg = self.cfg.clone();
         tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
-            let mounts = prepare_volumes(&cfg, &dir, &spec2.volumes, user)?;
+            let mut mounts = prepare_volumes(&cfg, &dir, &spec2.volumes, user)?;
+            // /etc/hostname names the task, as other runtimes do.
+            let hostname = dir.join("hostname");
+            std::fs::write(&hostname, format!("{}\n", spec2.hostname))
+                .map_err(io_err(hostname.display()))?;
+            mounts.insert(0, ("/etc/hostname".into(), hostname, true));
             // The overlay is mounted by the shim in its own mount namespace.
             let overlay = plan_rootfs(&image, &dir)?;
             td2.write_overlay(overlay.as_ref())
@@ -314,6 +320,55 @@ impl Runtime {
             msg.to_string()
         };
         Err(RuntimeError::StartFailed(msg))
+    }
+
+    /// What `berth exec-shim` needs to run a process in `task`'s running
+    /// container.
+    pub fn exec_target(&self, task: &str) -> Result<crate::exec::ExecTarget, RuntimeError> {
+        let td = self.task_dir(task);
+        if td.live_shim().is_none() {
+            return Err(RuntimeError::StartFailed(format!(
+                "task {task} has no running container on this node"
+            )));
+        }
+        let launch = td
+            .read_launch()
+            .ok_or_else(|| RuntimeError::Io(format!("task {task} has no launch record")))?;
+        let config: serde_json::Value = std::fs::read(td.bundle_dir().join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let id = |k: &str| config["process"]["user"][k].as_u64().unwrap_or(0) as u32;
+        Ok(crate::exec::ExecTarget {
+            container: container_id(task, launch.attempt),
+            state_root: self.cfg.state_root.clone(),
+            uid: id("uid"),
+            gid: id("gid"),
+        })
+    }
+
+    /// The `berth exec-shim` command for `target`.
+    pub fn exec_command(
+        &self,
+        target: &crate::exec::ExecTarget,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Command {
+        let mut cmd = Command::new(&self.cfg.shim_exe);
+        cmd.arg("exec-shim")
+            .arg("--state-root")
+            .arg(&target.state_root)
+            .arg("--id")
+            .arg(&target.container)
+            .arg("--uid")
+            .arg(target.uid.to_string())
+            .arg("--gid")
+            .arg(target.gid.to_string());
+        for (k, v) in env {
+            cmd.arg("--env").arg(format!("{k}={v}"));
+        }
+        cmd.arg("--").args(args);
+        cmd
     }
 
     /// The persistent volumes on this node (ids).

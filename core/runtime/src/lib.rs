@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod cdi;
 pub mod cni;
 pub mod containers;
+pub mod exec;
 pub mod logs;
 pub use berth_image as image;
 pub mod netns;
