@@ -75,6 +75,8 @@ pub struct AgentConfig {
     pub dns_loopback: Option<std::net::SocketAddr>,
     /// The registry client images are pulled through.
     pub registry: Arc<berth_image::registry::Registry>,
+    /// Keep the image store under this many bytes (none: no cap).
+    pub image_cache_max: Option<u64>,
 }
 
 /// Errors that stop the agent.
@@ -146,10 +148,16 @@ impl Agent {
         let rt = Arc::new(Runtime::open(cfg.runtime.clone())?);
         let (report, reports) = mpsc::unbounded_channel();
         let creds = Servers::parse(&cfg.server).ok().map(Arc::new);
+        let in_use = {
+            let rt = rt.clone();
+            Box::new(move || rt.images_in_use())
+        };
         let puller = Arc::new(pull::Puller::new(
             cfg.registry.clone(),
             rt.images().clone(),
             creds,
+            cfg.image_cache_max,
+            in_use,
         ));
         Ok((
             Agent {

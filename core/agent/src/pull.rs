@@ -23,6 +23,10 @@ pub fn pull_backoff(failures: u32) -> Duration {
 pub struct Puller {
     registry: Arc<Registry>,
     store: ImageStore,
+    /// Keep the store under this many bytes (none: no cap).
+    cache_max: Option<u64>,
+    /// Names the collector keeps (the images tasks here still use).
+    in_use: Box<dyn Fn() -> std::collections::HashSet<String> + Send + Sync>,
     /// Where credentials come from (none: always anonymous).
     servers: Option<Arc<Servers>>,
 }
@@ -30,11 +34,35 @@ pub struct Puller {
 impl Puller {
     /// A puller into `store` through `registry`, asking `servers` for
     /// credentials.
-    pub fn new(registry: Arc<Registry>, store: ImageStore, servers: Option<Arc<Servers>>) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        store: ImageStore,
+        servers: Option<Arc<Servers>>,
+        cache_max: Option<u64>,
+        in_use: Box<dyn Fn() -> std::collections::HashSet<String> + Send + Sync>,
+    ) -> Self {
         Puller {
             registry,
             store,
+            cache_max,
+            in_use,
             servers,
+        }
+    }
+
+    /// Drops the least recently used images until the store fits its cap
+    /// (after a pull; images tasks here still name are kept).
+    pub async fn collect(&self) {
+        let Some(max) = self.cache_max else { return };
+        let mut keep = (self.in_use)();
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            keep.shrink_to_fit();
+            store.gc(max, &keep)
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            tracing::warn!(error = %e, "image gc");
         }
     }
 
@@ -56,8 +84,9 @@ impl Puller {
         };
         self.registry
             .pull(&self.store, &r, creds.as_ref(), progress)
-            .await
-            .map(|_| ())
+            .await?;
+        self.collect().await;
+        Ok(())
     }
 
     async fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {

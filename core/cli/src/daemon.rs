@@ -134,6 +134,7 @@ pub async fn dev(
         dynamic_ports,
         dns_loopback: dns_listen(&net.dns_listen)?,
         registry,
+        image_cache_max: cache_max(std::env::var("BERTH_IMAGE_CACHE_MAX").ok().as_deref())?,
     })
     .await?;
     let (tx, rx) = watch::channel(false);
@@ -161,6 +162,10 @@ pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
 pub struct AgentOpts {
     #[command(flatten)]
     pub registry: crate::image::RegistryFlags,
+    /// Keep the node's image store under this size (e.g. 20Gi): the least
+    /// recently used images not needed by tasks here go after each pull.
+    #[arg(long, env = "BERTH_IMAGE_CACHE_MAX")]
+    pub image_cache_max: Option<String>,
     /// The only directory (and below) host-path volumes may mount.
     #[arg(long, env = "BERTH_HOST_VOLUME_ROOT")]
     pub host_volume_root: Option<PathBuf>,
@@ -219,6 +224,16 @@ pub struct DevNet {
     pub registry: crate::image::RegistryFlags,
     /// `--host-volume-root DIR`.
     pub host_volume_root: Option<PathBuf>,
+}
+
+/// `--image-cache-max SIZE`.
+pub fn cache_max(s: Option<&str>) -> anyhow::Result<Option<u64>> {
+    s.map(|s| {
+        s.parse::<Bytes>()
+            .map(|b| b.0)
+            .map_err(|e| anyhow::anyhow!("--image-cache-max: {e}"))
+    })
+    .transpose()
 }
 
 /// `--host-volume-root DIR`: an absolute, clean path (as the servers
@@ -306,6 +321,7 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         dynamic_ports: port_range(o.dynamic_ports.as_deref())?,
         dns_loopback: dns_listen(&o.dns_listen)?,
         registry: o.registry.client()?,
+        image_cache_max: cache_max(o.image_cache_max.as_deref())?,
     })
     .await?;
     let (tx, rx) = watch::channel(false);

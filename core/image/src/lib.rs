@@ -15,11 +15,14 @@
 //! The store needs root: layers keep their owners, device nodes and
 //! `trusted.overlay.*` xattrs. See [`store`] for the on-disk layout.
 //!
-//! Not done (yet): blob garbage collection after [`ImageStore::remove`],
-//! zstd layers, non-sha256 digests, pulling from registries.
+//! [`registry`] pulls from and pushes to registries; [`ImageStore::gc`]
+//! drops the least recently used images down to a size cap.
+//!
+//! Not done (yet): zstd layers, non-sha256 digests.
 
 mod error;
 mod fsutil;
+mod gc;
 mod layout;
 mod oci;
 pub mod registry;
@@ -33,6 +36,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use error::ImageError;
+pub use gc::GcReport;
 pub use rootfs::{
     OverlayMount, Rootfs, RootfsKind, RootfsMode, plan_rootfs, prepare_rootfs, prepare_rootfs_with,
     release_rootfs,

@@ -215,6 +215,7 @@ impl ImageStore {
             .ok_or_else(|| ImageError::NotFound(name.to_string()))?
             .clone();
         let manifest = self.stored_manifest(name, &digest)?;
+        self.touch(name);
         let by = format!("manifest {digest}");
         let config_path = self.stored_blob(&manifest.config, "config", &by)?;
         let config = parse_config(

@@ -397,6 +397,20 @@ impl Runtime {
         out
     }
 
+    /// The images task directories on this node still name (their tasks
+    /// may start again): what image GC keeps.
+    pub fn images_in_use(&self) -> std::collections::HashSet<String> {
+        let Ok(rd) = std::fs::read_dir(self.cfg.root.join("tasks")) else {
+            return Default::default();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let task = e.file_name().to_string_lossy().into_owned();
+                self.task_dir(&task).read_launch().map(|l| l.spec.image)
+            })
+            .collect()
+    }
+
     /// Deletes persistent volume `id` and its data.
     pub fn remove_volume(&self, id: &str) -> Result<(), RuntimeError> {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {

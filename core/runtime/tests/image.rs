@@ -538,3 +538,40 @@ fn nested_index_picks_this_platform() {
             .exists()
     );
 }
+
+#[test]
+fn gc_drops_the_least_recently_used_down_to_the_cap_and_keeps_what_is_needed() {
+    let tmp = TempDir::new("gc");
+    let demo = demo_layout(tmp.path());
+    let wh = whiteout_layout(tmp.path());
+    let store = ImageStore::open(&tmp.path().join("store")).unwrap();
+    store.import(&demo, Some("a:1")).unwrap();
+    store.import(&demo, Some("b:1")).unwrap();
+    store.import(&wh, Some("wh:v1")).unwrap();
+    // Used in this order: wh first (oldest), then b, then a.
+    store.resolve("wh:v1").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    store.resolve("b:1").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    store.resolve("a:1").unwrap();
+    let full = store.size();
+    // Under the cap: nothing happens.
+    let r = store.gc(full, &Default::default()).unwrap();
+    assert!(r.removed.is_empty() && r.freed == 0);
+    // A cap just under: the oldest goes, with its blobs and layers.
+    let r = store.gc(full - 1, &Default::default()).unwrap();
+    assert_eq!(r.removed, vec!["wh:v1".to_string()]);
+    assert!(r.freed > 0 && r.size < full);
+    assert!(store.resolve("wh:v1").is_err());
+    // `a` and `b` share their bytes: dropping `b` alone frees nothing, so
+    // both go below that; unless one is kept (a task still names it).
+    let keep: std::collections::HashSet<String> = ["b:1".to_string()].into();
+    let r = store.gc(1, &keep).unwrap();
+    assert_eq!(r.removed, vec!["a:1".to_string()]);
+    let img = store.resolve("b:1").unwrap();
+    assert!(img.layers[0].join("bin/busybox").is_file());
+    assert!(r.size > 0);
+    let r = store.gc(1, &Default::default()).unwrap();
+    assert_eq!(r.removed, vec!["b:1".to_string()]);
+    assert!(r.size < 1024, "{r:?}");
+}
