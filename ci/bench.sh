@@ -29,6 +29,11 @@
 #                             networking (K each, alternating), DNS queries/s
 #                             of one agent (dnsperf), and the time from
 #                             readiness lost to the name gone
+#   ci/bench.sh pull [ROUNDS]  a 100 MiB, 5-layer image from docker-registry on
+#                             loopback: Berth's pull cold and warm against
+#                             `skopeo copy` (rounds alternating, default 3),
+#                             and a task's first start with the image not
+#                             yet on the node
 #   ci/bench.sh scale [--json] [--pairs 1000x50000,5000x100000]
 #                             three servers and hollow nodes on loopback:
 #                             apps of 1,000 instances, time to all running,
@@ -106,6 +111,11 @@ case ${1:-} in
         cargo build --release --locked -p berth-cli
         python3 ci/bench/net.py --berth target/release/berth -k "${2:-30}"
         ;;
+    pull)
+        ci/setup.sh
+        cargo build --release --locked -p berth-cli
+        python3 ci/bench/pull.py --berth target/release/berth --rounds "${2:-3}"
+        ;;
     scale)
         ci/setup.sh
         cargo build --release --locked -p berth-cli
@@ -113,7 +123,7 @@ case ${1:-} in
         python3 ci/bench/scale.py --berth target/release/berth "$@"
         ;;
     *)
-        echo "usage: ci/bench.sh launch|probe|wasm|ha|health|rollout|net|scale [ARGS]" >&2
+        echo "usage: ci/bench.sh launch|probe|wasm|ha|health|rollout|net|pull|scale [ARGS]" >&2
         exit 2
         ;;
 esac

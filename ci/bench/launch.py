@@ -115,7 +115,6 @@ def free_port():
 def bench_system(berth, image_dir, n, work):
     data = os.path.join(work, "dev")
     env = dict(os.environ, BERTH_DATA_DIR=data, BERTH_ADDR=f"127.0.0.1:{free_port()}", BERTH_LOG="warn")
-    subprocess.run([berth, "image", "import", image_dir], env=env, check=True, stdout=DEVNULL)
     dev = subprocess.Popen([berth, "dev"], env=env, stdout=DEVNULL, stderr=open(os.path.join(work, "dev.log"), "w"))
     try:
         for _ in range(200):
@@ -123,6 +122,7 @@ def bench_system(berth, image_dir, n, work):
             if out.returncode == 0 and b'"ready"' in out.stdout:
                 break
             time.sleep(0.1)
+        subprocess.run([berth, "image", "import", image_dir], env=env, check=True, stdout=DEVNULL)
         first, running, done = {}, {}, {}
         all_done = threading.Event()
         ev = subprocess.Popen([berth, "events", "--app", "bench"], env=env, stdout=subprocess.PIPE, text=True)

@@ -48,13 +48,13 @@ class Dev:
         self.data = tempfile.mkdtemp(prefix="berth-net-")
         self.env = dict(os.environ, BERTH_DATA_DIR=self.data, BERTH_ADDR=f"127.0.0.1:{free_port()}",
                         BERTH_DNS_LISTEN="off", BERTH_NODE_SUBNETS="10.250.0.0/16")
-        subprocess.run([berth, "image", "import", image], env=self.env, check=True, stdout=subprocess.DEVNULL)
         self.proc = subprocess.Popen([berth, "dev"], env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(self.data, "dev.log"), "w"))
         for _ in range(300):
-            if self.cli("nodes").returncode == 0:
+            if "ready" in (self.cli("nodes").stdout or ""):
                 break
             time.sleep(0.1)
+        subprocess.run([berth, "image", "import", image], env=self.env, check=True, stdout=subprocess.DEVNULL)
         self.seen = {}
         self.events = subprocess.Popen([berth, "events"], env=self.env, stdout=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()

@@ -46,14 +46,15 @@ def free_port():
 def one(berth, n, image):
     data = tempfile.mkdtemp(prefix="berth-rollout-")
     env = dict(os.environ, BERTH_DATA_DIR=data, BERTH_ADDR=f"127.0.0.1:{free_port()}")
-    subprocess.run([berth, "image", "import", image], env=env, check=True, stdout=subprocess.DEVNULL)
     log = open(os.path.join(data, "dev.log"), "w")
     dev = subprocess.Popen([berth, "dev"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         for _ in range(300):
-            if subprocess.run([berth, "nodes"], env=env, capture_output=True).returncode == 0:
+            if b"ready" in subprocess.run([berth, "nodes"], env=env, capture_output=True).stdout:
                 break
             time.sleep(0.1)
+        # Into the node's store, through its agent.
+        subprocess.run([berth, "image", "import", image], env=env, check=True, stdout=subprocess.DEVNULL)
 
         def run(label):
             path = os.path.join(data, f"{label}.yaml")

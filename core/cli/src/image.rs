@@ -69,6 +69,16 @@ pub enum ImageCmd {
         #[arg(long)]
         node: Vec<String>,
     },
+    /// Benchmark helper: pull into an image store directory here, as an
+    /// agent does (`ci/bench.sh pull`).
+    #[command(hide = true)]
+    PullLocal {
+        reference: String,
+        #[arg(long)]
+        store: PathBuf,
+        #[command(flatten)]
+        registry: RegistryFlags,
+    },
     /// Upload an OCI image layout (directory or tar) to a registry.
     Push {
         /// The layout.
@@ -131,6 +141,29 @@ pub async fn run(addr: &str, cmd: ImageCmd) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Import { path, name, node } => import(addr, &path, name, &node).await,
         ImageCmd::Ls { json, node } => ls(addr, json, &node).await,
+        ImageCmd::PullLocal {
+            reference,
+            store,
+            registry,
+        } => {
+            let image = ImageRef::parse(&reference).map_err(|e| anyhow!("{reference:?} {e}"))?;
+            let store = berth_runtime::image::ImageStore::open(&store)?;
+            let progress = berth_runtime::image::registry::PullProgress::default();
+            let start = std::time::Instant::now();
+            let info = registry
+                .client()?
+                .pull(&store, &image, None, &progress)
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "name": info.name, "digest": info.digest, "layers": info.layers,
+                    "bytes": progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                    "seconds": start.elapsed().as_secs_f64(),
+                })
+            );
+            Ok(())
+        }
         ImageCmd::Push {
             layout,
             reference,
