@@ -14,6 +14,7 @@ pkgs=(
     containernetworking-plugins # bridge networking: CNI bridge, host-local, portmap, loopback
     dnsutils                    # tests: dig against the agents' DNS
     docker-registry apache2-utils skopeo   # tests: a real registry with TLS and htpasswd; the pull benchmark's peer
+    e2fsprogs                   # sized volumes: mkfs.ext4 on loop files
     clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32   # Wasm plugins in C (plugins/, berth plugin build)
 )
 missing=()

@@ -146,7 +146,7 @@ def main():
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         sh(f"{repo}/ci/make-demo-image.sh {demo} >/dev/null")
         for i in range(5):
-            sh(f"umoci raw add-layer --image {demo}:latest {work}/l{i}.tar", stdout=subprocess.DEVNULL)
+            sh(f"umoci raw add-layer --image {demo}:busybox:latest {work}/l{i}.tar", stdout=subprocess.DEVNULL)
         subprocess.run([a.berth, "image", "push", demo, f"{host}/app:1", "--name", "busybox:latest", *ins],
                        check=True, stdout=subprocess.DEVNULL)
         print(f"machine: {platform.node()}, {os.cpu_count()} cpus; {time.strftime('%Y-%m-%d')}")

@@ -35,15 +35,11 @@ fn exec_runs_in_the_container_and_returns_its_exit_code() {
     assert_eq!(out.status.code(), Some(126));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     // stdin, with -i.
-    let mut child = Command::new(BERTH)
-        .args(["exec", "-i", id, "--", "tr", "a-z", "A-Z"])
-        .env("BERTH_ADDR", &dev.addr)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::berth_stdin(
+        &dev.addr,
+        &["exec", "-i", id, "--", "tr", "a-z", "A-Z"],
+        b"shout\n",
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
     // -it under a pseudo-terminal of 30x100: an interactive shell sees a
     // terminal of that size and its exit code comes back.

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::registry::{PASSWORD, Registry, USER};
-use common::{BERTH, Dev, wait_for};
+use common::{Dev, wait_for};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -59,17 +59,8 @@ fn layout_digests(layout: &Path) -> (String, Vec<String>) {
 }
 
 fn login(dev: &Dev, host: &str, password: &str) {
-    use std::io::Write as _;
-    let mut child = Command::new(BERTH)
-        .args(["registry", "login", host, "-u", USER, "--password-stdin"])
-        .env("BERTH_ADDR", &dev.addr)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let args = ["registry", "login", host, "-u", USER, "--password-stdin"];
+    let out = common::berth_stdin(&dev.addr, &args, format!("{password}\n").as_bytes());
     assert!(
         out.status.success(),
         "{}",

@@ -104,31 +104,13 @@ impl Registry {
     }
 
     /// `berth image push` with `password`.
-    pub fn push_with(
-        &self,
-        layout: &Path,
-        reference: &str,
-        password: &str,
-    ) -> std::process::Output {
-        use std::io::Write as _;
-        let mut child = Command::new(super::BERTH)
-            .args(["image", "push", layout.to_str().unwrap()])
-            .arg(format!("{}/{reference}", self.host))
-            .args(["--username", USER, "--password-stdin"])
-            .arg("--registry-ca")
-            .arg(&self.ca)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(password.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+    pub fn push_with(&self, layout: &Path, reference: &str, password: &str) -> std::process::Output {
+        let target = format!("{}/{reference}", self.host);
+        let ca = self.ca.to_str().unwrap();
+        let args = ["image", "push", layout.to_str().unwrap(), &target];
+        let auth = ["--username", USER, "--password-stdin", "--registry-ca", ca];
+        let all: Vec<&str> = args.iter().chain(&auth).copied().collect();
+        super::berth_stdin("", &all, password.as_bytes())
     }
 
     /// The blob files of the registry's storage.
