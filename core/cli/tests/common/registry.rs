@@ -104,7 +104,12 @@ impl Registry {
     }
 
     /// `berth image push` with `password`.
-    pub fn push_with(&self, layout: &Path, reference: &str, password: &str) -> std::process::Output {
+    pub fn push_with(
+        &self,
+        layout: &Path,
+        reference: &str,
+        password: &str,
+    ) -> std::process::Output {
         let target = format!("{}/{reference}", self.host);
         let ca = self.ca.to_str().unwrap();
         let args = ["image", "push", layout.to_str().unwrap(), &target];
