@@ -228,6 +228,9 @@ pub(crate) fn plan_for(task: &pb::Task, launch: Option<&pb::Launch>) -> Result<T
                     files: l.files.max(1),
                 })
                 .unwrap_or_default(),
+            user: spec.user.clone(),
+            read_only_root: spec.read_only_root,
+            seccomp_unconfined: spec.seccomp_unconfined,
         },
         restart,
         job: spec.job,

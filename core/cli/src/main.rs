@@ -140,6 +140,8 @@ enum Cmd {
     #[command(hide = true)]
     ExecShim {
         #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
         state_root: PathBuf,
         #[arg(long)]
         id: String,
@@ -299,6 +301,7 @@ fn main() {
         std::process::exit(berth_runtime::shim::run(dir, run, id, state_root));
     }
     if let Cmd::ExecShim {
+        bundle,
         state_root,
         id,
         uid,
@@ -314,6 +317,7 @@ fn main() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         std::process::exit(berth_runtime::exec::run(
+            bundle,
             state_root,
             id,
             (*uid, *gid),

@@ -30,6 +30,7 @@ use crate::quantity::{Bytes, DurationMs, MilliCpu};
 mod logs;
 mod network;
 mod parse;
+mod security;
 mod service;
 mod validate;
 mod volumes;
@@ -38,6 +39,7 @@ pub use logs::Logs;
 pub use network::{DEFAULT_NAMESPACE, Network};
 pub(crate) use parse::key_segment;
 pub use parse::{MAX_YAML_FLOW_OPENERS, parse_spec};
+pub use security::Seccomp;
 pub use service::{
     Amount, Check, Concurrency, HttpCheck, Kind, MIN_EVERY, PortRef, RestartLimit, Schedule,
     TcpCheck, Update,
@@ -126,6 +128,16 @@ pub struct AppSpec {
     /// How each task's log rotates (default 10Mi, 3 files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<Logs>,
+    /// Run as this user (`uid`, `uid:gid`, `name`, `name:group`) instead
+    /// of the image's `User`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The container's root filesystem is read-only (volumes stay writable).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_root: bool,
+    /// `default` (Docker's default profile) or `unconfined` (the opt-out).
+    #[serde(default, skip_serializing_if = "security::is_default_seccomp")]
+    pub seccomp: Seccomp,
     /// The namespace its names live in (`<app>.<namespace>.berth`).
     #[serde(
         default = "network::default_namespace",
@@ -452,6 +464,9 @@ impl AppSpec {
             network: None,
             volumes: Vec::new(),
             logs: None,
+            user: None,
+            read_only_root: false,
+            seccomp: Seccomp::Default,
             namespace: DEFAULT_NAMESPACE.into(),
             restart: RestartPolicy::default(),
             stop_grace: DEFAULT_STOP_GRACE,

@@ -412,7 +412,7 @@ fn schema_matches_the_struct() {
 
     // Every field, set: a service and a job (some fields are one kind's).
     let service = parse_spec(
-        "name: x\nimage: busybox:latest\nnetwork: bridge\nnamespace: shop\nvolumes: [{name: d, path: /d, size: 1Gi}]\nlogs: {max_size: 1Mi}\nports: [{name: http, host: 80, container: 8080}]\nhealth: {tcp: {port: http}}\nready: {http: {port: 8080}}\nupdate: {max_surge: 25%}\nrestart_limit: {count: 3}\n",
+        "name: x\nimage: busybox:latest\nnetwork: bridge\nnamespace: shop\nvolumes: [{name: d, path: /d, size: 1Gi}]\nlogs: {max_size: 1Mi}\nuser: \"1000\"\nread_only_root: true\nseccomp: unconfined\nports: [{name: http, host: 80, container: 8080}]\nhealth: {tcp: {port: http}}\nready: {http: {port: 8080}}\nupdate: {max_surge: 25%}\nrestart_limit: {count: 3}\n",
     )
     .unwrap();
     let job = parse_spec(

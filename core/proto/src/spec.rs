@@ -48,6 +48,9 @@ impl From<&AppSpec> for pb::AppSpec {
                 max_size: l.max_size.0,
                 files: l.files,
             }),
+            user: s.user.clone(),
+            read_only_root: s.read_only_root,
+            seccomp_unconfined: s.seccomp == berth_model::spec::Seccomp::Unconfined,
             ports: s
                 .ports
                 .iter()
@@ -187,6 +190,13 @@ impl TryFrom<pb::AppSpec> for AppSpec {
                 max_size: berth_model::Bytes(l.max_size),
                 files: l.files,
             }),
+            user: s.user,
+            read_only_root: s.read_only_root,
+            seccomp: if s.seccomp_unconfined {
+                berth_model::spec::Seccomp::Unconfined
+            } else {
+                berth_model::spec::Seccomp::Default
+            },
             restart,
             stop_grace: DurationMs(s.stop_grace_ms),
             constraints,

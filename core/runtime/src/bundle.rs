@@ -46,6 +46,15 @@ pub struct LaunchSpec {
     /// How its log rotates.
     #[serde(default)]
     pub logs: crate::logs::LogLimits,
+    /// Run as this user instead of the image's `User`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A read-only root filesystem.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_root: bool,
+    /// No seccomp filter (the spec's explicit opt-out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seccomp_unconfined: bool,
 }
 
 /// A container's network.
@@ -190,7 +199,7 @@ pub fn runtime_config(
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": true
         },
-        "root": {"path": rootfs, "readonly": false},
+        "root": {"path": rootfs, "readonly": spec.read_only_root},
         // What was allocated, also when it cannot be enforced here.
         "annotations": {
             "berth.cpuset": cpu_list(&spec.cpuset),
@@ -232,6 +241,9 @@ pub fn runtime_config(
             ]
         }
     });
+    if !spec.seccomp_unconfined {
+        config["linux"]["seccomp"] = crate::seccomp::default_profile();
+    }
     if let Some(n) = net {
         // Its own network: join the task's namespace; its resolver and
         // name come from files the runtime wrote.
@@ -279,6 +291,9 @@ mod tests {
             network: NetMode::Host,
             volumes: Vec::new(),
             logs: Default::default(),
+            user: None,
+            read_only_root: false,
+            seccomp_unconfined: false,
             devices: vec![],
         }
     }

@@ -204,8 +204,9 @@ impl Runtime {
         let cgroups = self.cgroup_of(&id);
         let image = self.images.resolve(&spec.image)?;
         // The image's User, as OCI runtimes honour it.
-        let user = crate::image::resolve_user(image.config.user.as_deref(), &image.layers)
-            .map_err(RuntimeError::StartFailed)?;
+        let wanted = spec.user.as_deref().or(image.config.user.as_deref());
+        let user =
+            crate::image::resolve_user(wanted, &image.layers).map_err(RuntimeError::StartFailed)?;
         let dir = td.path().to_path_buf();
         std::fs::create_dir_all(td.bundle_dir()).map_err(io_err(td.bundle_dir().display()))?;
         td.create_run_dir()
@@ -342,6 +343,7 @@ impl Runtime {
         Ok(crate::exec::ExecTarget {
             container: container_id(task, launch.attempt),
             state_root: self.cfg.state_root.clone(),
+            bundle: td.bundle_dir(),
             uid: id("uid"),
             gid: id("gid"),
         })
@@ -356,6 +358,8 @@ impl Runtime {
     ) -> Command {
         let mut cmd = Command::new(&self.cfg.shim_exe);
         cmd.arg("exec-shim")
+            .arg("--bundle")
+            .arg(&target.bundle)
             .arg("--state-root")
             .arg(&target.state_root)
             .arg("--id")

@@ -11,8 +11,11 @@ use std::path::Path;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxSeccomp, Spec};
 
 /// What the agent needs to start `berth exec-shim` for a task.
 #[derive(Debug, Clone)]
@@ -21,6 +24,8 @@ pub struct ExecTarget {
     pub container: String,
     /// libcontainer's state root.
     pub state_root: std::path::PathBuf,
+    /// The container's bundle (its seccomp profile is read from there).
+    pub bundle: std::path::PathBuf,
     /// The container's user.
     pub uid: u32,
     /// The container's group.
@@ -37,8 +42,42 @@ fn dup(fd: i32) -> Result<OwnedFd, String> {
         .map_err(|e| format!("dup {fd}: {e}"))
 }
 
-/// Runs `args` in container `id`; returns the exit code for the process.
+/// Loads the container's seccomp filter in the exec'd process just before
+/// it execs: libcontainer 0.7's tenant builder leaves `linux.seccomp` out
+/// of the process it starts, which would let `berth exec` escape the
+/// container's profile.
+#[derive(Clone)]
+struct SeccompExecutor {
+    seccomp: Option<LinuxSeccomp>,
+}
+
+impl Executor for SeccompExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if let Some(s) = &self.seccomp {
+            libcontainer::seccomp::initialize_seccomp(s)
+                .map_err(|e| ExecutorError::Other(format!("loading the seccomp profile: {e}")))?;
+        }
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}
+
+/// The seccomp section of the container's bundle (none: unconfined).
+fn bundle_seccomp(bundle: &Path) -> Result<Option<LinuxSeccomp>, String> {
+    let path = bundle.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let spec: Spec =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+}
+
+/// Runs `args` in container `id` (whose bundle is `bundle`); returns the
+/// exit code for the process.
 pub fn run(
+    bundle: &Path,
     state_root: &Path,
     id: &str,
     (uid, gid): (u32, u32),
@@ -47,7 +86,9 @@ pub fn run(
 ) -> i32 {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let built = (|| -> Result<i32, String> {
+        let seccomp = bundle_seccomp(bundle)?;
         ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_executor(SeccompExecutor { seccomp })
             .with_root_path(state_root)
             .map_err(|e| format!("state root: {e}"))?
             .with_stdin(dup(0)?)

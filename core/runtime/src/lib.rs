@@ -10,6 +10,7 @@ pub mod exec;
 pub mod logs;
 pub use berth_image as image;
 pub mod netns;
+pub mod seccomp;
 pub mod shim;
 pub mod taskdir;
 pub mod volume;

@@ -167,6 +167,9 @@ pub fn launch(s: &berth_model::spec::AppSpec, version: u64) -> pb::Launch {
             max_size: s.logs().max_size.0,
             files: s.logs().files,
         }),
+        user: s.user.clone(),
+        read_only_root: s.read_only_root,
+        seccomp_unconfined: s.seccomp == berth_model::spec::Seccomp::Unconfined,
         // A job's task is retried `retries` times, however long it takes.
         restart_limit: Some(match s.kind {
             berth_model::spec::Kind::Job => pb::RestartLimit {

@@ -190,6 +190,7 @@ impl AppSpec {
         self.validate_network(&mut problems);
         self.validate_volumes(&mut problems);
         self.validate_logs(&mut problems);
+        self.validate_security(&mut problems);
         crate::placement::validate(&self.constraints, &mut problems);
         crate::hardware::validate(
             self.resources.cores,
