@@ -17,7 +17,7 @@ fn logs_rotate_and_select_by_stream_time_and_count() {
         "chatty",
         "name: chatty\nimage: busybox:latest\nrestart: never\n\
          logs: {max_size: 4Ki, files: 3}\n\
-         command: [/bin/sh, -c, 'for i in $(seq 1 400); do echo out-$i; echo err-$i >&2; done; \
+         command: [/bin/sh, -c, 'for i in $(seq 1 400); do echo out-$i; echo err-$i >&2; usleep 2000; done; \
          sleep 3; echo late; exec sleep 3600']\n",
     );
     let t = dev.wait_task("chatty", T, |t| t["state"] == "running");
