@@ -17,6 +17,7 @@ mod probe;
 mod scaffold;
 mod servercmd;
 mod sim;
+mod tls;
 mod volume;
 
 use std::path::PathBuf;
@@ -245,6 +246,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// The cluster CA and the certificates of servers, agents and clients.
+    Tls {
+        #[command(subcommand)]
+        cmd: tls::TlsCmd,
+    },
     /// Persistent volumes: where each instance's data lives; remove one.
     Volume {
         #[command(subcommand)]
@@ -437,5 +443,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Image { cmd } => image::run(&addr, cmd).await,
         Cmd::Registry { cmd } => image::registry(&addr, cmd).await,
         Cmd::Volume { cmd } => volume::run(&addr, cmd).await,
+        Cmd::Tls { cmd } => tls::run(cmd),
     }
 }
