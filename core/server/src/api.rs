@@ -40,6 +40,10 @@ pub struct Api {
 pub const MAX_STATUSES: usize = 100_000;
 /// The longest task message a node may report (bytes).
 pub const MAX_TASK_MESSAGE: usize = 4096;
+/// The most CPU a node may register: 100,000 cores.
+pub const MAX_NODE_CPU_MILLIS: u64 = 100_000_000;
+/// The most memory a node may register: 64 PiB.
+pub const MAX_NODE_MEMORY: u64 = 64 << 50;
 /// The most labels a node may register.
 pub const MAX_LABELS: usize = 256;
 

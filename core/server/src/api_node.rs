@@ -13,7 +13,10 @@ use berth_proto::node_api_server::NodeApi;
 use berth_store::Command;
 use tonic::{Request, Response, Status};
 
-use crate::api::{Api, BoxStream, MAX_LABELS, MAX_STATUSES, MAX_TASK_MESSAGE};
+use crate::api::{
+    Api, BoxStream, MAX_LABELS, MAX_NODE_CPU_MILLIS, MAX_NODE_MEMORY, MAX_STATUSES,
+    MAX_TASK_MESSAGE,
+};
 use crate::assign;
 use crate::convert;
 
@@ -39,6 +42,20 @@ impl NodeApi for Api {
                 "cpu_millis and memory_bytes must be positive",
             ));
         }
+        // A node cannot claim more than any machine has, which would draw
+        // every task to it.
+        if r.cpu_millis > MAX_NODE_CPU_MILLIS {
+            return Err(Status::invalid_argument(format!(
+                "cpu_millis: {} is more than any node has ({MAX_NODE_CPU_MILLIS})",
+                r.cpu_millis
+            )));
+        }
+        if r.memory_bytes > MAX_NODE_MEMORY {
+            return Err(Status::invalid_argument(format!(
+                "memory_bytes: {} is more than any node has ({MAX_NODE_MEMORY})",
+                r.memory_bytes
+            )));
+        }
         if r.labels.len() > MAX_LABELS {
             return Err(Status::invalid_argument(format!(
                 "labels: {} entries, more than {MAX_LABELS}",
@@ -60,6 +77,21 @@ impl NodeApi for Api {
                 validate_inventory(&inv).map_err(|(path, message)| {
                     Status::invalid_argument(format!("inventory.{path}: {message}"))
                 })?;
+                // Capacity is what the hardware has, or less (reserved).
+                let pus = inv.pu_count() as u64;
+                if pus > 0 && r.cpu_millis > pus * 1000 {
+                    return Err(Status::invalid_argument(format!(
+                        "cpu_millis: {} is more than the inventory's {pus} CPUs",
+                        r.cpu_millis
+                    )));
+                }
+                let mem = inv.memory_bytes();
+                if mem > 0 && r.memory_bytes > mem {
+                    return Err(Status::invalid_argument(format!(
+                        "memory_bytes: {} is more than the inventory's {mem}",
+                        r.memory_bytes
+                    )));
+                }
                 Some(Box::new(inv))
             }
         };

@@ -234,6 +234,19 @@ async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
         "{}",
         err.message()
     );
+    // More than any machine has, or than its own inventory: refused.
+    for (cpu, mem, field) in [
+        (u64::MAX, 2 << 40, "cpu_millis"),
+        (1000, u64::MAX, "memory_bytes"),
+        (225_000, 2 << 40, "cpu_millis"),
+        (224_000, 4 << 40, "memory_bytes"),
+    ] {
+        let mut r = reg(dgx.clone());
+        r.get_mut().cpu_millis = cpu;
+        r.get_mut().memory_bytes = mem;
+        let err = s.api().register(r).await.unwrap_err();
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
     let nodes = s
         .api()
         .list_nodes(Request::new(pb::ListNodesRequest {}))
