@@ -114,6 +114,12 @@ pub async fn dev(
             node_subnets: net.node_subnets.clone(),
             registry: registry.clone(),
             host_volume_root: host_root(net.host_volume_root.as_deref())?,
+            secrets: secret_box(
+                std::env::var_os("BERTH_SECRET_KEY")
+                    .map(PathBuf::from)
+                    .as_deref(),
+                Some(&data_dir.join("server").join("secret.key")),
+            )?,
             ..Default::default()
         },
     )
@@ -224,6 +230,41 @@ pub struct DevNet {
     pub registry: crate::image::RegistryFlags,
     /// `--host-volume-root DIR`.
     pub host_volume_root: Option<PathBuf>,
+}
+
+/// The sealer for secrets from `--secret-key FILE`; without one, the key
+/// at `default` (made there if missing: `berth dev`), else none.
+pub fn secret_box(
+    file: Option<&Path>,
+    default: Option<&Path>,
+) -> anyhow::Result<Option<Arc<berth_server::secrets::SecretBox>>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = match (file, default) {
+        (Some(f), _) => f.to_path_buf(),
+        (None, Some(d)) => {
+            if !d.exists() {
+                if let Some(parent) = d.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let key =
+                    berth_server::secrets::SecretBox::new_key().map_err(anyhow::Error::msg)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(d)
+                    .with_context(|| format!("creating {}", d.display()))?;
+                std::io::Write::write_all(&mut f, key.as_bytes())?;
+            }
+            d.to_path_buf()
+        }
+        (None, None) => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--secret-key {}", path.display()))?;
+    let b = berth_server::secrets::SecretBox::from_hex(&text)
+        .map_err(|e| anyhow::anyhow!("--secret-key {}: {e}", path.display()))?;
+    Ok(Some(Arc::new(b)))
 }
 
 /// `--image-cache-max SIZE`.

@@ -60,6 +60,11 @@ pub struct ServerOpts {
     /// host paths are refused).
     #[arg(long, env = "BERTH_HOST_VOLUME_ROOT")]
     pub host_volume_root: Option<PathBuf>,
+    /// The key secrets are sealed with (a file of 64 hex digits, the same
+    /// on every server; `berth tls`-style: keep it out of backups of the
+    /// state). Without one, storing secrets is refused.
+    #[arg(long, env = "BERTH_SECRET_KEY")]
+    pub secret_key: Option<PathBuf>,
     /// Snapshot the state and compact the log after at least this many
     /// entries, once the log since the last snapshot is as large as it (so
     /// snapshots get rarer as the state grows and cost the same per write).
@@ -195,6 +200,7 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
             node_subnets: o.node_subnets.clone(),
             registry: o.registry.client()?,
             host_volume_root: crate::daemon::host_root(o.host_volume_root.as_deref())?,
+            secrets: crate::daemon::secret_box(o.secret_key.as_deref(), None)?,
         },
     )
     .context("--policy")?;

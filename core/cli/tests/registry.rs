@@ -134,6 +134,23 @@ fn images_come_from_a_registry_pinned_and_every_failure_says_why() {
         listed.contains(USER) && !listed.contains(PASSWORD),
         "{listed}"
     );
+    // At rest, only ciphertext: the raft log and snapshot never hold the
+    // password; the key is beside them, outside the state.
+    for f in std::fs::read_dir(dev.data.path().join("server"))
+        .unwrap()
+        .flatten()
+    {
+        if f.path().is_file() && f.file_name() != "secret.key" {
+            let bytes = std::fs::read(f.path()).unwrap();
+            assert!(
+                !bytes
+                    .windows(PASSWORD.len())
+                    .any(|w| w == PASSWORD.as_bytes()),
+                "{} holds the password",
+                f.path().display()
+            );
+        }
+    }
 
     // A tag the registry does not have.
     let out = submit(

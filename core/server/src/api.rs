@@ -34,6 +34,8 @@ pub struct Api {
     pub(crate) registry: Arc<berth_image::registry::Registry>,
     /// Where host-path volumes may come from (none: nowhere).
     pub(crate) host_volume_root: Option<String>,
+    /// Seals secrets before they are proposed.
+    pub(crate) secrets: Option<Arc<crate::secrets::SecretBox>>,
 }
 
 /// The most status reports one request may carry.

@@ -11,13 +11,26 @@ use tonic::{Request, Response, Status};
 use crate::api::{Api, request_id};
 
 impl Api {
-    /// The stored credentials for `registry`, if any.
-    fn credentials(&self, registry: &str) -> Option<Credentials> {
-        let state = self.store.read();
-        state.registries.get(registry).map(|l| Credentials {
-            username: l.username.clone(),
-            password: l.password.0.clone(),
-        })
+    /// The stored credentials for `registry`, if any, opened.
+    fn credentials(&self, registry: &str) -> Result<Option<Credentials>, Status> {
+        let login = {
+            let state = self.store.read();
+            state.registries.get(registry).cloned()
+        };
+        let Some(l) = login else { return Ok(None) };
+        let password = match (&self.secrets, crate::secrets::is_sealed(&l.password.0)) {
+            (Some(b), _) => b.open(&l.password.0).map_err(Status::failed_precondition)?,
+            (None, false) => l.password.0,
+            (None, true) => {
+                return Err(Status::failed_precondition(
+                    "registry credentials are sealed and this server has no --secret-key",
+                ));
+            }
+        };
+        Ok(Some(Credentials {
+            username: l.username,
+            password,
+        }))
     }
 
     /// Pins a registry image named by tag to the digest the tag names now,
@@ -31,7 +44,10 @@ impl Api {
         if !image.is_remote() || image.digest.is_some() {
             return Ok(());
         }
-        let creds = image.registry.as_deref().and_then(|r| self.credentials(r));
+        let creds = match image.registry.as_deref() {
+            Some(r) => self.credentials(r)?,
+            None => None,
+        };
         let digest = self
             .registry
             .resolve(&image, creds.as_ref())
@@ -57,6 +73,17 @@ impl Api {
         };
         berth_store::registry::check_login(&r.registry, &login)
             .map_err(Status::invalid_argument)?;
+        // Only ciphertext enters the log, the state and its snapshots.
+        let Some(sealer) = &self.secrets else {
+            return Err(Status::failed_precondition(
+                "this server has no --secret-key to seal credentials with (start every server \
+                 with the same key file)",
+            ));
+        };
+        let login = RegistryLogin {
+            password: Secret(sealer.seal(&login.password.0).map_err(Status::internal)?),
+            ..login
+        };
         self.commit(
             rid,
             Command::Registry(RegistryCommand::Login {
@@ -107,7 +134,7 @@ impl Api {
         req: Request<pb::RegistryRequest>,
     ) -> Result<Response<pb::RegistryCredential>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(match self.credentials(&r.registry) {
+        Ok(Response::new(match self.credentials(&r.registry)? {
             Some(c) => pb::RegistryCredential {
                 found: true,
                 username: c.username,

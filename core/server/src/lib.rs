@@ -20,6 +20,7 @@ pub mod liveness;
 pub mod members;
 pub mod plugins;
 pub mod scheduler;
+pub mod secrets;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,6 +62,9 @@ pub struct Options {
     /// Where host-path volumes may come from (`--host-volume-root`; none:
     /// host paths are refused).
     pub host_volume_root: Option<String>,
+    /// Seals secrets before they are proposed (`--secret-key`; none:
+    /// secrets are refused).
+    pub secrets: Option<Arc<secrets::SecretBox>>,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
                     .expect("a registry client without a CA always builds"),
             ),
             host_volume_root: None,
+            secrets: None,
         }
     }
 }
@@ -128,6 +133,7 @@ impl Server {
             node_subnets: o.node_subnets.clone(),
             registry: o.registry.clone(),
             host_volume_root: o.host_volume_root.clone(),
+            secrets: o.secrets.clone(),
         };
         tokio::spawn(api.router.clone().run(store.clone()));
         scheduler::start(
