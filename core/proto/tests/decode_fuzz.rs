@@ -43,10 +43,9 @@ fn every_request(bytes: &[u8]) {
     );
     if let Ok(r) = pb::RegisterRequest::decode(bytes)
         && let Some(inv) = r.inventory
+        && let Ok(inv) = berth_hostprobe::Inventory::try_from(inv)
     {
-        if let Ok(inv) = berth_hostprobe::Inventory::try_from(inv) {
-            let _ = berth_hostprobe::validate::validate(&inv);
-        }
+        let _ = berth_hostprobe::validate::validate(&inv);
     }
     if let Ok(r) = pb::ReportTasksRequest::decode(bytes) {
         for s in r.statuses {
