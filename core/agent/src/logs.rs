@@ -1,8 +1,7 @@
 //! The agent's own API: a task's log (its rotated files too, filtered by
 //! stream, time and count, and followed); images (see [`crate::images`]).
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -15,7 +14,7 @@ use berth_proto::{
     LogsRequest,
 };
 use berth_runtime::Runtime;
-use berth_runtime::logs::{Filter, Record, Stream, file_n, parse, render};
+use berth_runtime::logs::{Filter, Record, Selection, Stream, parse_or_plain, render};
 use tokio_stream::Stream as TokioStream;
 use tonic::{Request, Response, Status};
 
@@ -93,16 +92,6 @@ impl Cursor {
     }
 }
 
-fn record_of(line: &str) -> Record {
-    parse(line).unwrap_or_else(|| Record {
-        time: String::new(),
-        nanos: 0,
-        stream: Stream::Stdout,
-        partial: false,
-        text: line.to_string(),
-    })
-}
-
 #[tonic::async_trait]
 impl Agent for AgentService {
     type LogsStream = ChunkStream;
@@ -175,27 +164,13 @@ impl Agent for AgentService {
             let first = tokio::task::spawn_blocking({
                 let (path, filter) = (path.clone(), filter.clone());
                 move || {
-                    let mut q: VecDeque<Record> = VecDeque::new();
-                    let mut push = |r: Record| {
-                        if filter.admits(&r) {
-                            q.push_back(r);
-                            if filter.tail > 0 && q.len() > filter.tail {
-                                q.pop_front();
-                            }
-                        }
-                    };
-                    for n in (1..files).rev() {
-                        if let Ok(f) = std::fs::File::open(file_n(&path, n)) {
-                            for line in BufReader::new(f).split(b'\n').map_while(Result::ok) {
-                                push(record_of(&String::from_utf8_lossy(&line)));
-                            }
-                        }
-                    }
+                    let mut sel = Selection::new(filter);
+                    let _ = sel.rotated(&path, files);
                     let mut cursor = Cursor::open(&path);
                     for line in cursor.lines() {
-                        push(record_of(&line));
+                        sel.push(&line);
                     }
-                    (Vec::from(q), cursor)
+                    (sel.into_records(), cursor)
                 }
             })
             .await;
@@ -233,7 +208,7 @@ impl Agent for AgentService {
                 }
                 let records = lines
                     .iter()
-                    .map(|l| record_of(l))
+                    .map(|l| parse_or_plain(l))
                     .filter(|r| since.admits(r))
                     .collect();
                 let data = send(records);

@@ -237,37 +237,81 @@ impl Filter {
     }
 }
 
-/// The records of the log at `path` (its rotated files too, oldest first)
-/// that pass `filter`; with `tail`, only the last ones. Lines that are not
-/// records (a log from before this format) are kept as stdout.
-pub fn select(path: &Path, keep: u32, filter: &Filter) -> std::io::Result<Vec<Record>> {
-    let mut out: VecDeque<Record> = VecDeque::new();
-    for n in (0..keep.max(1)).rev() {
-        let f = match File::open(file_n(path, n)) {
+/// A line as a record; a line that is not one (a log from before this
+/// format) is plain stdout text.
+pub fn parse_or_plain(line: &str) -> Record {
+    parse(line).unwrap_or_else(|| Record {
+        time: String::new(),
+        nanos: 0,
+        stream: Stream::Stdout,
+        partial: false,
+        text: line.to_string(),
+    })
+}
+
+/// The records that pass a filter, keeping only the last `tail` ones.
+#[derive(Debug, Default)]
+pub struct Selection {
+    filter: Filter,
+    records: VecDeque<Record>,
+}
+
+impl Selection {
+    /// An empty selection under `filter`.
+    pub fn new(filter: Filter) -> Selection {
+        Selection {
+            filter,
+            records: VecDeque::new(),
+        }
+    }
+
+    /// Takes one line.
+    pub fn push(&mut self, line: &str) {
+        let r = parse_or_plain(line);
+        if !self.filter.admits(&r) {
+            return;
+        }
+        self.records.push_back(r);
+        if self.filter.tail > 0 && self.records.len() > self.filter.tail {
+            self.records.pop_front();
+        }
+    }
+
+    /// Takes every line of the rotated files of the log at `path` (all
+    /// but the current one, oldest first) of the `keep` kept.
+    pub fn rotated(&mut self, path: &Path, keep: u32) -> std::io::Result<()> {
+        for n in (1..keep.max(1)).rev() {
+            self.file(&file_n(path, n))?;
+        }
+        Ok(())
+    }
+
+    /// Takes every line of one file (a missing file has none).
+    pub fn file(&mut self, path: &Path) -> std::io::Result<()> {
+        let f = match File::open(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
         for line in BufReader::new(f).split(b'\n') {
-            let line = line?;
-            let text = String::from_utf8_lossy(&line);
-            let r = parse(&text).unwrap_or_else(|| Record {
-                time: String::new(),
-                nanos: 0,
-                stream: Stream::Stdout,
-                partial: false,
-                text: text.into_owned(),
-            });
-            if !filter.admits(&r) {
-                continue;
-            }
-            out.push_back(r);
-            if filter.tail > 0 && out.len() > filter.tail {
-                out.pop_front();
-            }
+            self.push(&String::from_utf8_lossy(&line?));
         }
+        Ok(())
     }
-    Ok(out.into())
+
+    /// The records selected, oldest first.
+    pub fn into_records(self) -> Vec<Record> {
+        self.records.into()
+    }
+}
+
+/// The records of the log at `path` (its rotated files too, oldest first)
+/// that pass `filter`; with `tail`, only the last ones.
+pub fn select(path: &Path, keep: u32, filter: &Filter) -> std::io::Result<Vec<Record>> {
+    let mut sel = Selection::new(filter.clone());
+    sel.rotated(path, keep)?;
+    sel.file(path)?;
+    Ok(sel.into_records())
 }
 
 /// A record as `berth logs` prints it: the text and its newline (none

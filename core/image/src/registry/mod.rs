@@ -92,18 +92,6 @@ pub enum RegistryError {
     Store(#[from] ImageError),
 }
 
-impl RegistryError {
-    /// Whether trying again later may help (an unreachable registry or a
-    /// transient server error); a missing tag or a wrong password will not
-    /// fix itself, but the pull is retried anyway, more slowly.
-    pub fn transient(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Unreachable { .. } | RegistryError::Other(_)
-        )
-    }
-}
-
 /// How far a pull got; read while it runs to show progress.
 #[derive(Debug, Default)]
 pub struct PullProgress {
