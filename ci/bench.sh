@@ -34,6 +34,9 @@
 #                             `skopeo copy` (rounds alternating, default 3),
 #                             and a task's first start with the image not
 #                             yet on the node
+#   ci/bench.sh security [ROUNDS] [GROW] [PAIRS]  writes/s (3 servers,
+#                             loopback) and the hollow-node scale run with
+#                             mutual TLS and ACLs and without, alternating
 #   ci/bench.sh scale [--json] [--pairs 1000x50000,5000x100000]
 #                             three servers and hollow nodes on loopback:
 #                             apps of 1,000 instances, time to all running,
@@ -76,6 +79,17 @@ case ${1:-} in
                 echo "openb $t ${extra:+wasm}: $cols $(echo "$(date +%s.%N) - $start" | bc) s"
             done
         done
+        ;;
+    security)
+        # The cost of mutual TLS and ACL checks: writes/s on three servers
+        # (loopback) and the hollow-node scale run, each with and without
+        # them in the same sitting, alternating.
+        ci/setup.sh
+        cargo build --release --locked -p berth-cli
+        python3 ci/bench/ha.py --berth target/release/berth --security --no-etcd \
+            --grow "${3:-20000}" --kills 0 --rounds "${2:-3}"
+        python3 ci/bench/scale.py --berth target/release/berth --security \
+            --pairs "${4:-1000x20000,1000x20000}"
         ;;
     ha)
         ci/setup.sh

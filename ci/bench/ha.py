@@ -16,6 +16,10 @@ loopback, beside etcd from Debian's `etcd-server` in the same sitting.
    K times (and restarted); for each kill, the time until the next
    acknowledged write.
 
+Berth runs as it does by default, with mutual TLS and ACL tokens on every
+call; with --security it also runs `berth-insecure` (plaintext, no
+authorization) in the same rounds, for the cost of both.
+
 Prints one JSON object per measurement.
 """
 
@@ -27,6 +31,8 @@ import signal
 import subprocess
 import tempfile
 import time
+
+from pki import Pki
 
 
 def dir_mib(d):
@@ -41,26 +47,35 @@ def dir_mib(d):
 
 
 class Berth:
-    name = "berth"
-
-    def __init__(self, berth, root, base_port=7851):
+    def __init__(self, berth, root, base_port=7851, secure=True):
         self.berth = berth
+        self.secure = secure
+        self.name = "berth" if secure else "berth-insecure"
         self.ports = [base_port, base_port + 1, base_port + 2]
-        self.dirs = [os.path.join(root, f"berth{i}") for i in range(3)]
+        self.dirs = [os.path.join(root, f"{self.name}{i}") for i in range(3)]
         self.addrs = ",".join(f"127.0.0.1:{p}" for p in self.ports)
         self.procs = [None] * 3
+        self.pki = Pki(berth, root) if secure else None
+
+    def env(self, **extra):
+        if self.pki:
+            return self.pki.env(**extra)
+        return {**os.environ, "BERTH_INSECURE": "1", **extra}
 
     def spawn(self, i, join):
         args = [self.berth, "server", "--listen", f"127.0.0.1:{self.ports[i]}",
                 "--data-dir", self.dirs[i]]
         args += ["--join", f"127.0.0.1:{self.ports[join]}"] if join is not None else ["--bootstrap"]
+        if self.pki:
+            self.pki.issue("server", f"s{i}", "127.0.0.1", self.dirs[i])
         log = open(os.path.join(self.dirs[i], "server.log"), "ab")
-        self.procs[i] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
+        self.procs[i] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log,
+                                         env=self.env())
 
     def members(self, addrs):
         try:
             out = subprocess.run([self.berth, "server", "members", "--json"],
-                                 env={**os.environ, "BERTH_ADDR": addrs},
+                                 env=self.env(BERTH_ADDR=addrs),
                                  capture_output=True, text=True, timeout=3)
         except subprocess.TimeoutExpired:
             return None
@@ -71,6 +86,8 @@ class Berth:
             os.makedirs(d)
         self.spawn(0, None)
         time.sleep(1)
+        if self.pki:
+            self.pki.bootstrap(self.addrs.split(",")[0])
         for i in (1, 2):
             self.spawn(i, 0)
             for _ in range(200):
@@ -104,6 +121,9 @@ class Berth:
 
 class Etcd:
     name = "etcd"
+
+    def env(self, **extra):
+        return {**os.environ, **extra}
 
     def __init__(self, etcd, etcdctl, root):
         self.etcd, self.etcdctl = etcd, etcdctl
@@ -168,7 +188,7 @@ class Etcd:
 def loadgen(a, sys, extra):
     out = subprocess.run([a.berth, "loadgen", "--concurrency", str(a.concurrency)] + extra
                          + sys.loadgen(),
-                         env={**os.environ, "BERTH_ADDR": getattr(sys, "addrs", "")},
+                         env=sys.env(BERTH_ADDR=getattr(sys, "addrs", "")),
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -214,7 +234,7 @@ def failover(a, sys):
         load = subprocess.Popen(
             [a.berth, "loadgen", "--concurrency", "8", "--seconds", str(a.kills * 3 + 3),
              "--prefix", "fail", "--acks", acks, "--etcd-timeout-ms", "1000"] + sys.loadgen(),
-            env={**os.environ, "BERTH_ADDR": getattr(sys, "addrs", "")},
+            env=sys.env(BERTH_ADDR=getattr(sys, "addrs", "")),
             stdout=subprocess.PIPE, text=True)
         kills = []
         time.sleep(1.5)
@@ -255,12 +275,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--etcd", default=shutil.which("etcd"))
     ap.add_argument("--etcdctl", default=shutil.which("etcdctl"))
+    ap.add_argument("--security", action="store_true",
+                    help="also run Berth without TLS and ACLs, in the same rounds")
+    ap.add_argument("--no-etcd", action="store_true")
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="berth-bench-ha-")
     try:
         def systems(sub):
             out = [Berth(a.berth, os.path.join(root, sub))]
-            if a.etcd and a.etcdctl:
+            if a.security:
+                out.append(Berth(a.berth, os.path.join(root, sub), 7861, secure=False))
+            if a.etcd and a.etcdctl and not a.no_etcd:
                 out.append(Etcd(a.etcd, a.etcdctl, os.path.join(root, sub)))
             return out
         for rnd in range(1, a.rounds + 1):

@@ -49,10 +49,10 @@ def stats(path):
         return {}
 
 
-def run(berth, nodes, tasks, per_app, timeout, base_port):
+def run(berth, nodes, tasks, per_app, timeout, base_port, secure=True):
     root = tempfile.mkdtemp(prefix="berth-bench-scale-")
-    cluster = Berth(berth, root, base_port)
-    env = {**os.environ, "BERTH_ADDR": cluster.addrs}
+    cluster = Berth(berth, root, base_port, secure=secure)
+    env = cluster.env(BERTH_ADDR=cluster.addrs)
     hollow = None
     try:
         cluster.start()
@@ -127,14 +127,21 @@ def main():
     ap.add_argument("--per-app", type=int, default=1000)
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--json", action="store_true", help="one JSON object per pair")
+    ap.add_argument("--security", action="store_true",
+                    help="run each pair with TLS and ACLs and without, alternating")
     a = ap.parse_args()
+    runs = []
     for i, pair in enumerate(a.pairs.split(",")):
         nodes, tasks = (int(x) for x in pair.split("x"))
-        r = run(a.berth, nodes, tasks, a.per_app, a.timeout, 7861 + 10 * i)
+        modes = [True, False] if a.security else [True]
+        runs += [(nodes, tasks, i, m) for m in (modes if i % 2 == 0 else modes[::-1])]
+    for nodes, tasks, i, secure in runs:
+        r = run(a.berth, nodes, tasks, a.per_app, a.timeout, 7861 + 10 * i, secure)
+        r["system"] = "berth" if secure else "berth-insecure"
         if a.json:
             print(json.dumps(r), flush=True)
         else:
-            print(f"{nodes} nodes x {tasks} tasks: {r['running']} running after "
+            print(f"{r['system']}: {nodes} nodes x {tasks} tasks: {r['running']} running after "
                   f"{r['seconds_to_all_running']} s ({r['tasks_per_sec']}/s); server CPU "
                   f"{r['server_cpu_seconds']} s; peak RSS {r['server_peak_rss_mib']} MiB "
                   f"(leader {r['leader_peak_rss_mib']}); heartbeat p99 {r['heartbeat_p99_ms']} ms; "

@@ -38,6 +38,9 @@ pub struct HollowConfig {
     pub heartbeat: Duration,
     /// Where to write counters as JSON, every 200 ms (`None`: nowhere).
     pub stats: Option<PathBuf>,
+    /// TLS for dialing the servers (a client certificate; the process's
+    /// management token lets it act as its nodes).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// What the hollow nodes did, for benchmarks.
@@ -92,7 +95,9 @@ pub async fn run(cfg: HollowConfig, shutdown: watch::Receiver<bool>) -> Result<(
     let memory_bytes = cfg.inventory.memory_bytes().max(1 << 30);
     let mut conns = Vec::new();
     for _ in 0..cfg.count.div_ceil(NODES_PER_CONNECTION) {
-        let mut s = Servers::parse(&cfg.server).map_err(|e| e.to_string())?;
+        let mut s = Servers::parse(&cfg.server)
+            .map_err(|e| e.to_string())?
+            .with_tls(cfg.tls.clone());
         s.deadline = Duration::from_secs(10);
         conns.push(Arc::new(s));
     }

@@ -40,9 +40,10 @@ pub mod hollow;
 pub use inventory::InventorySource;
 pub use logs::AgentService;
 
-/// A NodeApi client that sends and accepts messages up to [`MAX_MESSAGE`].
-pub fn node_client(ch: tonic::transport::Channel) -> NodeApiClient<tonic::transport::Channel> {
-    NodeApiClient::new(ch)
+/// A NodeApi client that sends and accepts messages up to [`MAX_MESSAGE`]
+/// (and this process's token, if it has one: hollow nodes).
+pub fn node_client(ch: tonic::transport::Channel) -> NodeApiClient<berth_proto::servers::Authed> {
+    NodeApiClient::with_interceptor(ch, berth_proto::servers::Bearer)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
 }
@@ -77,6 +78,8 @@ pub struct AgentConfig {
     pub registry: Arc<berth_image::registry::Registry>,
     /// Keep the image store under this many bytes (none: no cap).
     pub image_cache_max: Option<u64>,
+    /// TLS for dialing the servers (none: plaintext, benchmarks only).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Errors that stop the agent.
@@ -147,7 +150,9 @@ impl Agent {
         ));
         let rt = Arc::new(Runtime::open(cfg.runtime.clone())?);
         let (report, reports) = mpsc::unbounded_channel();
-        let creds = Servers::parse(&cfg.server).ok().map(Arc::new);
+        let creds = Servers::parse(&cfg.server)
+            .ok()
+            .map(|s| Arc::new(s.with_tls(cfg.tls.clone())));
         let in_use = {
             let rt = rt.clone();
             Box::new(move || rt.images_in_use())
@@ -183,16 +188,17 @@ impl Agent {
         mut shutdown: watch::Receiver<bool>,
     ) {
         self.recover();
-        let servers = match Servers::parse(&self.cfg.server) {
-            Ok(mut s) => {
-                s.deadline = Duration::from_secs(3);
-                Arc::new(s)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "bad server address list");
-                return;
-            }
-        };
+        let servers =
+            match Servers::parse(&self.cfg.server).map(|s| s.with_tls(self.cfg.tls.clone())) {
+                Ok(mut s) => {
+                    s.deadline = Duration::from_secs(3);
+                    Arc::new(s)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "bad server address list");
+                    return;
+                }
+            };
         let mut reporter = Some(reports);
         let mut discovery_started = false;
         loop {

@@ -16,6 +16,7 @@ use berth_proto::{
 use berth_runtime::Runtime;
 use berth_runtime::logs::{Filter, Record, Selection, Stream, parse_or_plain, render};
 use tokio_stream::Stream as TokioStream;
+use tonic::codegen::InterceptedService;
 use tonic::{Request, Response, Status};
 
 /// Serves the `Agent` service: logs from the runtime's task directories,
@@ -28,6 +29,32 @@ impl AgentService {
     /// A tonic service over `rt`.
     pub fn server(rt: Arc<Runtime>) -> AgentServer<AgentService> {
         AgentServer::new(AgentService { rt })
+    }
+
+    /// [`AgentService::server`] that only servers may call: over TLS, a
+    /// caller whose certificate is not a server's is refused (clients
+    /// reach a node through the servers, which check their tokens).
+    pub fn guarded(rt: Arc<Runtime>) -> InterceptedService<AgentServer<AgentService>, OnlyServers> {
+        InterceptedService::new(AgentService::server(rt), only_servers)
+    }
+}
+
+/// The check [`AgentService::guarded`] runs on each call.
+pub type OnlyServers = fn(Request<()>) -> Result<Request<()>, Status>;
+
+fn only_servers(req: Request<()>) -> Result<Request<()>, Status> {
+    // No certificates: a listener without TLS (benchmarks only).
+    let Some(certs) = req.peer_certs() else {
+        return Ok(req);
+    };
+    match certs.first().and_then(|c| berth_tls::identity(c.as_ref())) {
+        Some((berth_tls::Role::Server, _)) => Ok(req),
+        Some((role, name)) => Err(Status::permission_denied(format!(
+            "{role}/{name}: only servers may call an agent (use the servers' API)"
+        ))),
+        None => Err(Status::permission_denied(
+            "not a Berth certificate: only servers may call an agent",
+        )),
     }
 }
 

@@ -10,7 +10,6 @@ use berth_model::spec::parse_spec;
 use berth_proto as pb;
 use berth_proto::servers::Servers;
 use berth_proto::typed::node_status_text;
-use tonic::transport::Channel;
 
 use crate::output::{node_rows, table, task_json, task_rows};
 
@@ -23,7 +22,9 @@ pub(crate) fn servers(addr: &str) -> anyhow::Result<&'static Servers> {
     if let Some(s) = SERVERS.get() {
         return Ok(s);
     }
-    let s = Servers::parse(addr).map_err(|e| anyhow!("--addr/BERTH_ADDR: {e}"))?;
+    let s = Servers::parse(addr)
+        .map_err(|e| anyhow!("--addr/BERTH_ADDR: {e}"))?
+        .with_tls(crate::access::client_tls()?);
     Ok(SERVERS.get_or_init(|| s))
 }
 
@@ -37,6 +38,10 @@ pub(crate) fn allow_stale(on: bool) {
 /// A request, marked for a stale read when `--stale` was given.
 pub(crate) fn request<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
+    if let Ok(ns) = crate::access::namespace().parse() {
+        r.metadata_mut().insert("berth-namespace", ns);
+    }
+    berth_proto::servers::authorize(&mut r);
     if STALE.load(Ordering::Relaxed) {
         r.metadata_mut().insert(
             berth_proto::servers::STALE_HEADER,
@@ -67,20 +72,6 @@ macro_rules! ctl {
     }};
 }
 pub(crate) use ctl;
-
-pub(crate) async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    let uri = if addr.starts_with("http") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Channel::from_shared(uri.clone())
-        .map_err(|e| anyhow!("{addr:?}: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {addr}"))
-}
 
 /// Turns a gRPC status into a plain error message.
 pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
@@ -123,17 +114,22 @@ pub async fn drain(addr: &str, name: &str, drain: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `berth run -f FILE`.
-pub async fn run(addr: &str, file: &Path, detach: bool) -> anyhow::Result<()> {
-    let text = if file == Path::new("-") {
+/// A file's text, or standard input's for `-`.
+pub(crate) fn read_input(file: &Path) -> anyhow::Result<String> {
+    if file == Path::new("-") {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .context("reading the spec from stdin")?;
-        s
+            .context("reading standard input")?;
+        Ok(s)
     } else {
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
-    };
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
+/// `berth run -f FILE`.
+pub async fn run(addr: &str, file: &Path, detach: bool) -> anyhow::Result<()> {
+    let text = read_input(file)?;
     // Check locally first for a fast, precise answer; the server checks again.
     let job = match parse_spec(&text) {
         Ok(s) => s.kind == berth_model::spec::Kind::Job,

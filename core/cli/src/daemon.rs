@@ -103,6 +103,12 @@ pub async fn dev(
     let listen = socket(addr)?;
     berth_server::check_policy(policy).context("--policy")?;
     let registry = net.registry.client()?;
+    let node_name = node_name.unwrap_or_else(hostname);
+    let pki = if crate::access::insecure() {
+        None
+    } else {
+        Some(crate::pki::dev(data_dir, &node_name, listen)?)
+    };
     let store = open_store(data_dir)?;
     let server = Server::start_with(
         store.clone(),
@@ -120,12 +126,26 @@ pub async fn dev(
                     .as_deref(),
                 Some(&data_dir.join("server").join("secret.key")),
             )?,
+            tls: pki.as_ref().map(|p| p.server.clone()),
+            join_ca: pki.as_ref().map(|p| {
+                Arc::new(berth_server::api_acl::JoinCa {
+                    cert_pem: p.join_ca.cert_pem.clone(),
+                    key_pem: p.join_ca.key_pem.clone(),
+                })
+            }),
             ..Default::default()
         },
     )
     .context("--policy")?;
+    if pki.is_some() {
+        tokio::spawn(bootstrap_dev(
+            server.api().clone(),
+            store.clone(),
+            data_dir.join("token"),
+        ));
+    }
     let (agent, rt, reports) = Agent::new(AgentConfig {
-        node_name: node_name.unwrap_or_else(hostname),
+        node_name,
         server: addr.to_string(),
         advertise: addr.to_string(),
         cpu_millis: 0,
@@ -141,15 +161,25 @@ pub async fn dev(
         dns_loopback: dns_listen(&net.dns_listen)?,
         registry,
         image_cache_max: cache_max(std::env::var("BERTH_IMAGE_CACHE_MAX").ok().as_deref())?,
+        tls: pki
+            .as_ref()
+            .map(|p| p.agent.client(berth_tls::Role::Server)),
     })
     .await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(p) = &pki {
+        builder = builder
+            .tls_config(p.server.server(true)?)
+            .context("the listener's TLS")?;
+    }
+    let serve = builder
+        .layer(tower::util::option_layer(server.guard()))
         .add_service(server.control())
         .add_service(server.node_api())
         .add_service(server.membership())
-        .add_service(AgentService::server(rt))
+        .add_service(AgentService::guarded(rt))
         .serve_with_shutdown(listen, wait_true(rx.clone()));
     let listener = tokio::spawn(serve);
     tracing::info!(%listen, data_dir = %data_dir.display(), "berth dev is up");
@@ -157,6 +187,49 @@ pub async fn dev(
     let _ = listener.await;
     store.shutdown().await;
     Ok(())
+}
+
+/// Makes `berth dev`'s management token once: the secret goes to `path`
+/// (owner-only) before it is committed, so a crash in between leaves a
+/// file the next start commits.
+async fn bootstrap_dev(api: berth_server::Api, store: Store, path: PathBuf) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    for _ in 0..600 {
+        if store.is_leader() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if store.read().acl.bootstrapped {
+        if !path.exists() {
+            tracing::warn!(path = %path.display(), "ACLs are bootstrapped but the token file is gone");
+        }
+        return;
+    }
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().to_string(),
+        Err(_) => {
+            let Ok((_, secret)) = berth_server::auth::new_secret() else {
+                return;
+            };
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, secret.as_bytes()));
+            if let Err(e) = written {
+                tracing::error!(path = %path.display(), error = %e, "writing the management token");
+                return;
+            }
+            secret
+        }
+    };
+    let accessor = berth_server::auth::hash_secret(&secret)[..16].to_string();
+    match api.bootstrap_with(&accessor, &secret, String::new()).await {
+        Ok(()) => tracing::info!(path = %path.display(), "management token written"),
+        Err(e) => tracing::error!(error = %e.message(), "bootstrapping the ACLs"),
+    }
 }
 
 pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
@@ -212,6 +285,10 @@ pub struct AgentOpts {
     /// (`off`: only there).
     #[arg(long, env = "BERTH_DNS_LISTEN", default_value = "127.0.0.1:53")]
     pub dns_listen: String,
+    /// A join token (`berth node token create`) to exchange for this
+    /// node's certificate when it has none (needs --ca).
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
     /// With --hollow: write counters (tasks running, heartbeat round trips)
     /// as JSON to this file every 200 ms.
     #[arg(long, requires = "hollow")]
@@ -342,7 +419,33 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         Some(f) => InventorySource::Fixture(f),
         None => InventorySource::Probe,
     };
-    let node_name = o.node_name;
+    let node_name = o.node_name.unwrap_or_else(hostname);
+    // A bad fixture is a bad flag, whatever else is missing.
+    if let InventorySource::Fixture(f) = &inventory {
+        berth_hostprobe::load_fixture(f).map_err(|e| anyhow::anyhow!("--inventory: {e}"))?;
+    }
+    let creds = if crate::access::insecure() {
+        None
+    } else {
+        if !data_dir.join("agent.pem").exists()
+            && crate::access::paths().cert.is_none()
+            && let Some(token) = &o.join_token
+        {
+            let ca = crate::access::paths()
+                .ca
+                .unwrap_or_else(|| data_dir.join(berth_tls::CA_CERT));
+            crate::pki::join(addr, data_dir, &node_name, token, &ca).await?;
+        }
+        Some(crate::pki::load(data_dir, berth_tls::Role::Agent)?)
+    };
+    if let Some(c) = &creds
+        && c.whoami().map(|(_, n)| n).as_deref() != Some(node_name.as_str())
+    {
+        bail!(
+            "--node-name: the agent certificate is for {:?}, not {node_name:?}",
+            c.whoami().map(|(_, n)| n).unwrap_or_default()
+        );
+    }
     let mut runtime = runtime_config(data_dir)?;
     host_root(o.host_volume_root.as_deref())?;
     runtime.host_volume_root = o.host_volume_root.clone();
@@ -350,7 +453,7 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         runtime.cdi_dirs = o.cdi_dirs;
     }
     let (agent, rt, reports) = Agent::new(AgentConfig {
-        node_name: node_name.unwrap_or_else(hostname),
+        node_name,
         server: addr.to_string(),
         advertise: listen.to_string(),
         cpu_millis,
@@ -363,12 +466,19 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         dns_loopback: dns_listen(&o.dns_listen)?,
         registry: o.registry.client()?,
         image_cache_max: cache_max(o.image_cache_max.as_deref())?,
+        tls: creds.as_ref().map(|c| c.client(berth_tls::Role::Server)),
     })
     .await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
-    let serve = tonic::transport::Server::builder()
-        .add_service(AgentService::server(rt))
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(c) = &creds {
+        builder = builder
+            .tls_config(c.server(false)?)
+            .context("the listener's TLS")?;
+    }
+    let serve = builder
+        .add_service(AgentService::guarded(rt))
         .serve_with_shutdown(listen_addr, wait_true(rx.clone()));
     let listener = tokio::spawn(serve);
     agent.run(reports, rx).await;
@@ -392,6 +502,7 @@ async fn hollow(addr: &str, n: u32, o: AgentOpts) -> anyhow::Result<()> {
             inventory,
             heartbeat: Duration::from_secs(1),
             stats: o.stats,
+            tls: crate::access::client_tls()?,
         },
         rx,
     )

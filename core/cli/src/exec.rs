@@ -1,5 +1,6 @@
 //! `berth exec TASK [-i] [-t] -- CMD...`: a process in a task's running
-//! container, through its node's agent; exits with the process's code.
+//! container, through the servers to its node's agent; exits with the
+//! process's code.
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
 
@@ -74,7 +75,7 @@ pub async fn run(addr: &str, a: ExecArgs) -> anyhow::Result<()> {
         };
         env.insert(k.to_string(), v.to_string());
     }
-    let (id, mut agent) = crate::logs::agent_of(addr, &a.task).await?;
+    let (id, mut agent) = crate::logs::task_client(addr, &a.task).await?;
     let tty = a.tty;
     let (tx, rx) = mpsc::channel::<pb::ExecInput>(16);
     let send = |msg| pb::ExecInput { msg: Some(msg) };
@@ -88,7 +89,9 @@ pub async fn run(addr: &str, a: ExecArgs) -> anyhow::Result<()> {
     })))
     .await?;
     let mut out = agent
-        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .exec(crate::client::request(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
         .await
         .map_err(status)?
         .into_inner();

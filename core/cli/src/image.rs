@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use berth_model::image::ImageRef;
-use berth_proto::agent_client::AgentClient;
+use berth_proto::control_client::ControlClient;
 use berth_proto::{self as pb, MAX_MESSAGE};
 use berth_runtime::image::registry::{Credentials, Registry, RegistryOptions};
 use clap::{Args, Subcommand};
 
-use crate::client::{channel, ctl, list_nodes, request_id, status};
+use crate::client::{ctl, list_nodes, request_id, status};
 use crate::output::table;
 
 /// How to reach registries (servers pin tags, agents pull, the CLI pushes).
@@ -226,10 +226,23 @@ async fn agents(addr: &str, only: &[String]) -> anyhow::Result<Vec<(String, Stri
     Ok(out)
 }
 
-async fn agent(address: &str) -> anyhow::Result<AgentClient<tonic::transport::Channel>> {
-    Ok(AgentClient::new(channel(address).await?)
+/// A `Control` client for image calls, and a request for node `node`
+/// (the servers pass it on to that node's agent).
+fn node_call<T>(
+    addr: &str,
+    node: &str,
+    msg: T,
+) -> anyhow::Result<(ControlClient<tonic::transport::Channel>, tonic::Request<T>)> {
+    let client = ControlClient::new(crate::client::servers(addr)?.channel())
         .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+        .max_encoding_message_size(MAX_MESSAGE);
+    let mut req = crate::client::request(msg);
+    req.metadata_mut().insert(
+        "berth-node",
+        node.parse()
+            .map_err(|_| anyhow::anyhow!("--node: {node:?} is not a node name"))?,
+    );
+    Ok((client, req))
 }
 
 /// A layout directory as a tar file (a tar is used as it is).
@@ -258,14 +271,11 @@ async fn import(
     let tmp = tempfile::tempdir()?;
     let tar = as_tar(path, tmp.path())?;
     let mut failed = 0;
-    for (node, address) in targets {
+    for (node, _) in targets {
         let upload = chunks(&tar, name.clone().unwrap_or_default())?;
         let r = async {
-            agent(&address)
-                .await?
-                .import_image(tokio_stream::iter(upload))
-                .await
-                .map_err(status)
+            let (mut c, req) = node_call(addr, &node, tokio_stream::iter(upload))?;
+            c.import_image(req).await.map_err(status)
         }
         .await;
         match r {
@@ -310,10 +320,10 @@ fn chunks(tar: &Path, name: String) -> anyhow::Result<Vec<pb::ImageUpload>> {
 
 async fn ls(addr: &str, json: bool, only: &[String]) -> anyhow::Result<()> {
     let mut all = Vec::new();
-    for (node, address) in agents(addr, only).await? {
-        let images = agent(&address)
-            .await?
-            .list_images(pb::ListImagesRequest {})
+    for (node, _) in agents(addr, only).await? {
+        let (mut c, req) = node_call(addr, &node, pb::ListImagesRequest {})?;
+        let images = c
+            .list_images(req)
             .await
             .map_err(status)?
             .into_inner()

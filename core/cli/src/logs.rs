@@ -1,13 +1,14 @@
 //! `berth logs TASK [-f] [--tail N] [--since 5m] [--stdout|--stderr] [-t]`:
-//! a task's output from its node's agent, both streams interleaved by time.
+//! a task's output from its node (through the servers), both streams
+//! interleaved by time.
 
 use std::io::Write as _;
 
 use anyhow::{anyhow, bail};
-use berth_proto::agent_client::AgentClient;
+use berth_proto::control_client::ControlClient;
 use berth_proto::{self as pb, MAX_MESSAGE};
 
-use crate::client::{channel, find_task, list_nodes, list_tasks, status};
+use crate::client::{find_task, list_tasks, request, servers, status};
 
 /// The flags of `berth logs`.
 #[derive(clap::Args)]
@@ -18,7 +19,7 @@ pub struct LogsArgs {
     #[arg(short, long)]
     pub follow: bool,
     /// Only the last N lines.
-    #[arg(long, short = 'n')]
+    #[arg(long)]
     pub tail: Option<u64>,
     /// Only lines from this long ago on (`5m`, `1h30m`) or from a time
     /// (`2026-12-02T18:00:00Z`).
@@ -46,11 +47,12 @@ fn since_ms(s: &str) -> anyhow::Result<i64> {
     Ok(now - i64::try_from(d.0).unwrap_or(i64::MAX).min(now))
 }
 
-/// An agent client for the node a task runs on.
-pub(crate) async fn agent_of(
+/// The id of `task` (a task id, or an app name for its first task), and
+/// a `Control` client to reach its node through.
+pub(crate) async fn task_client(
     addr: &str,
     task: &str,
-) -> anyhow::Result<(String, AgentClient<tonic::transport::Channel>)> {
+) -> anyhow::Result<(String, ControlClient<tonic::transport::Channel>)> {
     let tasks = list_tasks(addr, None).await?;
     let t = find_task(&tasks, task)?;
     if t.node.is_empty() {
@@ -60,12 +62,7 @@ pub(crate) async fn agent_of(
             t.message
         );
     }
-    let nodes = list_nodes(addr).await?;
-    let node = nodes
-        .iter()
-        .find(|n| n.name == t.node)
-        .ok_or_else(|| anyhow!("node {} is not registered", t.node))?;
-    let client = AgentClient::new(channel(&node.address).await?)
+    let client = ControlClient::new(servers(addr)?.channel())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     Ok((t.id.clone(), client))
@@ -74,7 +71,7 @@ pub(crate) async fn agent_of(
 /// `berth logs`.
 pub async fn run(addr: &str, a: LogsArgs) -> anyhow::Result<()> {
     let since = a.since.as_deref().map(since_ms).transpose()?.unwrap_or(0);
-    let (id, mut agent) = agent_of(addr, &a.task).await?;
+    let (id, mut agent) = task_client(addr, &a.task).await?;
     let stream = if a.stderr {
         pb::LogStream::Stderr
     } else if a.stdout {
@@ -83,7 +80,7 @@ pub async fn run(addr: &str, a: LogsArgs) -> anyhow::Result<()> {
         pb::LogStream::Unspecified
     };
     let mut chunks = agent
-        .logs(pb::LogsRequest {
+        .logs(request(pb::LogsRequest {
             task: id,
             follow: a.follow,
             offset: 0,
@@ -91,7 +88,7 @@ pub async fn run(addr: &str, a: LogsArgs) -> anyhow::Result<()> {
             since_ms: since,
             stream: stream as i32,
             timestamps: a.timestamps,
-        })
+        }))
         .await
         .map_err(status)?
         .into_inner();

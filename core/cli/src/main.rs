@@ -1,6 +1,8 @@
 //! `berth`: the control plane, the node agent, the shim and the CLI in one binary.
 #![forbid(unsafe_code)]
 
+mod access;
+mod acl;
 mod client;
 mod daemon;
 mod deploy;
@@ -11,6 +13,7 @@ mod job;
 mod loadgen;
 mod logs;
 mod output;
+mod pki;
 mod plugin;
 mod plugin_local;
 mod probe;
@@ -41,6 +44,8 @@ struct Cli {
     /// a quorum that its state is current (default: linearizable reads).
     #[arg(long, global = true)]
     stale: bool,
+    #[command(flatten)]
+    access: access::AccessFlags,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -246,6 +251,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// ACLs: the management token, policies, tokens.
+    Acl {
+        #[command(subcommand)]
+        cmd: acl::AclCmd,
+    },
+    /// The audit log: every denial and every write (who, what, when, outcome).
+    Audit {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only the last N entries.
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Quotas per namespace: set, remove, list use against limits.
+    Quota {
+        #[command(subcommand)]
+        cmd: acl::QuotaCmd,
+    },
     /// The cluster CA and the certificates of servers, agents and clients.
     Tls {
         #[command(subcommand)]
@@ -284,10 +308,28 @@ enum NodeCmd {
     Drain { name: String },
     /// Let a drained node take work again.
     Undrain { name: String },
+    /// Join tokens: `create` makes one a new agent exchanges for its
+    /// certificate (`berth agent --join-token`).
+    Token {
+        #[command(subcommand)]
+        cmd: NodeTokenCmd,
+    },
     /// Print a node's hardware tree.
     Show {
         name: String,
         /// Print its inventory as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeTokenCmd {
+    /// Make a join token, valid for --ttl (default 1h, at most 1 week).
+    Create {
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Print JSON (`{"secret": ...}`).
         #[arg(long)]
         json: bool,
     },
@@ -367,6 +409,7 @@ fn init_logging(default: &str) {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let addr = cli.addr;
     client::allow_stale(cli.stale);
+    access::init(cli.access)?;
     match cli.cmd {
         Cmd::Dev {
             data_dir,
@@ -444,5 +487,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Registry { cmd } => image::registry(&addr, cmd).await,
         Cmd::Volume { cmd } => volume::run(&addr, cmd).await,
         Cmd::Tls { cmd } => tls::run(cmd),
+        Cmd::Acl { cmd } => acl::run(&addr, cmd).await,
+        Cmd::Audit { json, limit } => acl::audit(&addr, json, limit).await,
+        Cmd::Quota { cmd } => acl::quota(&addr, cmd).await,
+        Cmd::Node {
+            cmd:
+                NodeCmd::Token {
+                    cmd: NodeTokenCmd::Create { ttl, json },
+                },
+        } => acl::node_token(&addr, ttl.as_deref(), json).await,
     }
 }

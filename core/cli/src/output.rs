@@ -142,3 +142,10 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5Ki");
     }
 }
+
+/// A time in ms since the epoch as RFC 3339 (UTC, seconds).
+pub fn time_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}

@@ -65,6 +65,11 @@ pub struct ServerOpts {
     /// state). Without one, storing secrets is refused.
     #[arg(long, env = "BERTH_SECRET_KEY")]
     pub secret_key: Option<PathBuf>,
+    /// The CA's key, to sign the certificates of agents that join with a
+    /// token (`berth node token create`); default <data dir>/ca-key.pem
+    /// when it is there.
+    #[arg(long, env = "BERTH_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
     /// Snapshot the state and compact the log after at least this many
     /// entries, once the log since the last snapshot is as large as it (so
     /// snapshots get rarer as the state grows and cost the same per write).
@@ -176,7 +181,27 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
         tick,
     };
     let local_ip = Some(listen.ip()).filter(|ip| !ip.is_unspecified());
-    let peers = Peers::new(id, local_ip);
+    let creds = if crate::access::insecure() {
+        None
+    } else {
+        Some(crate::pki::load(&o.data_dir, berth_tls::Role::Server)?)
+    };
+    let join_ca = match (&creds, &o.ca_key) {
+        (None, _) => None,
+        (Some(_), Some(k)) => Some(k.clone()),
+        (Some(_), None) => Some(o.data_dir.join(berth_tls::CA_KEY)).filter(|k| k.exists()),
+    }
+    .map(|key| {
+        let ca = crate::access::paths()
+            .ca
+            .unwrap_or_else(|| o.data_dir.join(berth_tls::CA_CERT));
+        crate::pki::join_ca(&ca, &key).map(Arc::new)
+    })
+    .transpose()
+    .context("--ca-key")?;
+    let server_tls = creds.as_ref().map(|c| c.client(berth_tls::Role::Server));
+    let join = join.map(|j| j.with_tls(server_tls.clone()));
+    let peers = Peers::with_tls(id, local_ip, server_tls);
     let store = Store::open(cfg, Arc::new(peers.clone()))
         .with_context(|| format!("opening the store in {}", dir.display()))?;
     peers.attach(store.clone());
@@ -201,12 +226,21 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
             registry: o.registry.client()?,
             host_volume_root: crate::daemon::host_root(o.host_volume_root.as_deref())?,
             secrets: crate::daemon::secret_box(o.secret_key.as_deref(), None)?,
+            tls: creds.clone(),
+            join_ca,
         },
     )
     .context("--policy")?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(crate::daemon::shutdown_signal(tx));
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(c) = &creds {
+        builder = builder
+            .tls_config(c.server(true)?)
+            .context("the listener's TLS")?;
+    }
+    let serve = builder
+        .layer(tower::util::option_layer(server.guard()))
         .add_service(server.control())
         .add_service(server.node_api())
         .add_service(server.membership())
@@ -255,11 +289,16 @@ async fn join_cluster(
 
 async fn members_call<F, Fut>(addr: &str, f: F) -> anyhow::Result<pb::MembersResponse>
 where
-    F: Fn(MembershipClient<tonic::transport::Channel>) -> Fut,
+    F: Fn(MembershipClient<berth_proto::servers::Authed>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<pb::MembersResponse>, tonic::Status>>,
 {
     Ok(servers(addr)?
-        .call(|ch| f(MembershipClient::new(ch)))
+        .call(|ch| {
+            f(MembershipClient::with_interceptor(
+                ch,
+                berth_proto::servers::Bearer,
+            ))
+        })
         .await
         .map_err(status)?
         .into_inner())
@@ -299,8 +338,13 @@ pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
             let id = match id {
                 Some(id) => id,
                 None => {
-                    let one = Servers::parse(&address).map_err(|e| anyhow!("{e}"))?;
-                    let mut c = MembershipClient::new(one.channel());
+                    let one = Servers::parse(&address)
+                        .map_err(|e| anyhow!("{e}"))?
+                        .with_tls(crate::access::client_tls()?);
+                    let mut c = MembershipClient::with_interceptor(
+                        one.channel(),
+                        berth_proto::servers::Bearer,
+                    );
                     c.members(pb::MembersRequest {})
                         .await
                         .map_err(|s| anyhow!("asking {address} for its id: {}", s.message()))?

@@ -36,7 +36,7 @@ fn exec_runs_in_the_container_and_returns_its_exit_code() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     // stdin, with -i.
     let out = common::berth_stdin(
-        &dev.addr,
+        Some(&dev),
         &["exec", "-i", id, "--", "tr", "a-z", "A-Z"],
         b"shout\n",
     );
@@ -50,6 +50,7 @@ fn exec_runs_in_the_container_and_returns_its_exit_code() {
         ))
         .arg("/dev/null")
         .env("BERTH_ADDR", &dev.addr)
+        .env("BERTH_DATA_DIR", dev.data.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_proto::servers::Servers;
 use common::servers::{Agent, Cluster, apps_on, block, write};
 use common::wait_for;
 
@@ -44,7 +43,7 @@ fn twenty_leader_kills_lose_no_acknowledged_write() {
         let (stop, acks) = (stop.clone(), acks.clone());
         std::thread::spawn(move || {
             block(async move {
-                let mut s = Servers::parse(&all).unwrap();
+                let mut s = common::servers::connect(&all);
                 s.deadline = Duration::from_secs(20);
                 let mut unacked = 0;
                 let mut i = 0u64;
@@ -117,7 +116,7 @@ fn twenty_leader_kills_lose_no_acknowledged_write() {
 fn restart_all_then_a_new_server_catches_up_by_snapshot_and_leaves() {
     let mut c = Cluster::start(3, 31, &["--raft-tick", "50ms", "--snapshot-every", "20"]);
     c.wait_leader();
-    let s = Servers::parse(&c.addrs()).unwrap();
+    let s = common::servers::connect(&c.addrs());
     let before: BTreeMap<String, u64> = block(async {
         let mut m = BTreeMap::new();
         for i in 0..60 {
@@ -175,7 +174,7 @@ fn restart_all_then_a_new_server_catches_up_by_snapshot_and_leaves() {
     c.kill9(d);
     let l = c.wait_leader();
     assert_eq!(c.members_of(l).unwrap().members.len(), 3);
-    let s = Servers::parse(&c.addrs()).unwrap();
+    let s = common::servers::connect(&c.addrs());
     block(write(&s, "after-leave", "rs-after")).unwrap();
     // Bad input names the cause and changes nothing.
     let out = c.berth(&["server", "leave", "127.0.0.1:1"]);
@@ -289,7 +288,7 @@ impl Drop for Cut {
 fn a_cut_off_minority_refuses_writes_and_reads_then_catches_up() {
     let c = Cluster::start(3, 41, &["--raft-tick", "50ms"]);
     let l = c.wait_leader();
-    let s = Servers::parse(&c.addrs()).unwrap();
+    let s = common::servers::connect(&c.addrs());
     block(write(&s, "before", "p-0")).unwrap();
     // Cut the leader off from the other two.
     let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
@@ -303,7 +302,7 @@ fn a_cut_off_minority_refuses_writes_and_reads_then_catches_up() {
     let isolated = c.members[l].addr();
 
     // The majority elects a leader and keeps serving writes.
-    let mut maj = Servers::parse(&majority).unwrap();
+    let mut maj = common::servers::connect(&majority);
     maj.deadline = Duration::from_secs(20);
     block(write(&maj, "during", "p-1")).unwrap();
 
@@ -311,8 +310,11 @@ fn a_cut_off_minority_refuses_writes_and_reads_then_catches_up() {
     // (Asked directly: a client following redirects would find the new
     // leader, as it should.)
     let w = block(async {
-        let s = Servers::parse(&isolated).unwrap();
-        let mut c = berth_proto::control_client::ControlClient::new(s.channel());
+        let s = common::servers::connect(&isolated);
+        let mut c = berth_proto::control_client::ControlClient::with_interceptor(
+            s.channel(),
+            berth_proto::servers::Bearer,
+        );
         let req = berth_proto::RunAppRequest {
             spec: common::servers::app_spec("lost"),
             request_id: "p-2".into(),

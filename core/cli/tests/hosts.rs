@@ -54,6 +54,7 @@ fn berth(addr: &str, args: &[&str]) -> std::process::Output {
     Command::new(BERTH)
         .args(args)
         .env("BERTH_ADDR", addr)
+        .env("BERTH_DATA_DIR", &common::pki().dir)
         .output()
         .unwrap()
 }
@@ -86,6 +87,7 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
     let server_dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let addr = format!("{NET}.1:{port}");
+    common::issue_into(server_dir.path(), "server", "s0", &format!("{NET}.1"));
     hosts.procs.push(
         Command::new(BERTH)
             .args(["server", "--bootstrap", "--listen", &addr])
@@ -95,6 +97,7 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
             .spawn()
             .unwrap(),
     );
+    common::bootstrap(&addr);
     wait_for("the server", Duration::from_secs(20), || {
         berth(&addr, &["nodes"]).status.success().then_some(())
     });
@@ -105,6 +108,7 @@ fn a_client_on_one_host_reaches_an_app_on_another_by_its_srv_name() {
             .tempdir()
             .unwrap();
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        common::issue_into(dir.path(), "agent", h, &format!("{NET}.{}", i + 2));
         hosts.procs.push(
             // nsenter switches only the network namespace (`ip netns exec`
             // would also remount /sys, hiding the cgroups).

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use berth_proto as pb;
 use berth_proto::control_client::ControlClient;
-use berth_proto::servers::Servers;
 use common::servers::{Cluster, block};
 use common::{BERTH, wait_for};
 
@@ -30,8 +29,9 @@ struct Seen {
 fn watch(addr: String, seen: Arc<Mutex<Seen>>) {
     std::thread::spawn(move || {
         block(async move {
-            let s = Servers::parse(&addr).unwrap();
-            let mut c = ControlClient::new(s.channel()).max_decoding_message_size(pb::MAX_MESSAGE);
+            let s = common::servers::connect(&addr);
+            let mut c = ControlClient::with_interceptor(s.channel(), berth_proto::servers::Bearer)
+                .max_decoding_message_size(pb::MAX_MESSAGE);
             let mut stream = match c.watch_tasks(pb::WatchTasksRequest::default()).await {
                 Ok(r) => r.into_inner(),
                 Err(e) => {
@@ -86,6 +86,7 @@ fn twenty_thousand_tasks_on_hollow_nodes_survive_a_leader_kill() {
         .args(["--node-name", "hollow", "--stats"])
         .arg(&stats)
         .env("BERTH_ADDR", c.addrs())
+        .env("BERTH_DATA_DIR", &common::pki().dir)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(c.dir.path().join("hollow.log")).unwrap())
         .spawn()

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod deploy;
 pub mod hardware;
 pub mod image;
@@ -11,6 +12,7 @@ pub mod labels;
 pub mod node;
 pub mod placement;
 pub mod quantity;
+pub mod quota;
 pub mod spec;
 pub mod task;
 

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 /// Response metadata naming the leader's client address.
@@ -31,6 +31,8 @@ pub struct Servers {
     channels: Mutex<Vec<(String, Channel)>>,
     /// How long [`Servers::call`] keeps trying.
     pub deadline: Duration,
+    /// TLS for every connection (none: plaintext, benchmarks only).
+    tls: Option<ClientTlsConfig>,
 }
 
 /// `host:port` or a URL, as a URL.
@@ -40,6 +42,21 @@ fn uri(addr: &str) -> String {
     } else {
         format!("http://{addr}")
     }
+}
+
+/// An endpoint for `addr` (`host:port` or a URL): over TLS with `tls`.
+pub fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, String> {
+    let bare = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"))
+        .unwrap_or(addr);
+    let e = match tls {
+        Some(t) => {
+            Endpoint::from_shared(format!("https://{bare}")).and_then(|e| e.tls_config(t.clone()))
+        }
+        None => Endpoint::from_shared(format!("http://{bare}")),
+    };
+    e.map_err(|e| format!("{addr:?}: {e}"))
 }
 
 impl Servers {
@@ -62,7 +79,14 @@ impl Servers {
             current: Mutex::new(0),
             channels: Mutex::new(Vec::new()),
             deadline: Duration::from_secs(15),
+            tls: None,
         })
+    }
+
+    /// Every connection over TLS with `tls` (dialing servers).
+    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Servers {
+        self.tls = tls;
+        self
     }
 
     /// The address calls go to now.
@@ -83,7 +107,7 @@ impl Servers {
         if let Some((_, c)) = chans.iter().find(|(a, _)| a == addr) {
             return c.clone();
         }
-        let ch = Endpoint::from_shared(uri(addr))
+        let ch = endpoint(addr, self.tls.as_ref())
             .expect("checked in parse")
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
@@ -247,3 +271,39 @@ mod tests {
         assert_eq!(tries, 4);
     }
 }
+
+/// This process's token, sent with every call made through [`Bearer`]
+/// (a CLI, a hollow-node benchmark: one identity per process).
+static TOKEN: std::sync::OnceLock<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+    std::sync::OnceLock::new();
+
+/// Sets the token [`Bearer`] sends; an unusable one (not visible ASCII)
+/// is an error naming it.
+pub fn set_token(secret: &str) -> Result<(), String> {
+    let v = format!("Bearer {}", secret.trim())
+        .parse()
+        .map_err(|_| "token: not printable ASCII".to_string())?;
+    let _ = TOKEN.set(v);
+    Ok(())
+}
+
+/// Adds this process's token (see [`set_token`]) to `req`.
+pub fn authorize<T>(req: &mut tonic::Request<T>) {
+    if let Some(t) = TOKEN.get() {
+        req.metadata_mut().insert("authorization", t.clone());
+    }
+}
+
+/// Adds this process's token (see [`set_token`]) to each request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bearer;
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        authorize(&mut req);
+        Ok(req)
+    }
+}
+
+/// A channel whose requests carry this process's token.
+pub type Authed = tonic::codegen::InterceptedService<Channel, Bearer>;

@@ -44,6 +44,7 @@ struct Peer {
 struct Inner {
     me: u64,
     local_ip: Option<IpAddr>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
     peers: Mutex<HashMap<u64, Peer>>,
     seeds: Mutex<BTreeMap<u64, String>>,
     store: OnceLock<Store>,
@@ -60,10 +61,21 @@ impl Peers {
     /// when given (the address this server listens on), so a firewall can
     /// tell servers apart on one host.
     pub fn new(me: u64, local_ip: Option<IpAddr>) -> Peers {
+        Peers::with_tls(me, local_ip, None)
+    }
+
+    /// [`Peers::new`] dialing over mutual TLS with `tls` (the server's
+    /// certificate; peers must show theirs).
+    pub fn with_tls(
+        me: u64,
+        local_ip: Option<IpAddr>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Peers {
         Peers {
             inner: Arc::new(Inner {
                 me,
                 local_ip,
+                tls,
                 peers: Mutex::new(HashMap::new()),
                 seeds: Mutex::new(BTreeMap::new()),
                 store: OnceLock::new(),
@@ -184,8 +196,12 @@ impl Transport for Peers {
     }
 }
 
-fn endpoint(addr: &str, local_ip: Option<IpAddr>) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+fn endpoint(
+    addr: &str,
+    local_ip: Option<IpAddr>,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<Endpoint, String> {
+    Ok(berth_proto::servers::endpoint(addr, tls)?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))
@@ -197,7 +213,7 @@ fn endpoint(addr: &str, local_ip: Option<IpAddr>) -> Result<Endpoint, tonic::tra
 async fn run_peer(peers: Peers, id: u64, addr: String, mut rx: mpsc::Receiver<Message>) {
     let mut pause = Duration::from_millis(50);
     loop {
-        let channel = match endpoint(&addr, peers.inner.local_ip) {
+        let channel = match endpoint(&addr, peers.inner.local_ip, peers.inner.tls.as_ref()) {
             Ok(e) => e.connect().await,
             Err(e) => {
                 tracing::error!(peer = id, %addr, error = %e, "bad peer address");

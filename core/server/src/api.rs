@@ -7,7 +7,7 @@ use std::sync::Arc;
 use berth_model::spec::{parse_spec, valid_name};
 use berth_proto as pb;
 use berth_proto::control_server::Control;
-use berth_store::{Command, Envelope, Event, MAX_REQUEST_ID, Outcome, Store};
+use berth_store::{Command, Envelope, MAX_REQUEST_ID, Outcome, Store};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -36,6 +36,12 @@ pub struct Api {
     pub(crate) host_volume_root: Option<String>,
     /// Seals secrets before they are proposed.
     pub(crate) secrets: Option<Arc<crate::secrets::SecretBox>>,
+    /// TLS for dialing agents (logs, exec, images) and other servers.
+    pub(crate) agent_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The CA that signs joining agents' certificates.
+    pub(crate) join_ca: Option<Arc<crate::api_acl::JoinCa>>,
+    /// Where denials and writes go.
+    pub(crate) auditor: crate::audit::Auditor,
 }
 
 /// The most status reports one request may carry.
@@ -177,6 +183,112 @@ pub(crate) fn check_app_name(name: &str) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl Control for Api {
+    type LogsStream = BoxStream<pb::LogChunk>;
+
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        self.logs_of(req).await
+    }
+
+    type ExecStream = BoxStream<pb::ExecOutput>;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        self.exec_of(req).await
+    }
+
+    async fn import_image(
+        &self,
+        req: Request<tonic::Streaming<pb::ImageUpload>>,
+    ) -> Result<Response<pb::ImageSummary>, Status> {
+        self.import_image_of(req).await
+    }
+
+    async fn list_images(
+        &self,
+        req: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        self.list_images_of(req).await
+    }
+
+    async fn acl_bootstrap(
+        &self,
+        req: Request<pb::AclBootstrapRequest>,
+    ) -> Result<Response<pb::AclTokenSecret>, Status> {
+        self.acl_bootstrap_of(req).await
+    }
+
+    async fn acl_policy_apply(
+        &self,
+        req: Request<pb::AclPolicyRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.acl_policy_apply_of(req).await
+    }
+
+    async fn acl_policy_delete(
+        &self,
+        req: Request<pb::AclNameRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.acl_policy_delete_of(req).await
+    }
+
+    async fn acl_policy_list(
+        &self,
+        req: Request<pb::AclListRequest>,
+    ) -> Result<Response<pb::AclPolicies>, Status> {
+        self.acl_policy_list_of(req).await
+    }
+
+    async fn acl_token_create(
+        &self,
+        req: Request<pb::AclTokenRequest>,
+    ) -> Result<Response<pb::AclTokenSecret>, Status> {
+        self.acl_token_create_of(req).await
+    }
+
+    async fn acl_token_list(
+        &self,
+        req: Request<pb::AclListRequest>,
+    ) -> Result<Response<pb::AclTokens>, Status> {
+        self.acl_token_list_of(req).await
+    }
+
+    async fn acl_token_revoke(
+        &self,
+        req: Request<pb::AclNameRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.acl_token_revoke_of(req).await
+    }
+
+    async fn audit(
+        &self,
+        req: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditLog>, Status> {
+        self.audit_of(req).await
+    }
+
+    async fn quota_set(&self, req: Request<pb::QuotaRequest>) -> Result<Response<pb::Ack>, Status> {
+        self.quota_set_of(req).await
+    }
+
+    async fn quota_list(
+        &self,
+        req: Request<pb::AclListRequest>,
+    ) -> Result<Response<pb::Quotas>, Status> {
+        self.quota_list_of(req).await
+    }
+
+    async fn node_token_create(
+        &self,
+        req: Request<pb::NodeTokenRequest>,
+    ) -> Result<Response<pb::AclTokenSecret>, Status> {
+        self.node_token_create_of(req).await
+    }
+
     async fn deploy_status(
         &self,
         req: Request<pb::AppRequest>,
@@ -320,6 +432,7 @@ impl Control for Api {
         &self,
         req: Request<pb::RunAppRequest>,
     ) -> Result<Response<pb::RunAppResponse>, Status> {
+        let probe = Request::from_parts(req.metadata().clone(), req.extensions().clone(), ());
         let req = req.into_inner();
         let rid = request_id(req.request_id)?;
         if req.spec.len() > berth_proto::MAX_SPEC {
@@ -330,7 +443,15 @@ impl Control for Api {
             )));
         }
         // Validation happens before anything is proposed: a bad spec stores nothing.
-        let spec = parse_spec(&req.spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut spec =
+            parse_spec(&req.spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A spec that names no namespace is in the call's.
+        if spec.namespace == berth_model::spec::DEFAULT_NAMESPACE
+            && let Some(ns) = self.scope(&probe)
+        {
+            spec.namespace = ns;
+        }
+        self.admit_namespace(&probe, &spec)?;
         self.check_host_volumes(&spec)?;
         // Admission plugins may refuse or change it (also before anything is stored).
         // Plugins are loaded from a copy, without the state's lock, and
@@ -371,10 +492,12 @@ impl Control for Api {
         req: Request<pb::ListAppsRequest>,
     ) -> Result<Response<pb::ListAppsResponse>, Status> {
         self.barrier(&req).await?;
+        let scope = self.scope(&req);
         let state = self.store.read();
         let apps = state
             .apps
             .values()
+            .filter(|a| scope.as_ref().is_none_or(|ns| a.spec.namespace == *ns))
             .map(|a| pb::App {
                 name: a.spec.name.clone(),
                 image: a.spec.image.clone(),
@@ -397,6 +520,7 @@ impl Control for Api {
         &self,
         req: Request<pb::ScaleRequest>,
     ) -> Result<Response<pb::RunAppResponse>, Status> {
+        self.scope_app(&req, &req.get_ref().name)?;
         let req = req.into_inner();
         check_app_name(&req.name)?;
         let rid = request_id(req.request_id)?;
@@ -422,6 +546,7 @@ impl Control for Api {
     }
 
     async fn stop_app(&self, req: Request<pb::AppRequest>) -> Result<Response<pb::Ack>, Status> {
+        self.scope_app(&req, &req.get_ref().name)?;
         let req = req.into_inner();
         check_app_name(&req.name)?;
         let rid = request_id(req.request_id)?;
@@ -432,6 +557,7 @@ impl Control for Api {
     }
 
     async fn remove_app(&self, req: Request<pb::AppRequest>) -> Result<Response<pb::Ack>, Status> {
+        self.scope_app(&req, &req.get_ref().name)?;
         let req = req.into_inner();
         check_app_name(&req.name)?;
         let rid = request_id(req.request_id)?;
@@ -446,17 +572,28 @@ impl Control for Api {
         req: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         self.barrier(&req).await?;
+        let scope = self.scope(&req);
         let app = req.into_inner().app;
         let state = self.store.read();
+        let visible = |t: &&berth_model::task::Task| {
+            scope.as_ref().is_none_or(|ns| {
+                state
+                    .apps
+                    .get(&t.app)
+                    .is_some_and(|a| a.spec.namespace == *ns)
+            })
+        };
         let tasks = if app.is_empty() {
             state
                 .tasks
                 .values()
+                .filter(visible)
                 .map(|t| convert::listed(&state, t))
                 .collect()
         } else {
             state
                 .tasks_of(&app)
+                .filter(visible)
                 .map(|t| convert::listed(&state, t))
                 .collect()
         };
@@ -469,63 +606,7 @@ impl Control for Api {
         &self,
         req: Request<pb::WatchTasksRequest>,
     ) -> Result<Response<Self::WatchTasksStream>, Status> {
-        let app = req.into_inner().app;
-        // Subscribe before reading the current state so nothing falls between.
-        let mut events = self.store.subscribe();
-        let initial: Vec<pb::TaskEvent> = {
-            let state = self.store.read();
-            let tasks: Box<dyn Iterator<Item = &berth_model::task::Task>> = if app.is_empty() {
-                Box::new(state.tasks.values())
-            } else {
-                Box::new(state.tasks_of(&app))
-            };
-            tasks
-                .map(|t| pb::TaskEvent {
-                    task: Some(convert::task(t)),
-                    removed: false,
-                })
-                .collect()
-        };
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        tokio::spawn(async move {
-            for ev in initial {
-                if tx.send(Ok(ev)).await.is_err() {
-                    return;
-                }
-            }
-            // One apply is one batch, however many tasks it touched: a
-            // watcher is dropped only if it falls millions of events behind.
-            while let Some(batch) = events.recv().await {
-                for e in &batch.events {
-                    let ev = match e {
-                        Event::TaskUpdated(t) if app.is_empty() || t.app == app => pb::TaskEvent {
-                            task: Some(convert::task(t)),
-                            removed: false,
-                        },
-                        Event::TaskRemoved(t) if app.is_empty() || t.app == app => pb::TaskEvent {
-                            task: Some(pb::Task {
-                                id: t.id.clone(),
-                                app: t.app.clone(),
-                                ..Default::default()
-                            }),
-                            removed: true,
-                        },
-                        _ => continue,
-                    };
-                    if tx.send(Ok(ev)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = tx
-                .send(Err(Status::data_loss(
-                    "watcher fell too far behind (or the server stopped); watch again",
-                )))
-                .await;
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        self.watch_tasks_of(req).await
     }
 
     async fn list_nodes(

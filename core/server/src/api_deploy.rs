@@ -64,6 +64,7 @@ impl Api {
         req: Request<pb::AppRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
         self.barrier(&req).await?;
+        self.scope_app(&req, &req.get_ref().name)?;
         let name = req.into_inner().name;
         check_app_name(&name)?;
         self.current_deployment(&name).map(Response::new)
@@ -94,6 +95,7 @@ impl Api {
         req: Request<pb::AppRequest>,
     ) -> Result<Response<pb::DeployHistoryResponse>, Status> {
         self.barrier(&req).await?;
+        self.scope_app(&req, &req.get_ref().name)?;
         let name = req.into_inner().name;
         check_app_name(&name)?;
         let state = self.store.read();
@@ -113,6 +115,7 @@ impl Api {
         &self,
         req: Request<pb::PauseDeployRequest>,
     ) -> Result<Response<pb::Deployment>, Status> {
+        self.scope_app(&req, &req.get_ref().name)?;
         let req = req.into_inner();
         check_app_name(&req.name)?;
         let rid = request_id(req.request_id)?;
@@ -130,6 +133,7 @@ impl Api {
         &self,
         req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RunAppResponse>, Status> {
+        self.scope_app(&req, &req.get_ref().name)?;
         let req = req.into_inner();
         check_app_name(&req.name)?;
         let rid = request_id(req.request_id)?;
@@ -179,6 +183,7 @@ impl Api {
         req: Request<pb::AppRequest>,
     ) -> Result<Response<pb::JobRunsResponse>, Status> {
         self.barrier(&req).await?;
+        self.scope_app(&req, &req.get_ref().name)?;
         let name = req.into_inner().name;
         check_app_name(&name)?;
         let state = self.store.read();
@@ -205,6 +210,7 @@ impl Api {
         &self,
         req: Request<pb::AppRequest>,
     ) -> Result<Response<pb::JobRun>, Status> {
+        self.scope_app(&req, &req.get_ref().name)?;
         let req = req.into_inner();
         check_app_name(&req.name)?;
         let rid = request_id(req.request_id)?;

@@ -74,6 +74,16 @@ fn wanted(app: &str, t: &Task) -> bool {
     app.is_empty() || t.app == app
 }
 
+/// Whether task `t` is in namespace `scope` (none: every namespace).
+fn in_scope(state: &berth_store::ClusterState, scope: Option<&str>, t: &Task) -> bool {
+    scope.is_none_or(|ns| {
+        state
+            .apps
+            .get(&t.app)
+            .is_some_and(|a| a.spec.namespace == ns)
+    })
+}
+
 impl Api {
     /// `Endpoints`.
     pub(crate) async fn endpoints_of(
@@ -81,6 +91,8 @@ impl Api {
         req: Request<pb::EndpointsRequest>,
     ) -> Result<Response<pb::EndpointsResponse>, Status> {
         self.barrier(&req).await?;
+        self.scope_app(&req, &req.get_ref().app)?;
+        let scope = self.scope(&req);
         let app = req.into_inner().app;
         if !app.is_empty() {
             check_app_name(&app)?;
@@ -89,15 +101,18 @@ impl Api {
         if !app.is_empty() && !state.apps.contains_key(&app) {
             return Err(Status::not_found(format!("no app named {app}")));
         }
+        let visible = |t: &&Task| in_scope(&state, scope.as_deref(), t);
         let endpoints = if app.is_empty() {
             state
                 .tasks
                 .values()
+                .filter(visible)
                 .filter_map(|t| endpoint(&state, t))
                 .collect()
         } else {
             state
                 .tasks_of(&app)
+                .filter(visible)
                 .filter_map(|t| endpoint(&state, t))
                 .collect()
         };
@@ -109,6 +124,8 @@ impl Api {
         &self,
         req: Request<pb::EndpointsRequest>,
     ) -> Result<Response<BoxStream<pb::EndpointEvent>>, Status> {
+        self.scope_app(&req, &req.get_ref().app)?;
+        let scope = self.scope(&req);
         let app = req.into_inner().app;
         if !app.is_empty() {
             check_app_name(&app)?;
@@ -125,6 +142,7 @@ impl Api {
                 Box::new(state.tasks_of(&app))
             };
             tasks
+                .filter(|t| in_scope(&state, scope.as_deref(), t))
                 .filter_map(|t| endpoint(&state, t))
                 .map(|e| (e.task.clone(), e))
                 .collect()
@@ -156,7 +174,11 @@ impl Api {
                         if !wanted(&app, t) {
                             continue;
                         }
-                        let now = state.tasks.get(&t.id).and_then(|t| endpoint(&state, t));
+                        let now = state
+                            .tasks
+                            .get(&t.id)
+                            .filter(|t| in_scope(&state, scope.as_deref(), t))
+                            .and_then(|t| endpoint(&state, t));
                         match now {
                             Some(e) if sent.get(&e.task) != Some(&e) => {
                                 sent.insert(e.task.clone(), e.clone());

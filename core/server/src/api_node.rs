@@ -30,6 +30,7 @@ impl NodeApi for Api {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        crate::auth::check_node(&req, &req.get_ref().name)?;
         let r = req.into_inner();
         if !valid_name(&r.name) {
             return Err(Status::invalid_argument(format!(
@@ -126,6 +127,7 @@ impl NodeApi for Api {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        crate::auth::check_node(&req, &req.get_ref().node)?;
         let node = req.into_inner().node;
         if !valid_name(&node) {
             return Err(Status::invalid_argument(format!(
@@ -156,6 +158,7 @@ impl NodeApi for Api {
         &self,
         req: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        crate::auth::check_node(&req, &req.get_ref().node)?;
         let node = req.into_inner().node;
         if !valid_name(&node) {
             return Err(Status::invalid_argument(format!(
@@ -211,10 +214,18 @@ impl NodeApi for Api {
         self.registry_credential_of(req).await
     }
 
+    async fn join_node(
+        &self,
+        req: Request<pb::JoinNodeRequest>,
+    ) -> Result<Response<pb::JoinNodeResponse>, Status> {
+        self.join_node_with_token(req.into_inner()).await
+    }
+
     async fn report_tasks(
         &self,
         req: Request<pb::ReportTasksRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        crate::auth::check_node(&req, &req.get_ref().node)?;
         let r = req.into_inner();
         if r.statuses.len() > MAX_STATUSES {
             return Err(Status::invalid_argument(format!(
@@ -240,6 +251,22 @@ impl NodeApi for Api {
             .collect::<Result<Vec<_>, _>>()?;
         if statuses.is_empty() {
             return Ok(Response::new(pb::Ack {}));
+        }
+        // A node reports only its own tasks (ids unknown here are ignored
+        // when applied: removed meanwhile).
+        {
+            let state = self.store.read();
+            if let Some(s) = statuses.iter().find(|s| {
+                state
+                    .tasks
+                    .get(&s.id)
+                    .is_some_and(|t| t.node.as_deref() != Some(r.node.as_str()))
+            }) {
+                return Err(Status::permission_denied(format!(
+                    "statuses: task {} is not assigned to node {}",
+                    s.id, r.node
+                )));
+            }
         }
         self.commit(
             None,

@@ -42,12 +42,21 @@ impl Api {
         req: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
         self.barrier(&req).await?;
+        let scope = self.scope(&req);
         let node = req.into_inner().node;
         let state = self.store.read();
         let volumes = state
             .volumes
             .iter()
             .filter(|(_, b)| node.is_empty() || b.node == node)
+            .filter(|(_, b)| {
+                scope.as_ref().is_none_or(|ns| {
+                    state
+                        .apps
+                        .get(&b.app)
+                        .is_some_and(|a| a.spec.namespace == *ns)
+                })
+            })
             .map(|(id, b)| pb::VolumeInfo {
                 id: id.clone(),
                 app: b.app.clone(),
@@ -73,6 +82,15 @@ impl Api {
         &self,
         req: Request<pb::VolumeRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        let app = self
+            .store
+            .read()
+            .volumes
+            .get(&req.get_ref().id)
+            .map(|b| b.app.clone());
+        if let Some(app) = app {
+            self.scope_app(&req, &app)?;
+        }
         let r = req.into_inner();
         let rid = request_id(r.request_id)?;
         let id = r.id;

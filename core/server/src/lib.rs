@@ -5,14 +5,19 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_acl;
 pub mod api_deploy;
 pub mod api_endpoints;
 pub mod api_explain;
 pub mod api_node;
 pub mod api_plugins;
+pub mod api_proxy;
 pub mod api_registry;
 pub mod api_volumes;
+pub mod api_watch;
 pub mod assign;
+pub mod audit;
+pub mod auth;
 pub mod convert;
 pub mod deployer;
 pub mod live;
@@ -65,6 +70,14 @@ pub struct Options {
     /// Seals secrets before they are proposed (`--secret-key`; none:
     /// secrets are refused).
     pub secrets: Option<Arc<secrets::SecretBox>>,
+    /// The cluster CA and this server's certificate: with them every
+    /// call is authenticated and authorized ([`Server::guard`]), and
+    /// agents and other servers are dialed over mutual TLS. None: no TLS
+    /// and no ACLs (benchmarks and in-process tests only).
+    pub tls: Option<berth_tls::Credentials>,
+    /// The CA's key, to sign the certificates of agents joining with a
+    /// token (`--ca-key`; none: `berth node token create` is refused).
+    pub join_ca: Option<Arc<api_acl::JoinCa>>,
 }
 
 impl Default for Options {
@@ -82,6 +95,8 @@ impl Default for Options {
             ),
             host_volume_root: None,
             secrets: None,
+            tls: None,
+            join_ca: None,
         }
     }
 }
@@ -94,6 +109,43 @@ pub fn check_policy(name: &str) -> Result<(), UnknownPolicy> {
 /// A control-plane server over an open store.
 pub struct Server {
     api: Api,
+    guard: Option<auth::Guard>,
+}
+
+/// Hands a follower's audit entries to the leader.
+fn forward_audit(store: Store, tls: Option<tonic::transport::ClientTlsConfig>) -> audit::Forward {
+    Arc::new(move |entries| {
+        let store = store.clone();
+        let tls = tls.clone();
+        Box::pin(async move {
+            let leader = store.leader();
+            let Some(addr) = store.read().members.get(&leader).cloned() else {
+                return false;
+            };
+            let Ok(ep) = berth_proto::servers::endpoint(&addr, tls.as_ref()) else {
+                return false;
+            };
+            let Ok(ch) = ep.connect_timeout(Duration::from_secs(2)).connect().await else {
+                return false;
+            };
+            let batch = berth_proto::AuditBatch {
+                entries: entries
+                    .into_iter()
+                    .map(|e| berth_proto::AuditEntry {
+                        at_ms: e.at_ms,
+                        who: e.who,
+                        action: e.action,
+                        target: e.target,
+                        outcome: e.outcome,
+                    })
+                    .collect(),
+            };
+            berth_proto::membership_client::MembershipClient::new(ch)
+                .audit(batch)
+                .await
+                .is_ok()
+        })
+    })
 }
 
 impl Server {
@@ -121,6 +173,13 @@ impl Server {
         let policy = o.policy.as_str();
         check_policy(policy)?;
         let plugins = Arc::new(plugins::PluginSet::new(o.plugin_cache));
+        let server_tls = o.tls.as_ref().map(|c| c.client(berth_tls::Role::Server));
+        let auditor = match &o.tls {
+            Some(_) => {
+                audit::Auditor::start(store.clone(), forward_audit(store.clone(), server_tls))
+            }
+            None => audit::Auditor::none(),
+        };
         let api = Api {
             store: store.clone(),
             liveness: Arc::new(liveness::Liveness::new(
@@ -134,7 +193,14 @@ impl Server {
             registry: o.registry.clone(),
             host_volume_root: o.host_volume_root.clone(),
             secrets: o.secrets.clone(),
+            agent_tls: o.tls.as_ref().map(|c| c.client(berth_tls::Role::Agent)),
+            join_ca: o.join_ca.clone(),
+            auditor,
         };
+        let guard = o
+            .tls
+            .as_ref()
+            .map(|_| auth::Guard::new(store.clone(), api.auditor.clone()));
         tokio::spawn(api.router.clone().run(store.clone()));
         scheduler::start(
             store.clone(),
@@ -147,7 +213,13 @@ impl Server {
         }
         tokio::spawn(deployer::run(store.clone()));
         tokio::spawn(api.liveness.clone().run(store));
-        Ok(Server { api })
+        Ok(Server { api, guard })
+    }
+
+    /// The layer that authenticates and authorizes every call (none
+    /// without TLS): `Server::builder().layer(...)`.
+    pub fn guard(&self) -> Option<auth::Guard> {
+        self.guard.clone()
     }
 
     /// The service implementation (for in-process callers and tests).

@@ -107,6 +107,29 @@ impl Api {
 
 #[tonic::async_trait]
 impl Membership for Api {
+    async fn audit(&self, req: Request<pb::AuditBatch>) -> Result<Response<pb::Ack>, Status> {
+        let entries: Vec<berth_store::acl::AuditEntry> = req
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| berth_store::acl::AuditEntry {
+                at_ms: e.at_ms,
+                who: e.who,
+                action: e.action,
+                target: e.target,
+                outcome: e.outcome,
+            })
+            .collect();
+        if !self.store.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.commit(
+            None,
+            berth_store::Command::Acl(berth_store::acl::AclCommand::Audit { entries }),
+        )
+        .await?;
+        Ok(Response::new(pb::Ack {}))
+    }
     async fn members(
         &self,
         _: Request<pb::MembersRequest>,

@@ -176,6 +176,18 @@ impl Loop {
                 .push(t);
         }
         let mut round = Round::default();
+        let quotas = &state.acl.quotas;
+        if !quotas.is_empty() {
+            round.protected = state
+                .apps
+                .values()
+                .filter(|a| quotas.contains_key(&a.spec.namespace))
+                .map(|a| (a.spec.name.clone(), a.spec.namespace.clone()))
+                .collect();
+        }
+        // What each namespace with a quota holds, counted once per round
+        // and grown by what this round lets through.
+        let mut used: HashMap<String, berth_model::quota::Usage> = HashMap::new();
         for ((app_name, version), tasks) in groups {
             let Some(app) = state.apps.get(app_name) else {
                 continue;
@@ -202,6 +214,44 @@ impl Loop {
                 }
             } else {
                 tasks.into_iter().filter(retry).collect()
+            };
+            let ns = spec.namespace.as_str();
+            let due = match quotas.get(ns) {
+                None => due,
+                Some(q) => {
+                    let used = used
+                        .entry(ns.to_string())
+                        .or_insert_with(|| state.namespace_usage(ns));
+                    let want = berth_model::quota::Usage::of_spec(spec);
+                    let mut ok = Vec::new();
+                    let mut held = 0;
+                    for t in due {
+                        match q.refuses(ns, used, &want) {
+                            Some(why) => {
+                                held += 1;
+                                if t.message != why {
+                                    round.refused.push((t.id.clone(), why));
+                                }
+                            }
+                            None => {
+                                used.add(&want, true);
+                                ok.push(t);
+                            }
+                        }
+                    }
+                    // A gang goes whole or not at all.
+                    if spec.gang && held > 0 {
+                        let why = format!("quota: namespace {ns} has no room for the whole gang");
+                        for t in &ok {
+                            used.add(&want, false);
+                            if t.message != why {
+                                round.refused.push((t.id.clone(), why.clone()));
+                            }
+                        }
+                        ok.clear();
+                    }
+                    ok
+                }
             };
             if due.is_empty() {
                 continue;
@@ -235,6 +285,7 @@ impl Loop {
                     priority: spec.priority,
                     gang: spec.gang,
                     retry_any: any,
+                    namespace: spec.namespace.clone(),
                 });
             }
         }
@@ -255,7 +306,7 @@ impl Loop {
             return false;
         };
         self.chain.refresh(live.context(), generation);
-        if round.pending.is_empty() {
+        if round.pending.is_empty() && round.refused.is_empty() {
             return false;
         }
         let mut scratch: Cluster = live.cluster.clone();
@@ -264,6 +315,7 @@ impl Loop {
             set: Some(&self.chain.plugins),
         };
         let mut plan = plan(&round, &mut scratch, &self.chain.pipeline, &shadows);
+        plan.unplaced.extend(round.refused.iter().cloned());
         let preempt = preemption::find(&round, &mut plan, live, &self.chain.pipeline, &scratch);
         for (id, any) in std::mem::take(&mut plan.failed) {
             self.failed.insert(

@@ -100,6 +100,8 @@ pub enum Command {
     Job(crate::job::JobCommand),
     /// A persistent volume's binding is removed.
     Volume(crate::volumes::VolumeCommand),
+    /// ACL policies, tokens, quotas and audit entries.
+    Acl(crate::acl::AclCommand),
     /// Registry credentials are stored or forgotten.
     Registry(crate::registry::RegistryCommand),
     /// Status reports from a node's agent.

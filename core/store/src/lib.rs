@@ -5,6 +5,7 @@
 //! the applied state; watchers get [`state::Event`]s after each apply.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod command;
 pub mod deploy;
 mod driver;

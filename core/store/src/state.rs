@@ -101,6 +101,9 @@ pub struct ClusterState {
     /// Registry credentials by `host[:port]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registries: BTreeMap<String, crate::registry::RegistryLogin>,
+    /// Policies, tokens, quotas and the audit log.
+    #[serde(default)]
+    pub acl: crate::acl::AclState,
     /// The range node subnets come from (set by the first registration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_subnets: Option<String>,
@@ -127,6 +130,7 @@ impl ClusterState {
             .map(|(n, _)| n.clone())
             .collect();
         self.subnets = self.nodes.values().filter_map(|n| n.subnet).collect();
+        self.acl.rebuild();
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for n in names {
             self.index_job(&n);
@@ -250,6 +254,22 @@ impl ClusterState {
         outcome
     }
 
+    /// What the instances of namespace `ns` hold, as quotas count it.
+    /// Costs the namespace's apps and tasks (and a pass over app names).
+    pub fn namespace_usage(&self, ns: &str) -> berth_model::quota::Usage {
+        let mut used = berth_model::quota::Usage::default();
+        for app in self.apps.values().filter(|a| a.spec.namespace == ns) {
+            for t in self.tasks_of(&app.spec.name) {
+                if self.holds_resources(t)
+                    && let Some(spec) = app.spec_of(t.version)
+                {
+                    used.add(&berth_model::quota::Usage::of_spec(spec), true);
+                }
+            }
+        }
+        used
+    }
+
     /// Whether a task still holds its node's resources: placed, and
     /// pending, running, or ended but brought back by its restart policy.
     pub fn holds_resources(&self, t: &Task) -> bool {
@@ -292,6 +312,7 @@ impl ClusterState {
             Command::Deploy(d) => self.apply_deploy(index, at, d, events),
             Command::Job(j) => self.apply_job(index, at, j, events),
             Command::Registry(r) => self.apply_registry(r),
+            Command::Acl(a) => self.apply_acl(at, a),
             Command::Volume(v) => self.apply_volume(index, v, events),
             Command::RemoveApp { name } => self.remove_app(&name, events),
             Command::RegisterNode { info, subnets } => {

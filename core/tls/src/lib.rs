@@ -9,6 +9,10 @@
 //! SANs for the addresses they are reached at.
 #![forbid(unsafe_code)]
 
+pub mod transport;
+
+pub use transport::{Credentials, Paths};
+
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -176,24 +180,27 @@ pub struct Issued {
     pub key_pem: String,
 }
 
-/// Signs a certificate for `role` `name` with the CA in `dir`; `sans` are
-/// extra DNS names or IP addresses it is reached at.
-pub fn issue(
-    dir: &Path,
+/// The DNS name every certificate of `role` carries (`server.berth`,
+/// `agent.berth`, `client.berth`): what a caller checks the peer's
+/// certificate against, whatever address it dialed (as Nomad's
+/// `server.<region>.nomad`), so a certificate is valid for its role, not
+/// for one address.
+pub fn role_dns(role: Role) -> String {
+    format!("{role}.berth")
+}
+
+/// The parameters of a certificate for `role` `name`.
+fn params_for(
     role: Role,
     name: &str,
     sans: &[String],
     days: u32,
-) -> Result<Issued, TlsError> {
+) -> Result<CertificateParams, TlsError> {
     if !valid_name(name) {
         return Err(TlsError::Invalid(format!(
             "name: {name:?} is not a valid name ([a-z0-9-], 1-63 characters)"
         )));
     }
-    let ca_pem = fs::read_to_string(dir.join(CA_CERT)).map_err(io(&dir.join(CA_CERT)))?;
-    let ca_key =
-        KeyPair::from_pem(&fs::read_to_string(dir.join(CA_KEY)).map_err(io(&dir.join(CA_KEY)))?)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
@@ -205,6 +212,11 @@ pub fn issue(
         uri.as_str()
             .try_into()
             .map_err(|_| TlsError::Invalid(format!("name: {name:?}")))?,
+    ));
+    params.subject_alt_names.push(SanType::DnsName(
+        role_dns(role)
+            .try_into()
+            .map_err(|_| TlsError::Invalid(format!("role: {role}")))?,
     ));
     for s in sans {
         let san = match s.parse::<std::net::IpAddr>() {
@@ -235,6 +247,32 @@ pub fn issue(
         Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     validity(&mut params, days)?;
+    Ok(params)
+}
+
+/// The CA in `dir` as an rcgen issuer.
+fn issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, TlsError> {
+    let ca_pem = fs::read_to_string(dir.join(CA_CERT)).map_err(io(&dir.join(CA_CERT)))?;
+    let key_pem = fs::read_to_string(dir.join(CA_KEY)).map_err(io(&dir.join(CA_KEY)))?;
+    ca_issuer(&ca_pem, &key_pem)
+}
+
+fn ca_issuer(ca_pem: &str, key_pem: &str) -> Result<Issuer<'static, KeyPair>, TlsError> {
+    let ca_key = KeyPair::from_pem(key_pem)?;
+    Ok(Issuer::from_ca_cert_pem(ca_pem, ca_key)?)
+}
+
+/// Signs a certificate for `role` `name` with the CA in `dir`; `sans` are
+/// extra DNS names or IP addresses it is reached at.
+pub fn issue(
+    dir: &Path,
+    role: Role,
+    name: &str,
+    sans: &[String],
+    days: u32,
+) -> Result<Issued, TlsError> {
+    let params = params_for(role, name, sans, days)?;
+    let issuer = issuer(dir)?;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     Ok(Issued {
@@ -243,15 +281,79 @@ pub fn issue(
     })
 }
 
+/// A key pair and a certificate signing request for it (PEM), made where
+/// the key will live: an agent joining with a token sends only the
+/// request.
+pub fn request(name: &str) -> Result<Issued, TlsError> {
+    let params = params_for(Role::Agent, name, &[], 1)?;
+    let key = KeyPair::generate()?;
+    let csr = params.serialize_request(&key)?;
+    Ok(Issued {
+        cert_pem: csr.pem()?,
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// The longest certificate signing request accepted (PEM bytes).
+pub const MAX_REQUEST: usize = 16 * 1024;
+
+/// Signs the public key of a certificate signing request (`csr_pem`) as
+/// `role` `name` with the CA given as PEM: only the key is taken from the
+/// request; the identity, names and validity are the signer's.
+pub fn sign_request(
+    ca_pem: &str,
+    ca_key_pem: &str,
+    role: Role,
+    name: &str,
+    csr_pem: &str,
+    days: u32,
+) -> Result<String, TlsError> {
+    if csr_pem.len() > MAX_REQUEST {
+        return Err(TlsError::Invalid(format!(
+            "csr: {} bytes is over the limit of {MAX_REQUEST}",
+            csr_pem.len()
+        )));
+    }
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| TlsError::Invalid(format!("csr: not a certificate signing request: {e}")))?;
+    csr.params = params_for(role, name, &[], days)?;
+    let issuer = ca_issuer(ca_pem, ca_key_pem)?;
+    Ok(csr.signed_by(&issuer)?.pem())
+}
+
 /// Writes an issued certificate as `<role>-<name>.pem` and
 /// `<role>-<name>-key.pem` in `dir`; returns the certificate's path.
+/// Refuses to replace an existing one.
 pub fn save(dir: &Path, role: Role, name: &str, issued: &Issued) -> Result<PathBuf, TlsError> {
-    let cert = dir.join(format!("{role}-{name}.pem"));
-    write(
-        &dir.join(format!("{role}-{name}-key.pem")),
-        &issued.key_pem,
-        true,
-    )?;
+    let stem = format!("{role}-{name}");
+    if dir.join(format!("{stem}.pem")).exists() {
+        return Err(TlsError::Invalid(format!(
+            "{}: a certificate is already there",
+            dir.join(format!("{stem}.pem")).display()
+        )));
+    }
+    save_as(dir, &stem, issued)
+}
+
+/// Writes an issued certificate as `<stem>.pem` and `<stem>-key.pem` (the
+/// key readable by its owner only) in `dir`, replacing what is there;
+/// returns the certificate's path.
+pub fn save_as(dir: &Path, stem: &str, issued: &Issued) -> Result<PathBuf, TlsError> {
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}-key.pem"));
+    for p in [&cert, &key] {
+        match fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(TlsError::Io {
+                    path: p.clone(),
+                    source: e,
+                });
+            }
+        }
+    }
+    write(&key, &issued.key_pem, true)?;
     write(&cert, &issued.cert_pem, false)?;
     Ok(cert)
 }

@@ -69,7 +69,7 @@ impl Target {
                 };
                 servers
                     .call(|ch| {
-                        let r = req.clone();
+                        let r = crate::client::request(req.clone());
                         async move { ControlClient::new(ch).run_app(r).await }
                     })
                     .await
@@ -154,8 +154,9 @@ pub async fn run(addr: &str, a: LoadArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("--etcd: {e}"))?,
         )),
         None => {
-            let mut servers =
-                Servers::parse(addr).map_err(|e| anyhow!("--addr/BERTH_ADDR: {e}"))?;
+            let mut servers = Servers::parse(addr)
+                .map_err(|e| anyhow!("--addr/BERTH_ADDR: {e}"))?
+                .with_tls(crate::access::client_tls()?);
             servers.deadline = Duration::from_secs(30);
             Target::Berth(Arc::new(servers))
         }

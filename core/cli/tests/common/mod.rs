@@ -63,6 +63,104 @@ pub fn demo_image() -> &'static Path {
     })
 }
 
+/// One CA, an admin client certificate and a management token shared by
+/// the `berth server` clusters of this test binary (`berth dev` makes its
+/// own in its data dir). Its directory works as a client's
+/// `BERTH_DATA_DIR`: `ca.pem`, `client.pem`, `client-key.pem`, `token`.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub secret: String,
+}
+
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = dir.to_str().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new(BERTH).args(args).output().unwrap();
+            assert!(out.status.success(), "berth {args:?}: {out:?}");
+        };
+        run(&["tls", "init", "--dir", d]);
+        run(&["tls", "issue", "client", "admin", "--dir", d]);
+        std::fs::rename(dir.join("client-admin.pem"), dir.join("client.pem")).unwrap();
+        std::fs::rename(dir.join("client-admin-key.pem"), dir.join("client-key.pem")).unwrap();
+        let secret = format!(
+            "test-management-{:x}",
+            std::process::id() as u64 * 7919 + 12345
+        );
+        std::fs::write(dir.join("token"), &secret).unwrap();
+        berth_proto::servers::set_token(&secret).unwrap();
+        Pki { dir, secret }
+    })
+}
+
+/// Issues a `role` certificate for `name` (reached at `ip`) with the test
+/// CA into `data` as `<role>.pem`, `<role>-key.pem`, with `ca.pem` and
+/// (for servers, which sign joining agents) `ca-key.pem`.
+pub fn issue_into(data: &Path, role: &str, name: &str, ip: &str) {
+    let p = pki();
+    std::fs::create_dir_all(data).unwrap();
+    if data.join(format!("{role}.pem")).exists() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["ca.pem", "ca-key.pem"] {
+        std::fs::copy(p.dir.join(f), tmp.path().join(f)).unwrap();
+    }
+    let out = Command::new(BERTH)
+        .args(["tls", "issue", role, name, "--san", ip, "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "issuing {role} {name}: {out:?}");
+    std::fs::copy(
+        tmp.path().join(format!("{role}-{name}.pem")),
+        data.join(format!("{role}.pem")),
+    )
+    .unwrap();
+    std::fs::copy(
+        tmp.path().join(format!("{role}-{name}-key.pem")),
+        data.join(format!("{role}-key.pem")),
+    )
+    .unwrap();
+    std::fs::copy(p.dir.join("ca.pem"), data.join("ca.pem")).unwrap();
+    if role == "server" {
+        std::fs::copy(p.dir.join("ca-key.pem"), data.join("ca-key.pem")).unwrap();
+    }
+}
+
+/// Bootstraps the ACLs of the servers at `addr` with the test [`Pki`]'s
+/// management token (once the servers answer).
+pub fn bootstrap(addr: &str) {
+    let token = pki().dir.join("token");
+    wait_for("the ACL bootstrap", Duration::from_secs(20), || {
+        let out = Command::new(BERTH)
+            .args(["acl", "bootstrap", "--secret-file"])
+            .arg(&token)
+            .env("BERTH_ADDR", addr)
+            .env("BERTH_DATA_DIR", &pki().dir)
+            .output()
+            .unwrap();
+        (out.status.success()
+            || String::from_utf8_lossy(&out.stderr).contains("already bootstrapped"))
+        .then_some(())
+    });
+}
+
+/// TLS for in-process clients of `berth server` clusters (the token is
+/// set for the whole process: see [`Pki`]).
+pub fn tls() -> tonic::transport::ClientTlsConfig {
+    let p = pki();
+    let creds = berth_tls::Credentials::load(
+        &berth_tls::Paths::default().in_dir(&p.dir, berth_tls::Role::Client),
+    )
+    .unwrap();
+    creds.client(berth_tls::Role::Server)
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -72,12 +170,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `berth ARGS` (against `addr`) with `input` on its standard input.
-pub fn berth_stdin(addr: &str, args: &[&str], input: &[u8]) -> Output {
+/// Runs `berth ARGS` (against `dev`, if given) with `input` on its
+/// standard input.
+pub fn berth_stdin(dev: Option<&Dev>, args: &[&str], input: &[u8]) -> Output {
     use std::io::Write as _;
-    let mut child = Command::new(BERTH)
+    let mut cmd = Command::new(BERTH);
+    if let Some(dev) = dev {
+        cmd.env("BERTH_ADDR", &dev.addr)
+            .env("BERTH_DATA_DIR", dev.data.path());
+    }
+    let mut child = cmd
         .args(args)
-        .env("BERTH_ADDR", addr)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -198,11 +301,16 @@ impl Dev {
         let data = self.data.path().join("agents").join(name);
         std::fs::create_dir_all(&data).unwrap();
         let log = std::fs::File::create(data.join("agent.log")).unwrap();
+        // A new node joins with a token, as an operator's would.
+        let token: Value =
+            serde_json::from_str(&self.ok(&["node", "token", "create", "--json"])).unwrap();
         let child = Command::new(BERTH)
             .args(["agent", "--node-name", name, "--inventory", inventory])
             .args(extra)
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--join-token", token["secret"].as_str().unwrap()])
             .env("BERTH_ADDR", &self.addr)
+            .env("BERTH_CA", self.data.path().join("ca.pem"))
             .env("BERTH_DATA_DIR", &data)
             .stdout(Stdio::null())
             .stderr(log)

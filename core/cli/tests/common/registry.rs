@@ -115,7 +115,7 @@ impl Registry {
         let args = ["image", "push", layout.to_str().unwrap(), &target];
         let auth = ["--username", USER, "--password-stdin", "--registry-ca", ca];
         let all: Vec<&str> = args.iter().chain(&auth).copied().collect();
-        super::berth_stdin("", &all, password.as_bytes())
+        super::berth_stdin(None, &all, password.as_bytes())
     }
 
     /// The blob files of the registry's storage.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use berth_proto as pb;
 use berth_proto::control_client::ControlClient;
 use berth_proto::membership_client::MembershipClient;
-use berth_proto::servers::Servers;
+use berth_proto::servers::{Bearer, Servers};
 
 use super::{BERTH, wait_for};
 
@@ -79,6 +79,11 @@ impl Cluster {
         });
         self.spawn(i);
         let addr = self.members[i].addr();
+        if i == 0 {
+            // The management token every test client uses (the same
+            // secret for every cluster of this test binary).
+            super::bootstrap(&addr);
+        }
         wait_for(
             &format!("server {addr} to be a member"),
             Duration::from_secs(20),
@@ -101,6 +106,7 @@ impl Cluster {
             .append(true)
             .open(m.data.join("server.log"))
             .unwrap();
+        super::issue_into(&m.data, "server", &format!("s{i}"), &m.ip);
         let mut cmd = Command::new(BERTH);
         cmd.args(["server", "--listen", &m.addr(), "--data-dir"])
             .arg(&m.data)
@@ -158,8 +164,8 @@ impl Cluster {
     pub fn members_of(&self, i: usize) -> Option<pb::MembersResponse> {
         let addr = self.members[i].addr();
         block(async move {
-            let s = Servers::parse(&addr).ok()?;
-            let mut c = MembershipClient::new(s.channel());
+            let s = connect(&addr);
+            let mut c = MembershipClient::with_interceptor(s.channel(), Bearer);
             tokio::time::timeout(Duration::from_secs(2), c.members(pb::MembersRequest {}))
                 .await
                 .ok()?
@@ -193,6 +199,7 @@ impl Cluster {
         Command::new(BERTH)
             .args(args)
             .env("BERTH_ADDR", self.addrs())
+            .env("BERTH_DATA_DIR", &super::pki().dir)
             .output()
             .unwrap()
     }
@@ -204,6 +211,12 @@ impl Drop for Cluster {
             self.kill9(i);
         }
     }
+}
+
+/// The servers at `addrs` over TLS with the test CA (calls made with
+/// [`Bearer`] carry the management token).
+pub fn connect(addrs: &str) -> Servers {
+    Servers::parse(addrs).unwrap().with_tls(Some(super::tls()))
 }
 
 /// Runs a future on a small runtime of its own.
@@ -233,7 +246,7 @@ pub async fn write(
     servers
         .call(|ch| {
             let r = req.clone();
-            async move { ControlClient::new(ch).run_app(r).await }
+            async move { ControlClient::with_interceptor(ch, Bearer).run_app(r).await }
         })
         .await
         .map(|r| r.into_inner())
@@ -241,13 +254,15 @@ pub async fn write(
 
 /// The apps as server `addr` has applied them (a stale read), by name.
 pub async fn apps_on(addr: &str, stale: bool) -> Result<Vec<pb::App>, tonic::Status> {
-    let s = Servers::parse(addr).map_err(tonic::Status::invalid_argument)?;
+    let s = Servers::parse(addr)
+        .map_err(tonic::Status::invalid_argument)?
+        .with_tls(Some(super::tls()));
     let mut req = tonic::Request::new(pb::ListAppsRequest {});
     if stale {
         req.metadata_mut()
             .insert(berth_proto::servers::STALE_HEADER, "1".parse().unwrap());
     }
-    let mut c = ControlClient::new(s.channel());
+    let mut c = ControlClient::with_interceptor(s.channel(), Bearer);
     match tokio::time::timeout(Duration::from_secs(5), c.list_apps(req)).await {
         Ok(r) => r.map(|r| r.into_inner().apps),
         Err(_) => Err(tonic::Status::deadline_exceeded("list_apps took over 5 s")),
@@ -264,7 +279,7 @@ pub struct Agent {
 impl Agent {
     /// Starts agent `name` simulating `inventory`, talking to `servers`.
     pub fn start(servers: &str, data: PathBuf, name: &str, inventory: &str) -> Agent {
-        std::fs::create_dir_all(&data).unwrap();
+        super::issue_into(&data, "agent", name, "127.0.0.1");
         let log = std::fs::File::create(data.join("agent.log")).unwrap();
         let child = Command::new(BERTH)
             .args(["agent", "--node-name", name, "--inventory", inventory])
@@ -286,6 +301,7 @@ impl Agent {
                     .args(["image", "import", super::demo_image().to_str().unwrap()])
                     .args(["--node", name])
                     .env("BERTH_ADDR", servers)
+                    .env("BERTH_DATA_DIR", &super::pki().dir)
                     .output()
                     .unwrap()
                     .status

@@ -55,7 +55,25 @@ pub(super) fn find(
         .collect();
     waiting.sort_by_key(|p| (std::cmp::Reverse(p.priority), p.id.clone()));
     for t in waiting {
-        let Some(found) = preempt::find(pipeline, cluster, &t.request, &victims) else {
+        // Tasks of a namespace with a quota are preempted only by their
+        // own namespace's: within its quota, a namespace keeps what it has.
+        let allowed: Vec<Victim>;
+        let victims = if round.protected.is_empty() {
+            &victims
+        } else {
+            allowed = victims
+                .iter()
+                .filter(|v| {
+                    round
+                        .protected
+                        .get(&v.group)
+                        .is_none_or(|ns| *ns == t.namespace)
+                })
+                .cloned()
+                .collect();
+            &allowed
+        };
+        let Some(found) = preempt::find(pipeline, cluster, &t.request, victims) else {
             continue;
         };
         if found.evict.is_empty() {

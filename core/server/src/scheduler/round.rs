@@ -36,6 +36,8 @@ pub struct Pending {
     /// Whether a failure must be retried on any change (constraints,
     /// plugins), not only when capacity is freed.
     pub retry_any: bool,
+    /// Its app's namespace.
+    pub namespace: String,
 }
 
 /// The work of one round.
@@ -47,6 +49,12 @@ pub struct Round {
     pub freed: u64,
     /// See [`Round::freed`].
     pub changed: u64,
+    /// Tasks held back by their namespace's quota, with the reason (only
+    /// those whose message is not that reason already).
+    pub refused: Vec<(String, String)>,
+    /// Apps of namespaces with a quota, and their namespace: other
+    /// namespaces' tasks never preempt them.
+    pub protected: std::collections::HashMap<String, String>,
 }
 
 /// Shadow pipelines (each the enforced chain plus one shadow plugin) and
