@@ -130,6 +130,13 @@ pub fn node_rows(nodes: &[pb::Node]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A time in ms since the epoch as RFC 3339 (UTC, seconds).
+pub fn time_ms(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::human_bytes;
@@ -141,11 +148,4 @@ mod tests {
         assert_eq!(human_bytes(25_276_502_016), "23.5Gi");
         assert_eq!(human_bytes(1536), "1.5Ki");
     }
-}
-
-/// A time in ms since the epoch as RFC 3339 (UTC, seconds).
-pub fn time_ms(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| ms.to_string())
 }

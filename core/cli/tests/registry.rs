@@ -60,7 +60,7 @@ fn layout_digests(layout: &Path) -> (String, Vec<String>) {
 
 fn login(dev: &Dev, host: &str, password: &str) {
     let args = ["registry", "login", host, "-u", USER, "--password-stdin"];
-    let out = common::berth_stdin(Some(&dev), &args, format!("{password}\n").as_bytes());
+    let out = common::berth_stdin(Some(dev), &args, format!("{password}\n").as_bytes());
     assert!(
         out.status.success(),
         "{}",

@@ -161,7 +161,6 @@ fn an_agent_certificate_acts_only_as_its_node() {
         let e = n
             .heartbeat(pb::HeartbeatRequest {
                 node: "node-b".into(),
-                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -169,7 +168,6 @@ fn an_agent_certificate_acts_only_as_its_node() {
         let e = n
             .watch_assignments(pb::WatchAssignmentsRequest {
                 node: "node-b".into(),
-                ..Default::default()
             })
             .await
             .unwrap_err();

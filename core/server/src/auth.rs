@@ -225,7 +225,7 @@ pub fn decide(
     headers: &http::HeaderMap,
     cert: Option<(Role, String)>,
     now_ms: u64,
-) -> Result<Caller, (Caller, Status)> {
+) -> Result<Caller, Box<(Caller, Status)>> {
     let namespace = headers
         .get(NAMESPACE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -237,7 +237,7 @@ pub fn decide(
         namespace,
     };
     let (rule, _) = rule(path);
-    let refuse = |c: Caller, st: Status| Err((c, st));
+    let refuse = |c: Caller, st: Status| Err(Box::new((c, st)));
     if let Err(e) = berth_model::acl::check_namespace(&c.namespace) {
         return refuse(c, Status::invalid_argument(e));
     }
@@ -361,7 +361,7 @@ fn status_of(resp: &http::Response<Body>) -> Option<(i32, String)> {
     let msg = h
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(|m| percent_decode(m))
+        .map(percent_decode)
         .unwrap_or_default();
     Some((code, msg))
 }
@@ -412,7 +412,8 @@ where
         let auditor = self.guard.auditor.clone();
         let (_, write) = rule(&path);
         match decision {
-            Err((c, st)) => {
+            Err(refused) => {
+                let (c, st) = *refused;
                 auditor.record(now, &c, &action, format!("denied: {}", st.message()));
                 Box::pin(async move { Ok(st.into_http()) })
             }
