@@ -21,6 +21,12 @@ const PLUGINS: &[(&str, &str, &[&str], &[&str])] = &[
         &["team-admission/team_admission.c"],
         &[],
     ),
+    (
+        "allowed-registries",
+        "admission-review",
+        &["allowed-registries/allowed_registries.c"],
+        &[],
+    ),
     ("last-gpu", "allocate", &["last-gpu/last_gpu.c"], &[]),
     ("hostile-loop", "score", &["hostile/loop.c"], &[]),
     ("hostile-hog", "score", &["hostile/hog.c"], &[]),

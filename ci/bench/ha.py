@@ -60,7 +60,7 @@ class Berth:
     def env(self, **extra):
         if self.pki:
             return self.pki.env(**extra)
-        return {**os.environ, "BERTH_INSECURE": "1", **extra}
+        return {**os.environ, "BERTH_INSECURE": "true", **extra}
 
     def spawn(self, i, join):
         args = [self.berth, "server", "--listen", f"127.0.0.1:{self.ports[i]}",

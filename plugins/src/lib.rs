@@ -6,6 +6,8 @@
 //! - `label-filter` (filter): keeps nodes whose label has an allowed value.
 //! - `team-admission` (admission): GPU apps need a `team` label; small
 //!   requests are raised to a minimum.
+//! - `allowed-registries` (admission, contract 0.2 `admission-review`):
+//!   refuses images from registries outside a list, naming the registry.
 //! - `last-gpu` (allocate): the highest-numbered free GPUs.
 //! - `hostile-*`: plugins that misbehave (an endless loop, a memory hog, a
 //!   trap, wrong output, a log flood, an impossible GPU), for the host's tests.
@@ -35,7 +37,7 @@ pub fn world(name: &str) -> Option<&'static str> {
 mod tests {
     #[test]
     fn every_plugin_is_a_component() {
-        assert!(super::BUILT.len() >= 11);
+        assert!(super::BUILT.len() >= 12);
         for (name, _, path) in super::BUILT {
             let bytes = std::fs::read(path).unwrap();
             // A component's preamble: magic, then layer 1.

@@ -31,7 +31,12 @@ pub struct AccessFlags {
     pub key: Option<PathBuf>,
     /// FOR BENCHMARKS ONLY: plaintext, no certificates, no tokens (the
     /// servers must run with --insecure too).
-    #[arg(long, global = true, env = "BERTH_INSECURE")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_INSECURE",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub insecure: bool,
 }
 

@@ -241,3 +241,68 @@ fn plugins_roll_out_live_and_survive_a_restart() {
     });
     assert!(fails(&dev, &["plugin", "show", "pools"]).contains("no plugin named pools"));
 }
+
+#[test]
+fn the_allowed_registries_plugin_sees_the_whole_request() {
+    let dev = Dev::start();
+    // A 0.2 (`admission-review`) component installs as an admission plugin.
+    dev.ok(&[
+        "plugin",
+        "install",
+        &wasm("allowed-registries"),
+        "--name",
+        "registries",
+        "--kind",
+        "admission",
+        "--config",
+        r#"{"registries": ["registry.example.com:5000"]}"#,
+    ]);
+    let spec = dev.data.path().join("other.yaml");
+    std::fs::write(
+        &spec,
+        "name: other\nimage: other.example.com/team/app:1\ncommand: [sleep, '60']\n",
+    )
+    .unwrap();
+    let e = fails(&dev, &["run", "-f", spec.to_str().unwrap()]);
+    assert!(
+        e.contains(
+            "refused by admission plugin registries: image: registry other.example.com is not \
+             allowed (allowed: registry.example.com:5000)"
+        ),
+        "{e}"
+    );
+    assert!(
+        dev.ps().iter().all(|t| t["app"] != "other"),
+        "nothing stored"
+    );
+    // The allowed registry passes the plugin (and then fails to resolve:
+    // there is no such registry here), and node-local images pass.
+    std::fs::write(
+        &spec,
+        "name: other\nimage: registry.example.com:5000/team/app:1\ncommand: [sleep, '60']\n",
+    )
+    .unwrap();
+    let e = fails(&dev, &["run", "-f", spec.to_str().unwrap()]);
+    assert!(!e.contains("refused by admission plugin"), "{e}");
+    assert!(e.contains("image:"), "{e}");
+    dev.run_spec(
+        "local",
+        "name: local\nimage: busybox:latest\ncommand: [sleep, '60']\n",
+    );
+    // 0.1 admission plugins keep working beside it.
+    dev.ok(&[
+        "plugin",
+        "install",
+        &wasm("team-admission"),
+        "--name",
+        "teams",
+        "--kind",
+        "admission",
+    ]);
+    dev.run_spec(
+        "local2",
+        "name: local2\nimage: busybox:latest\ncommand: [sleep, '60']\n",
+    );
+    let t = dev.wait_task("local2", T, |t| !t["node"].is_null());
+    assert_eq!(t["allocation"]["cpu_millis"], 250, "{t}");
+}

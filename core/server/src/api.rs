@@ -465,7 +465,10 @@ impl Control for Api {
         }
         let mut spec = if self.plugins.has_admission() {
             let plugins = self.plugins.clone();
-            tokio::task::spawn_blocking(move || plugins.admit(spec))
+            let who = crate::auth::caller(&probe)
+                .map(|c| c.who())
+                .unwrap_or_default();
+            tokio::task::spawn_blocking(move || plugins.admit(spec, &who))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(Status::invalid_argument)?

@@ -236,12 +236,12 @@ impl PluginSet {
     /// Asks the admission plugins about `spec`, in name order: enforced
     /// ones may refuse it (the error says which and why) or change it;
     /// shadow ones are only counted.
-    pub fn admit(&self, mut spec: AppSpec) -> Result<AppSpec, String> {
+    pub fn admit(&self, mut spec: AppSpec, caller: &str) -> Result<AppSpec, String> {
         for (name, s, p) in self.of(Mode::Enforce) {
             if s.kind != "admission" {
                 continue;
             }
-            match WasmAdmission::new(p).admit(&spec) {
+            match WasmAdmission::new(p).admit_by(&spec, caller) {
                 AdmissionVerdict::Accept => {}
                 AdmissionVerdict::Reject(why) => {
                     return Err(format!("refused by admission plugin {name}: {why}"));
@@ -251,7 +251,7 @@ impl PluginSet {
         }
         for (name, s, p) in self.of(Mode::Shadow) {
             if s.kind == "admission" {
-                let v = WasmAdmission::new(p).admit(&spec);
+                let v = WasmAdmission::new(p).admit_by(&spec, caller);
                 let mut inner = self.lock();
                 let stats = inner.shadow.entry(name).or_default();
                 stats.decisions += 1;

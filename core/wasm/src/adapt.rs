@@ -270,10 +270,21 @@ impl WasmAdmission {
     /// not validate) admits the spec unchanged under `ignore` and refuses
     /// it under `fail`.
     pub fn admit(&self, spec: &AppSpec) -> AdmissionVerdict {
+        self.admit_by(spec, "")
+    }
+
+    /// [`WasmAdmission::admit`] for a request by `caller` (what an
+    /// `admission-review` plugin sees of who submits it).
+    pub fn admit_by(&self, spec: &AppSpec, caller: &str) -> AdmissionVerdict {
         let p = &self.plugin;
-        let mut app = task(&TaskRequest::for_spec(&spec.name, spec));
-        app.group.clear();
-        let answer = p.admit(&app).and_then(|v| match v {
+        let asked = if p.reviews() {
+            p.review(&crate::convert::review(spec, caller))
+        } else {
+            let mut app = task(&TaskRequest::for_spec(&spec.name, spec));
+            app.group.clear();
+            p.admit(&app)
+        };
+        let answer = asked.and_then(|v| match v {
             Verdict::Accept => Ok(AdmissionVerdict::Accept),
             Verdict::Reject(why) => Ok(AdmissionVerdict::Reject(
                 why.chars().take(500).collect::<String>(),

@@ -32,6 +32,7 @@ macro_rules! world {
 }
 
 world!(admission, "admission");
+world!(admission_review, "admission-review");
 world!(filter, "filter");
 world!(score, "score");
 world!(allocate, "allocate");

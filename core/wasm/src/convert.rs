@@ -135,8 +135,92 @@ pub fn columns(nodes: &[&NodeState], out: &mut Nodes) {
     out.gpu_start.push(out.gpu_free.len() as u32);
 }
 
+/// The whole request of `spec` by `caller`, for `admission-review`
+/// plugins (contract 0.2).
+pub fn review(spec: &berth_model::AppSpec, caller: &str) -> types::ReviewRequest {
+    use berth_model::spec::{Seccomp, VolumeKind};
+    let mut app = task(&TaskRequest::for_spec(&spec.name, spec));
+    app.group.clear();
+    types::ReviewRequest {
+        app,
+        namespace: spec.namespace.clone(),
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| types::Port {
+                name: p.name.clone().unwrap_or_default(),
+                host: p.host,
+                container: p.container,
+            })
+            .collect(),
+        volumes: spec
+            .volumes
+            .iter()
+            .map(|v| types::Volume {
+                name: v.name.clone(),
+                path: v.path.clone(),
+                kind: match v.kind() {
+                    VolumeKind::Persistent => "persistent",
+                    VolumeKind::HostPath => "host",
+                    VolumeKind::Ephemeral => "ephemeral",
+                }
+                .to_string(),
+                host_path: v.host_path.clone().unwrap_or_default(),
+                read_only: v.read_only,
+            })
+            .collect(),
+        network: spec.network().as_str().to_string(),
+        user: spec.user.clone().unwrap_or_default(),
+        read_only_root: spec.read_only_root,
+        seccomp: match spec.seccomp {
+            Seccomp::Default => "default",
+            Seccomp::Unconfined => "unconfined",
+        }
+        .to_string(),
+        caller: caller.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_review_request_carries_the_whole_spec_and_the_caller() {
+        let spec = berth_model::parse_spec(
+            "name: web\nnamespace: team-a\nimage: registry.example.com/web:1\n\
+             command: [httpd, -f]\nenv: {MODE: prod}\nnetwork: host\n\
+             ports: [{name: http, host: 8080}]\nuser: \"1000\"\nread_only_root: true\n\
+             volumes: [{name: data, path: /data, size: 1Gi}]\nlabels: {team: a}\n",
+        )
+        .unwrap();
+        let r = review(&spec, "client/alice token 0123");
+        assert_eq!(r.app.id, "web");
+        assert_eq!(r.namespace, "team-a");
+        assert_eq!(r.image, "registry.example.com/web:1");
+        assert_eq!(r.command, ["httpd", "-f"]);
+        assert_eq!(r.env, [("MODE".to_string(), "prod".to_string())]);
+        assert_eq!(r.network, "host");
+        assert_eq!(r.ports[0].name, "http");
+        assert_eq!(r.ports[0].host, Some(8080));
+        assert_eq!(r.volumes[0].kind, "persistent");
+        assert_eq!(r.user, "1000");
+        assert!(r.read_only_root);
+        assert_eq!(r.seccomp, "default");
+        assert_eq!(r.caller, "client/alice token 0123");
+        assert!(
+            r.app
+                .labels
+                .contains(&("team".to_string(), "a".to_string()))
+        );
+    }
+
     use super::*;
     use berth_sched::GpuState;
 

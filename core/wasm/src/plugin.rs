@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use berth_sched::Cluster;
 use wasmtime::Store;
 
-use crate::bindings::types::{Choice, NodeInfo, Nodes, Task, Verdict, Verdicts};
-use crate::bindings::{admission, allocate, filter, score};
+use crate::bindings::types::{Choice, NodeInfo, Nodes, ReviewRequest, Task, Verdict, Verdicts};
+use crate::bindings::{admission, admission_review, allocate, filter, score};
 use crate::engine::{Host, Loaded, TICK};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::state::State;
@@ -20,6 +20,7 @@ const SETUP_FACTOR: u32 = 20;
 
 enum Pre {
     Admission(admission::AdmissionPre<State>),
+    Review(admission_review::AdmissionReviewPre<State>),
     Filter(filter::FilterPre<State>),
     Score(score::ScorePre<State>),
     Allocate(allocate::AllocatePre<State>),
@@ -27,6 +28,7 @@ enum Pre {
 
 enum Exports {
     Admission(admission::Admission),
+    Review(admission_review::AdmissionReview),
     Filter(filter::Filter),
     Score(score::Score),
     Allocate(allocate::Allocate),
@@ -98,7 +100,14 @@ impl Plugin {
         };
         let ipre = host.linker().instantiate_pre(&component).map_err(world)?;
         let pre = match spec.kind {
-            Kind::Admission => Pre::Admission(admission::AdmissionPre::new(ipre).map_err(world)?),
+            // An admission plugin is either world: `admission` (0.1) or
+            // `admission-review` (0.2).
+            Kind::Admission => match admission::AdmissionPre::new(ipre.clone()) {
+                Ok(p) => Pre::Admission(p),
+                Err(e) => Pre::Review(
+                    admission_review::AdmissionReviewPre::new(ipre).map_err(|_| world(e))?,
+                ),
+            },
             Kind::Filter => Pre::Filter(filter::FilterPre::new(ipre).map_err(world)?),
             Kind::Score => Pre::Score(score::ScorePre::new(ipre).map_err(world)?),
             Kind::Allocate => Pre::Allocate(allocate::AllocatePre::new(ipre).map_err(world)?),
@@ -177,6 +186,10 @@ impl Plugin {
                 e.call_init(&mut store, cfg)
                     .map(|r| (Exports::Admission(e), r))
             }),
+            Pre::Review(p) => p.instantiate(&mut store).and_then(|e| {
+                e.call_init(&mut store, cfg)
+                    .map(|r| (Exports::Review(e), r))
+            }),
             Pre::Filter(p) => p.instantiate(&mut store).and_then(|e| {
                 e.call_init(&mut store, cfg)
                     .map(|r| (Exports::Filter(e), r))
@@ -217,7 +230,7 @@ impl Plugin {
     /// Hands the plugin the node table of `cluster` when it changed since
     /// the last one (node-aware kinds only; cheap when nothing changed).
     pub fn sync_nodes(&self, cluster: &Cluster) {
-        if matches!(self.pre, Pre::Admission(_)) {
+        if matches!(self.pre, Pre::Admission(_) | Pre::Review(_)) {
             return;
         }
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
@@ -274,7 +287,7 @@ impl Plugin {
                 Exports::Filter(e) => e.call_set_nodes(&mut l.store, &nodes),
                 Exports::Score(e) => e.call_set_nodes(&mut l.store, &nodes),
                 Exports::Allocate(e) => e.call_set_nodes(&mut l.store, &nodes),
-                Exports::Admission(_) => Ok(()),
+                Exports::Admission(_) | Exports::Review(_) => Ok(()),
             };
             if let Err(e) = r {
                 let fail = self.classify(&l.store, e, setup);
@@ -308,6 +321,19 @@ impl Plugin {
         self.call(|store, ex| match ex {
             Exports::Admission(e) => e.call_admit(store, app),
             _ => Err(wasmtime::Error::msg("not an admission plugin")),
+        })
+    }
+
+    /// Whether it judges whole requests (`admission-review`, contract 0.2).
+    pub fn reviews(&self) -> bool {
+        matches!(self.pre, Pre::Review(_))
+    }
+
+    /// `review` (admission-review plugins).
+    pub fn review(&self, req: &ReviewRequest) -> Result<Verdict, Failure> {
+        self.call(|store, ex| match ex {
+            Exports::Review(e) => e.call_review(store, req),
+            _ => Err(wasmtime::Error::msg("not an admission-review plugin")),
         })
     }
 

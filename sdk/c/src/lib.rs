@@ -24,7 +24,14 @@ use std::process::Command;
 use wit_bindgen_core::wit_parser::Resolve;
 
 /// The worlds of the contract a plugin can be built for.
-pub const WORLDS: &[&str] = &["admission", "filter", "score", "allocate", "policy"];
+pub const WORLDS: &[&str] = &[
+    "admission",
+    "admission-review",
+    "filter",
+    "score",
+    "allocate",
+    "policy",
+];
 
 /// Why a plugin did not build. Each names the step and the cause.
 #[derive(Debug, thiserror::Error)]
