@@ -330,6 +330,46 @@ fn tokens_scope_what_a_caller_sees_and_changes_per_namespace() {
         "{out:?}"
     );
 
+    // Write on team-a runs apps there, but opting out of seccomp needs admin.
+    let rw = dev.data.path().join("rw.yaml");
+    std::fs::write(&rw, "namespaces: {team-a: write}\n").unwrap();
+    dev.ok(&[
+        "acl",
+        "policy",
+        "apply",
+        "team-a-write",
+        rw.to_str().unwrap(),
+    ]);
+    let w: Value = serde_json::from_str(&dev.ok(&[
+        "acl",
+        "token",
+        "create",
+        "--policy",
+        "team-a-write",
+        "--json",
+    ]))
+    .unwrap();
+    let w = w["secret"].as_str().unwrap().to_string();
+    let out = as_token(&dev, &w, "team-a", &["run", "-d", "-f", &a2]);
+    assert!(out.status.success(), "{out:?}");
+    let open = dev.data.path().join("open.yaml");
+    std::fs::write(
+        &open,
+        "name: open\nimage: busybox:latest\nseccomp: unconfined\ncommand: [sleep, '1000']\n",
+    )
+    .unwrap();
+    let out = as_token(
+        &dev,
+        &w,
+        "team-a",
+        &["run", "-d", "-f", open.to_str().unwrap()],
+    );
+    assert!(
+        stderr(&out).contains("seccomp: unconfined needs"),
+        "{out:?}"
+    );
+    dev.ok(&["-n", "team-a", "run", "-d", "-f", open.to_str().unwrap()]);
+
     // No token: every call refused.
     for args in [
         &["apps"][..],

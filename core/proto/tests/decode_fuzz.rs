@@ -9,6 +9,17 @@ use berth_proto as pb;
 use proptest::prelude::*;
 use prost::Message;
 
+/// A CA to sign fuzzed certificate requests with (made once).
+fn ca() -> &'static (String, String) {
+    static CA: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        berth_tls::init(dir.path(), 1).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+        (read(berth_tls::CA_CERT), read(berth_tls::CA_KEY))
+    })
+}
+
 /// Decodes `bytes` as every request type; converts what decodes.
 fn every_request(bytes: &[u8]) {
     macro_rules! decode {
@@ -40,7 +51,25 @@ fn every_request(bytes: &[u8]) {
         pb::ImageUpload,
         pb::ExecInput,
         pb::AssignmentUpdate,
+        pb::AclBootstrapRequest,
+        pb::AclNameRequest,
+        pb::AclTokenRequest,
+        pb::AuditRequest,
+        pb::AuditBatch,
+        pb::NodeTokenRequest,
     );
+    if let Ok(r) = pb::AclPolicyRequest::decode(bytes) {
+        let _ = berth_model::acl::Policy::parse(&r.policy);
+    }
+    if let Ok(r) = pb::QuotaRequest::decode(bytes)
+        && let Ok(q) = serde_json::from_str::<berth_model::quota::Quota>(&r.quota)
+    {
+        let _ = q.check();
+    }
+    if let Ok(r) = pb::JoinNodeRequest::decode(bytes) {
+        let (ca, key) = ca();
+        let _ = berth_tls::sign_request(ca, key, berth_tls::Role::Agent, &r.node, &r.csr, 1);
+    }
     if let Ok(r) = pb::RegisterRequest::decode(bytes)
         && let Some(inv) = r.inventory
         && let Ok(inv) = berth_hostprobe::Inventory::try_from(inv)

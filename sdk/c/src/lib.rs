@@ -260,8 +260,9 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         for w in WORLDS {
             let dir = Build::new(w, out.path()).bindings().unwrap();
-            let h = std::fs::read_to_string(dir.join(format!("{w}.h"))).unwrap();
-            assert!(h.contains(&format!("exports_{w}_init")), "{w}");
+            let snake = w.replace('-', "_");
+            let h = std::fs::read_to_string(dir.join(format!("{snake}.h"))).unwrap();
+            assert!(h.contains(&format!("exports_{snake}_init")), "{w}");
         }
         let e = Build::new("nope", out.path()).bindings().unwrap_err();
         assert!(e.to_string().contains("worlds: admission"), "{e}");
