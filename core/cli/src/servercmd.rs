@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use berth_model::quantity::DurationMs;
 use berth_proto as pb;
+use berth_proto::control_client::ControlClient;
 use berth_proto::membership_client::MembershipClient;
 use berth_proto::servers::Servers;
 use berth_raftnet::{Peers, RaftService};
@@ -289,12 +290,12 @@ async fn join_cluster(
 
 async fn members_call<F, Fut>(addr: &str, f: F) -> anyhow::Result<pb::MembersResponse>
 where
-    F: Fn(MembershipClient<berth_proto::servers::Authed>) -> Fut,
+    F: Fn(ControlClient<berth_proto::servers::Authed>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<pb::MembersResponse>, tonic::Status>>,
 {
     Ok(servers(addr)?
         .call(|ch| {
-            f(MembershipClient::with_interceptor(
+            f(ControlClient::with_interceptor(
                 ch,
                 berth_proto::servers::Bearer,
             ))
@@ -309,7 +310,7 @@ pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
     let resp = match cmd {
         ServerCmd::Members { json } => {
             let r = members_call(addr, |mut c| async move {
-                c.members(pb::MembersRequest {}).await
+                c.server_members(pb::MembersRequest {}).await
             })
             .await?;
             if json {
@@ -341,11 +342,11 @@ pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
                     let one = Servers::parse(&address)
                         .map_err(|e| anyhow!("{e}"))?
                         .with_tls(crate::access::client_tls()?);
-                    let mut c = MembershipClient::with_interceptor(
+                    let mut c = ControlClient::with_interceptor(
                         one.channel(),
                         berth_proto::servers::Bearer,
                     );
-                    c.members(pb::MembersRequest {})
+                    c.server_members(pb::MembersRequest {})
                         .await
                         .map_err(|s| anyhow!("asking {address} for its id: {}", s.message()))?
                         .into_inner()
@@ -355,7 +356,7 @@ pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
             let req = pb::JoinRequest { id, address };
             members_call(addr, |mut c| {
                 let r = req.clone();
-                async move { c.join(r).await }
+                async move { c.server_join(r).await }
             })
             .await?
         }
@@ -372,7 +373,7 @@ pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
             };
             members_call(addr, |mut c| {
                 let r = req.clone();
-                async move { c.leave(r).await }
+                async move { c.server_leave(r).await }
             })
             .await?
         }
@@ -380,7 +381,11 @@ pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
             let req = pb::TransferLeaderRequest {
                 id: id.unwrap_or(0),
             };
-            members_call(addr, |mut c| async move { c.transfer_leader(req).await }).await?
+            members_call(
+                addr,
+                |mut c| async move { c.server_transfer_leader(req).await },
+            )
+            .await?
         }
     };
     let rows: Vec<Vec<String>> = resp

@@ -127,8 +127,6 @@ pub enum Rule {
     Namespace(Level),
     /// A token granting a level on a cluster area.
     Cluster(Area, Level),
-    /// A server certificate, or a token granting the level on an area.
-    ServersOr(Area, Level),
     /// An agent's or a server's certificate (the node's DNS follows every
     /// namespace's endpoints), or a token granting the level on the
     /// call's namespace.
@@ -152,9 +150,7 @@ pub fn rule(path: &str) -> (Rule, bool) {
     match (service, method) {
         // An agent's own service (`berth dev` serves it beside the
         // servers'): the servers' proxy calls it.
-        ("Raft" | "Agent", _) | ("Membership", "Audit") => (Rule::Servers, false),
-        ("Membership", "Members") => (Rule::ServersOr(Area::Operator, Read), false),
-        ("Membership", _) => (Rule::ServersOr(Area::Operator, Write), true),
+        ("Raft" | "Agent" | "Membership", _) => (Rule::Servers, false),
         ("NodeApi", "JoinNode") => (Rule::Anyone, true),
         ("NodeApi", "Register") => (Rule::Agents, true),
         ("NodeApi", _) => (Rule::Agents, false),
@@ -177,7 +173,8 @@ pub fn rule(path: &str) -> (Rule, bool) {
                 cl(Area::Operator, Admin)
             }
             "AclPolicyList" | "AclTokenList" => cl(Area::Operator, Admin),
-            "Audit" | "QuotaList" => cl(Area::Operator, Read),
+            "Audit" | "QuotaList" | "ServerMembers" => cl(Area::Operator, Read),
+            "ServerJoin" | "ServerLeave" | "ServerTransferLeader" => cl(Area::Operator, Write),
             "QuotaSet" => cl(Area::Operator, Write),
             _ => (Rule::Nobody, false),
         },
@@ -292,10 +289,9 @@ pub fn decide(
                 )
             };
         }
-        Rule::ServersOr(_, _) if role == Some(Role::Server) => return Ok(c),
         Rule::NodesOr(_) if matches!(role, Some(Role::Server | Role::Agent)) => return Ok(c),
         Rule::NodesOr(l) => Need::Namespace(c.namespace.clone(), l),
-        Rule::ServersOr(a, l) | Rule::Cluster(a, l) => Need::Cluster(a, l),
+        Rule::Cluster(a, l) => Need::Cluster(a, l),
         Rule::Namespace(l) => Need::Namespace(c.namespace.clone(), l),
     };
     let Some(t) = &c.token else {

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod api_acl;
+pub mod api_apps;
 pub mod api_deploy;
 pub mod api_endpoints;
 pub mod api_explain;

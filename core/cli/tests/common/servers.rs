@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use berth_proto as pb;
 use berth_proto::control_client::ControlClient;
-use berth_proto::membership_client::MembershipClient;
 use berth_proto::servers::{Bearer, Servers};
 
 use super::{BERTH, wait_for};
@@ -165,12 +164,15 @@ impl Cluster {
         let addr = self.members[i].addr();
         block(async move {
             let s = connect(&addr);
-            let mut c = MembershipClient::with_interceptor(s.channel(), Bearer);
-            tokio::time::timeout(Duration::from_secs(2), c.members(pb::MembersRequest {}))
-                .await
-                .ok()?
-                .ok()
-                .map(|r| r.into_inner())
+            let mut c = ControlClient::with_interceptor(s.channel(), Bearer);
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                c.server_members(pb::MembersRequest {}),
+            )
+            .await
+            .ok()?
+            .ok()
+            .map(|r| r.into_inner())
         })
     }
 
