@@ -174,12 +174,15 @@ pub async fn dev(
             .tls_config(p.server.server(true)?)
             .context("the listener's TLS")?;
     }
-    let serve = builder
-        .layer(tower::util::option_layer(server.guard()))
-        .add_service(server.control())
+    // gRPC and HTTP (`/metrics`) on one port, behind one guard.
+    let mut routes = tonic::service::Routes::new(server.control())
         .add_service(server.node_api())
         .add_service(server.membership())
-        .add_service(AgentService::guarded(rt))
+        .add_service(AgentService::guarded(rt));
+    *routes.axum_router_mut() = std::mem::take(routes.axum_router_mut()).merge(server.http());
+    let serve = builder
+        .layer(tower::util::option_layer(server.guard()))
+        .add_routes(routes)
         .serve_with_shutdown(listen, wait_true(rx.clone()));
     let listener = tokio::spawn(serve);
     tracing::info!(%listen, data_dir = %data_dir.display(), "berth dev is up");

@@ -240,12 +240,15 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
             .tls_config(c.server(true)?)
             .context("the listener's TLS")?;
     }
-    let serve = builder
-        .layer(tower::util::option_layer(server.guard()))
-        .add_service(server.control())
+    // gRPC and HTTP (`/metrics`) on one port, behind one guard.
+    let mut routes = tonic::service::Routes::new(server.control())
         .add_service(server.node_api())
         .add_service(server.membership())
-        .add_service(RaftService::server(store.clone()))
+        .add_service(RaftService::server(store.clone()));
+    *routes.axum_router_mut() = std::mem::take(routes.axum_router_mut()).merge(server.http());
+    let serve = builder
+        .layer(tower::util::option_layer(server.guard()))
+        .add_routes(routes)
         .serve_with_shutdown(listen, crate::daemon::wait_true(rx));
     let listener = tokio::spawn(serve);
     tracing::info!(%listen, id, "berth server is up");

@@ -139,6 +139,9 @@ pub enum Rule {
 /// writes (writes are audited).
 pub fn rule(path: &str) -> (Rule, bool) {
     use Level::*;
+    if path == "/metrics" {
+        return (Rule::Cluster(Area::Operator, Read), false);
+    }
     let Some((service, method)) = path
         .strip_prefix("/berth.v1.")
         .and_then(|p| p.split_once('/'))
@@ -349,6 +352,27 @@ fn peer(req: &http::Request<Body>) -> Option<(Role, String)> {
     berth_tls::identity(certs.first()?.as_ref())
 }
 
+/// A refusal as a plain HTTP answer (for `/metrics` and other HTTP
+/// routes): 401 without credentials, 403 without the right, the reason as
+/// text.
+fn plain(st: &Status) -> http::Response<Body> {
+    let code = match st.code() {
+        tonic::Code::Unauthenticated => http::StatusCode::UNAUTHORIZED,
+        tonic::Code::PermissionDenied => http::StatusCode::FORBIDDEN,
+        tonic::Code::InvalidArgument => http::StatusCode::BAD_REQUEST,
+        _ => http::StatusCode::NOT_FOUND,
+    };
+    let mut r = http::Response::new(Body::new(http_body_util::Full::new(bytes::Bytes::from(
+        format!("{}\n", st.message()),
+    ))));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
 /// The gRPC status code and message of a response's headers (set there
 /// when a call fails before its body: every refusal and most errors).
 fn status_of(resp: &http::Response<Body>) -> Option<(i32, String)> {
@@ -411,7 +435,11 @@ where
             Err(refused) => {
                 let (c, st) = *refused;
                 auditor.record(now, &c, &action, format!("denied: {}", st.message()));
-                Box::pin(async move { Ok(st.into_http()) })
+                let grpc = req
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                Box::pin(async move { Ok(if grpc { st.into_http() } else { plain(&st) }) })
             }
             Ok(c) => {
                 req.extensions_mut().insert(c.clone());

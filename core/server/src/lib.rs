@@ -24,6 +24,7 @@ pub mod deployer;
 pub mod live;
 pub mod liveness;
 pub mod members;
+pub mod metrics;
 pub mod plugins;
 pub mod scheduler;
 pub mod secrets;
@@ -111,6 +112,7 @@ pub fn check_policy(name: &str) -> Result<(), UnknownPolicy> {
 pub struct Server {
     api: Api,
     guard: Option<auth::Guard>,
+    metrics: Arc<metrics::ServerMetrics>,
 }
 
 /// Hands a follower's audit entries to the leader.
@@ -203,18 +205,25 @@ impl Server {
             .as_ref()
             .map(|_| auth::Guard::new(store.clone(), api.auditor.clone()));
         tokio::spawn(api.router.clone().run(store.clone()));
+        let metrics = Arc::new(metrics::ServerMetrics::new());
+        metrics.watch_leader(&store);
         scheduler::start(
             store.clone(),
             policy.to_string(),
             plugins,
             api.explanations.clone(),
+            metrics.clone(),
         );
         if let Some(addr) = o.advertise {
             tokio::spawn(members::advertise(store.clone(), addr));
         }
         tokio::spawn(deployer::run(store.clone()));
         tokio::spawn(api.liveness.clone().run(store));
-        Ok(Server { api, guard })
+        Ok(Server {
+            api,
+            guard,
+            metrics,
+        })
     }
 
     /// The layer that authenticates and authorizes every call (none
@@ -226,6 +235,28 @@ impl Server {
     /// The service implementation (for in-process callers and tests).
     pub fn api(&self) -> &Api {
         &self.api
+    }
+
+    /// The HTTP routes served beside the gRPC services on the same port
+    /// (behind the same guard): `GET /metrics`, Prometheus' text format.
+    pub fn http(&self) -> axum::Router {
+        let metrics = self.metrics.clone();
+        let store = self.api.store.clone();
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.render(&store);
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
     }
 
     /// The `Control` gRPC service.

@@ -130,6 +130,7 @@ struct Loop {
     failed: HashMap<String, Failed>,
     templates: HashMap<(String, u64), TaskRequest>,
     explanations: Explanations,
+    metrics: Arc<crate::metrics::ServerMetrics>,
 }
 
 impl Loop {
@@ -314,7 +315,11 @@ impl Loop {
             list: &self.chain.shadows,
             set: Some(&self.chain.plugins),
         };
+        let started = std::time::Instant::now();
         let mut plan = plan(&round, &mut scratch, &self.chain.pipeline, &shadows);
+        self.metrics
+            .round_seconds
+            .observe(started.elapsed().as_secs_f64());
         plan.unplaced.extend(round.refused.iter().cloned());
         let preempt = preemption::find(&round, &mut plan, live, &self.chain.pipeline, &scratch);
         for (id, any) in std::mem::take(&mut plan.failed) {
@@ -339,10 +344,14 @@ impl Loop {
         let Some(cmd) = cmd else {
             return false;
         };
-        let placed = match &cmd {
-            Command::Schedule { placements, .. } => placements.len(),
-            _ => 0,
+        let (placed, unplaced) = match &cmd {
+            Command::Schedule {
+                placements,
+                unplaced,
+            } => (placements.len(), unplaced.len()),
+            _ => (0, 0),
         };
+        let preempting = matches!(cmd, Command::Preempt { .. });
         let r = rt.block_on(store.propose(Envelope {
             at_ms: 0,
             request_id: None,
@@ -351,6 +360,14 @@ impl Loop {
         match r {
             Ok(_) => {
                 tracing::debug!(placed, "placements committed");
+                let m = &self.metrics;
+                m.placements
+                    .get_or_create(&vec![("policy".to_string(), self.chain.policy.clone())])
+                    .inc_by(placed as u64);
+                m.unplaced.inc_by(unplaced as u64);
+                if preempting {
+                    m.preemptions.inc();
+                }
                 true
             }
             Err(e) => {
@@ -375,7 +392,13 @@ impl Loop {
 /// Starts the loop on a thread of its own, placing with the policy named
 /// `policy` (see [`policy::cluster_pipeline`]) and the installed plugins.
 /// It runs until the store shuts down.
-pub fn start(store: Store, policy: String, plugins: Arc<PluginSet>, explanations: Explanations) {
+pub fn start(
+    store: Store,
+    policy: String,
+    plugins: Arc<PluginSet>,
+    explanations: Explanations,
+    metrics: Arc<crate::metrics::ServerMetrics>,
+) {
     // Its own small runtime (for waiting and proposing): the loop neither
     // occupies nor outlives the runtime that serves clients.
     let spawned = std::thread::Builder::new()
@@ -385,7 +408,7 @@ pub fn start(store: Store, policy: String, plugins: Arc<PluginSet>, explanations
                 .enable_time()
                 .build()
             {
-                Ok(rt) => run(store, policy, plugins, explanations, &rt),
+                Ok(rt) => run(store, policy, plugins, explanations, metrics, &rt),
                 Err(e) => tracing::error!(error = %e, "starting the scheduler's runtime"),
             }
         });
@@ -399,6 +422,7 @@ fn run(
     policy: String,
     plugins: Arc<PluginSet>,
     explanations: Explanations,
+    metrics: Arc<crate::metrics::ServerMetrics>,
     rt: &tokio::runtime::Runtime,
 ) {
     let mut applied = store.applied();
@@ -415,6 +439,7 @@ fn run(
         failed: HashMap::new(),
         templates: HashMap::new(),
         explanations,
+        metrics,
     };
     loop {
         if store.is_closed() {

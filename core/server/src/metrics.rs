@@ -1,0 +1,262 @@
+//! The servers' Prometheus metrics (`prometheus-client`), served at
+//! `/metrics` beside the gRPC services: what the scheduler decided and how
+//! long it took, raft's progress and leadership, and each node's
+//! allocatable and allocated resources. Counters and histograms are kept
+//! as things happen; gauges about the state are read from it at scrape
+//! time (one pass over the nodes and their tasks: a scrape costs the
+//! cluster's size, a decision nothing more).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use berth_store::Store;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The metrics of one server.
+pub struct ServerMetrics {
+    registry: Registry,
+    /// Tasks placed, by placement policy.
+    pub placements: Family<Labels, Counter>,
+    /// Tasks a round left pending with a new reason.
+    pub unplaced: Counter,
+    /// Preemptions committed.
+    pub preemptions: Counter,
+    /// How long each scheduling decision round took.
+    pub round_seconds: Histogram,
+    /// Times this server saw the leader change.
+    pub leader_changes: Counter,
+    pending: Gauge,
+    applied: Gauge,
+    is_leader: Gauge,
+    nodes: Family<Labels, Gauge>,
+    allocatable_cpu: Family<Labels, FloatGauge>,
+    allocatable_memory: Family<Labels, Gauge>,
+    allocatable_gpus: Family<Labels, Gauge>,
+    allocated_cpu: Family<Labels, FloatGauge>,
+    allocated_memory: Family<Labels, Gauge>,
+    allocated_gpus: Family<Labels, Gauge>,
+}
+
+impl std::fmt::Debug for ServerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerMetrics")
+    }
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        ServerMetrics::new()
+    }
+}
+
+impl ServerMetrics {
+    /// Registers every metric.
+    pub fn new() -> ServerMetrics {
+        let mut r = Registry::with_prefix("berth");
+        let m = ServerMetrics {
+            registry: Registry::default(),
+            placements: Family::default(),
+            unplaced: Counter::default(),
+            preemptions: Counter::default(),
+            round_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
+            leader_changes: Counter::default(),
+            pending: Gauge::default(),
+            applied: Gauge::default(),
+            is_leader: Gauge::default(),
+            nodes: Family::default(),
+            allocatable_cpu: Family::default(),
+            allocatable_memory: Family::default(),
+            allocatable_gpus: Family::default(),
+            allocated_cpu: Family::default(),
+            allocated_memory: Family::default(),
+            allocated_gpus: Family::default(),
+        };
+        r.register(
+            "placements",
+            "Tasks placed, by placement policy",
+            m.placements.clone(),
+        );
+        r.register(
+            "unplaced",
+            "Tasks a scheduling round left pending with a new reason",
+            m.unplaced.clone(),
+        );
+        r.register(
+            "preemptions",
+            "Preemptions committed",
+            m.preemptions.clone(),
+        );
+        r.register(
+            "scheduling_round_duration_seconds",
+            "Time to decide one scheduling round (every pending task in it)",
+            m.round_seconds.clone(),
+        );
+        r.register(
+            "raft_leader_changes",
+            "Leader changes this server saw",
+            m.leader_changes.clone(),
+        );
+        r.register(
+            "pending_tasks",
+            "Tasks waiting for a node",
+            m.pending.clone(),
+        );
+        r.register(
+            "raft_applied_index",
+            "The log index this server applied",
+            m.applied.clone(),
+        );
+        r.register("raft_is_leader", "1 on the leader", m.is_leader.clone());
+        r.register("nodes", "Nodes by status", m.nodes.clone());
+        r.register(
+            "node_allocatable_cpu_cores",
+            "CPU a node offers",
+            m.allocatable_cpu.clone(),
+        );
+        r.register(
+            "node_allocatable_memory_bytes",
+            "Memory a node offers",
+            m.allocatable_memory.clone(),
+        );
+        r.register(
+            "node_allocatable_gpus",
+            "GPUs a node has, by model",
+            m.allocatable_gpus.clone(),
+        );
+        r.register(
+            "node_allocated_cpu_cores",
+            "CPU held by a node's tasks (exclusive cores count whole)",
+            m.allocated_cpu.clone(),
+        );
+        r.register(
+            "node_allocated_memory_bytes",
+            "Memory held by a node's tasks",
+            m.allocated_memory.clone(),
+        );
+        r.register(
+            "node_allocated_gpus",
+            "GPUs held by a node's tasks (shares in thousandths summed), by model",
+            m.allocated_gpus.clone(),
+        );
+        ServerMetrics { registry: r, ..m }
+    }
+
+    /// Follows leadership changes of `store` (for the counter).
+    pub fn watch_leader(self: &Arc<Self>, store: &Store) {
+        let mut role = store.role();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut last = role.borrow().1;
+            while role.changed().await.is_ok() {
+                let leader = role.borrow().1;
+                if leader != last && leader != 0 {
+                    me.leader_changes.inc();
+                }
+                last = leader;
+            }
+        });
+    }
+
+    /// The text exposition, with the state's gauges read now.
+    pub fn render(&self, store: &Store) -> String {
+        self.refresh(store);
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            return String::new();
+        }
+        out
+    }
+
+    fn refresh(&self, store: &Store) {
+        self.is_leader.set(i64::from(store.is_leader()));
+        let applied = *store.applied().borrow();
+        self.applied.set(i64::try_from(applied).unwrap_or(i64::MAX));
+        let state = store.read();
+        self.pending
+            .set(i64::try_from(state.tasks.pending_count()).unwrap_or(i64::MAX));
+        for f in [
+            &self.allocatable_memory,
+            &self.allocatable_gpus,
+            &self.allocated_memory,
+            &self.allocated_gpus,
+            &self.nodes,
+        ] {
+            f.clear();
+        }
+        self.allocatable_cpu.clear();
+        self.allocated_cpu.clear();
+        let label = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let mut by_status: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (name, n) in &state.nodes {
+            let status = if n.drained {
+                "drained"
+            } else if n.status == berth_model::node::NodeStatus::Ready {
+                "ready"
+            } else {
+                "down"
+            };
+            *by_status.entry(status).or_default() += 1;
+            let node = label("node", name);
+            self.allocatable_cpu
+                .get_or_create(&node)
+                .set(n.info.cpu.0 as f64 / 1000.0);
+            self.allocatable_memory
+                .get_or_create(&node)
+                .set(i64::try_from(n.info.memory.0).unwrap_or(i64::MAX));
+            let mut models: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+            let gpus = n
+                .info
+                .inventory
+                .as_ref()
+                .map(|i| &i.gpus[..])
+                .unwrap_or(&[]);
+            for g in gpus {
+                models.entry(g.model.as_str()).or_default().0 += 1;
+            }
+            let (mut cpu, mut mem) = (0u64, 0u64);
+            let mut milli: std::collections::BTreeMap<&str, i64> = Default::default();
+            for t in state.tasks.on_node(name) {
+                if !state.holds_resources(t) {
+                    continue;
+                }
+                let Some(a) = &t.allocation else { continue };
+                cpu += a.cpu.0 + a.cores.len() as u64 * 1000;
+                mem += a.memory.0;
+                for g in &a.gpus {
+                    if let Some(gpu) = gpus.iter().find(|x| x.index == g.index) {
+                        *milli.entry(gpu.model.as_str()).or_default() += i64::from(g.milli);
+                    }
+                }
+            }
+            for (model, m) in milli {
+                models.entry(model).or_default().1 = (m + 999) / 1000;
+            }
+            self.allocated_cpu
+                .get_or_create(&node)
+                .set(cpu as f64 / 1000.0);
+            self.allocated_memory
+                .get_or_create(&node)
+                .set(i64::try_from(mem).unwrap_or(i64::MAX));
+            for (model, (have, held)) in models {
+                let l = vec![
+                    ("node".to_string(), name.clone()),
+                    ("model".to_string(), model.to_string()),
+                ];
+                self.allocatable_gpus.get_or_create(&l).set(have);
+                self.allocated_gpus.get_or_create(&l).set(held);
+            }
+        }
+        for (s, n) in by_status {
+            self.nodes.get_or_create(&label("status", s)).set(n);
+        }
+        drop(state);
+    }
+}
