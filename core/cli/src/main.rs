@@ -251,6 +251,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// Print a shell completion script: `source <(berth completion bash)`,
+    /// or into zsh's `$fpath` / fish's completions directory.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// ACLs: the management token, policies, tokens.
     Acl {
         #[command(subcommand)]
@@ -487,6 +493,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Registry { cmd } => image::registry(&addr, cmd).await,
         Cmd::Volume { cmd } => volume::run(&addr, cmd).await,
         Cmd::Tls { cmd } => tls::run(cmd),
+        Cmd::Completion { shell } => {
+            // Into a buffer first: clap_complete panics on a write error,
+            // and `berth completion bash | head` closes the pipe early.
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "berth", &mut buf);
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.map_err(Into::into),
+            }
+        }
         Cmd::Acl { cmd } => acl::run(&addr, cmd).await,
         Cmd::Audit { json, limit } => acl::audit(&addr, json, limit).await,
         Cmd::Quota { cmd } => acl::quota(&addr, cmd).await,

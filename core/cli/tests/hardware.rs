@@ -177,3 +177,33 @@ fn an_agent_with_a_bad_fixture_refuses_to_start() {
         "{err}"
     );
 }
+
+#[test]
+fn shell_completions_are_generated_and_load() {
+    for (shell, marker) in [
+        ("bash", "complete -F _berth"),
+        ("zsh", "#compdef berth"),
+        ("fish", "complete -c berth"),
+    ] {
+        let out = berth(&["completion", shell]);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}");
+        assert!(text.contains("quota"), "{shell}: subcommands are in it");
+    }
+    // bash loads it and registers the function.
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            &format!("source <({BERTH} completion bash) && complete -p berth"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("-F _berth berth"),
+        "{out:?}"
+    );
+    let out = berth(&["completion", "tcsh"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
+}
