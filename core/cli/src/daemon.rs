@@ -209,12 +209,13 @@ async fn bootstrap_dev(api: berth_server::Api, store: Store, path: PathBuf) {
         }
         return;
     }
+    let Ok((accessor, made)) = berth_server::auth::new_secret() else {
+        return;
+    };
     let secret = match std::fs::read_to_string(&path) {
         Ok(s) => s.trim().to_string(),
         Err(_) => {
-            let Ok((_, secret)) = berth_server::auth::new_secret() else {
-                return;
-            };
+            let secret = made;
             let written = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -228,7 +229,6 @@ async fn bootstrap_dev(api: berth_server::Api, store: Store, path: PathBuf) {
             secret
         }
     };
-    let accessor = berth_server::auth::hash_secret(&secret)[..16].to_string();
     match api.bootstrap_with(&accessor, &secret, String::new()).await {
         Ok(()) => tracing::info!(path = %path.display(), "management token written"),
         Err(e) => tracing::error!(error = %e.message(), "bootstrapping the ACLs"),

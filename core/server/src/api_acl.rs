@@ -48,6 +48,12 @@ fn ttl(ms: u64, max: Duration) -> Result<Option<u64>, Status> {
     Ok(Some(berth_store::command::now_ms() + ms))
 }
 
+/// Whether app `app` is in namespace `scope` (none: every namespace; an
+/// app that is gone is in none).
+pub(crate) fn in_scope(state: &berth_store::ClusterState, scope: Option<&str>, app: &str) -> bool {
+    scope.is_none_or(|ns| state.apps.get(app).is_some_and(|a| a.spec.namespace == ns))
+}
+
 impl Api {
     /// The namespace `req` may see apps of (none: everything, when the
     /// server runs without ACLs or is called in-process).

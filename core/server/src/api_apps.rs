@@ -111,12 +111,7 @@ impl Api {
         let app = req.into_inner().app;
         let state = self.store.read();
         let visible = |t: &&berth_model::task::Task| {
-            scope.as_ref().is_none_or(|ns| {
-                state
-                    .apps
-                    .get(&t.app)
-                    .is_some_and(|a| a.spec.namespace == *ns)
-            })
+            crate::api_acl::in_scope(&state, scope.as_deref(), &t.app)
         };
         let tasks = if app.is_empty() {
             state

@@ -74,16 +74,6 @@ fn wanted(app: &str, t: &Task) -> bool {
     app.is_empty() || t.app == app
 }
 
-/// Whether task `t` is in namespace `scope` (none: every namespace).
-fn in_scope(state: &berth_store::ClusterState, scope: Option<&str>, t: &Task) -> bool {
-    scope.is_none_or(|ns| {
-        state
-            .apps
-            .get(&t.app)
-            .is_some_and(|a| a.spec.namespace == ns)
-    })
-}
-
 impl Api {
     /// `Endpoints`.
     pub(crate) async fn endpoints_of(
@@ -101,7 +91,7 @@ impl Api {
         if !app.is_empty() && !state.apps.contains_key(&app) {
             return Err(Status::not_found(format!("no app named {app}")));
         }
-        let visible = |t: &&Task| in_scope(&state, scope.as_deref(), t);
+        let visible = |t: &&Task| crate::api_acl::in_scope(&state, scope.as_deref(), &t.app);
         let endpoints = if app.is_empty() {
             state
                 .tasks
@@ -142,7 +132,7 @@ impl Api {
                 Box::new(state.tasks_of(&app))
             };
             tasks
-                .filter(|t| in_scope(&state, scope.as_deref(), t))
+                .filter(|t| crate::api_acl::in_scope(&state, scope.as_deref(), &t.app))
                 .filter_map(|t| endpoint(&state, t))
                 .map(|e| (e.task.clone(), e))
                 .collect()
@@ -177,7 +167,7 @@ impl Api {
                         let now = state
                             .tasks
                             .get(&t.id)
-                            .filter(|t| in_scope(&state, scope.as_deref(), t))
+                            .filter(|t| crate::api_acl::in_scope(&state, scope.as_deref(), &t.app))
                             .and_then(|t| endpoint(&state, t));
                         match now {
                             Some(e) if sent.get(&e.task) != Some(&e) => {

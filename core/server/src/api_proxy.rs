@@ -11,6 +11,16 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::{Api, BoxStream};
 
+/// The node an image call is for (the `berth-node` header).
+fn node_header<T>(req: &Request<T>) -> Result<String, Status> {
+    req.metadata()
+        .get(crate::auth::NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|n| berth_model::valid_name(n))
+        .map(str::to_string)
+        .ok_or_else(|| Status::invalid_argument("node: the berth-node header names no valid node"))
+}
+
 impl Api {
     /// A client for the agent of node `node`.
     async fn agent(&self, node: &str) -> Result<AgentClient<Channel>, Status> {
@@ -84,12 +94,7 @@ impl Api {
         &self,
         req: Request<Streaming<pb::ImageUpload>>,
     ) -> Result<Response<pb::ImageSummary>, Status> {
-        let node = req
-            .metadata()
-            .get(crate::auth::NODE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| Status::invalid_argument("node: the berth-node header names none"))?;
+        let node = node_header(&req)?;
         let mut agent = self.agent(&node).await?;
         let chunks = req.into_inner().map_while(|m| m.ok());
         agent.import_image(chunks).await
@@ -99,12 +104,7 @@ impl Api {
         &self,
         req: Request<pb::ListImagesRequest>,
     ) -> Result<Response<pb::ListImagesResponse>, Status> {
-        let node = req
-            .metadata()
-            .get(crate::auth::NODE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| Status::invalid_argument("node: the berth-node header names none"))?;
+        let node = node_header(&req)?;
         self.agent(&node).await?.list_images(req.into_inner()).await
     }
 }

@@ -49,14 +49,7 @@ impl Api {
             .volumes
             .iter()
             .filter(|(_, b)| node.is_empty() || b.node == node)
-            .filter(|(_, b)| {
-                scope.as_ref().is_none_or(|ns| {
-                    state
-                        .apps
-                        .get(&b.app)
-                        .is_some_and(|a| a.spec.namespace == *ns)
-                })
-            })
+            .filter(|(_, b)| crate::api_acl::in_scope(&state, scope.as_deref(), &b.app))
             .map(|(id, b)| pb::VolumeInfo {
                 id: id.clone(),
                 app: b.app.clone(),

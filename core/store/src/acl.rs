@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use berth_model::acl::{Level, Need, Policy};
+use berth_model::acl::{Need, Policy};
 use berth_model::quota::Quota;
 use serde::{Deserialize, Serialize};
 
@@ -197,12 +197,6 @@ impl AclState {
                 .any(|p| p.allows(need))
     }
 
-    /// The highest level `token` has on namespace `ns` (for listings that
-    /// show only what the caller may read).
-    pub fn may_read(&self, token: &Token, ns: &str) -> bool {
-        self.allows(token, &Need::Namespace(ns.to_string(), Level::Read))
-    }
-
     /// The live join token whose secret hashes to `hash`.
     pub fn join_token(&self, hash: &str, now_ms: u64) -> Option<&JoinToken> {
         self.join_tokens
@@ -270,8 +264,11 @@ impl ClusterState {
                 {
                     return Outcome::Rejected(format!("policy: no policy named {p}"));
                 }
-                if token.description.len() > MAX_TEXT || token.policies.len() > 64 {
-                    return Outcome::Rejected("token: description or policy list too long".into());
+                if token.description.len() > MAX_TEXT {
+                    return Outcome::Rejected(format!("description: more than {MAX_TEXT} bytes"));
+                }
+                if token.policies.len() > 64 {
+                    return Outcome::Rejected("policies: more than 64".into());
                 }
                 // Expired tokens go when new ones come.
                 let expired: Vec<String> = acl
@@ -362,6 +359,7 @@ impl ClusterState {
 mod tests {
     use super::*;
     use crate::state::{Command, Envelope};
+    use berth_model::acl::Level;
 
     fn apply(s: &mut ClusterState, at: u64, c: AclCommand) -> Outcome {
         s.apply(

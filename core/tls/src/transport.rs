@@ -44,9 +44,9 @@ pub fn read_pem(path: &Path, what: &str) -> Result<String, TlsError> {
         )));
     }
     let text = fs::read_to_string(path).map_err(io(path))?;
-    if !text.contains(&format!("-----BEGIN {what}")) && !text.contains("-----BEGIN ") {
+    if !text.contains("-----BEGIN ") {
         return Err(TlsError::Invalid(format!(
-            "{}: not a PEM file (no -----BEGIN line)",
+            "{}: not a PEM file (expected a {what}: no -----BEGIN line)",
             path.display()
         )));
     }
