@@ -125,7 +125,7 @@ def bench_system(berth, image_dir, n, work):
         subprocess.run([berth, "image", "import", image_dir], env=env, check=True, stdout=DEVNULL)
         first, running, done = {}, {}, {}
         all_done = threading.Event()
-        ev = subprocess.Popen([berth, "events", "--app", "bench"], env=env, stdout=subprocess.PIPE, text=True)
+        ev = subprocess.Popen([berth, "events", "--tasks", "--app", "bench"], env=env, stdout=subprocess.PIPE, text=True)
 
         def read():
             for line in ev.stdout:

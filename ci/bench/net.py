@@ -56,7 +56,7 @@ class Dev:
             time.sleep(0.1)
         subprocess.run([berth, "image", "import", image], env=self.env, check=True, stdout=subprocess.DEVNULL)
         self.seen = {}
-        self.events = subprocess.Popen([berth, "events"], env=self.env, stdout=subprocess.PIPE, text=True)
+        self.events = subprocess.Popen([berth, "events", "--tasks"], env=self.env, stdout=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):

@@ -457,7 +457,30 @@ pub async fn node_show(addr: &str, name: &str, json: bool) -> anyhow::Result<()>
 }
 
 /// `berth events`: one JSON line per committed task change.
-pub async fn events(addr: &str, app: Option<String>) -> anyhow::Result<()> {
+/// `berth events`: the cluster's events, as lines or JSON.
+pub async fn events(addr: &str, req: pb::WatchEventsRequest, json: bool) -> anyhow::Result<()> {
+    let mut stream = ctl!(addr, watch_events, req)?.into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(e) = stream.message().await.map_err(status)? {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(&e)?)?;
+        } else {
+            let at = chrono::DateTime::from_timestamp_millis(e.at_ms as i64)
+                .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:<14} {at}  {:<10} {:<24} {:<12} {}",
+                e.id, e.kind, e.subject, e.action, e.message
+            )?;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// `berth events --tasks`: task records as they change.
+pub async fn task_events(addr: &str, app: Option<String>) -> anyhow::Result<()> {
     let mut stream = ctl!(
         addr,
         watch_tasks,

@@ -168,23 +168,21 @@ pub async fn dev(
     .await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(p) = &pki {
-        builder = builder
-            .tls_config(p.server.server(true)?)
-            .context("the listener's TLS")?;
-    }
+    let builder = tonic::transport::Server::builder().accept_http1(true);
+    let tls = match &pki {
+        Some(p) => Some(p.server.acceptor(true).context("the listener's TLS")?),
+        None => None,
+    };
     // gRPC and HTTP (`/metrics`) on one port, behind one guard.
     let mut routes = tonic::service::Routes::new(server.control())
         .add_service(server.node_api())
         .add_service(server.membership())
         .add_service(AgentService::guarded(rt));
     *routes.axum_router_mut() = std::mem::take(routes.axum_router_mut()).merge(server.http());
-    let serve = builder
+    let router = builder
         .layer(tower::util::option_layer(server.guard()))
-        .add_routes(routes)
-        .serve_with_shutdown(listen, wait_true(rx.clone()));
-    let listener = tokio::spawn(serve);
+        .add_routes(routes);
+    let listener = serve!(router, listen, tls, rx.clone());
     tracing::info!(%listen, data_dir = %data_dir.display(), "berth dev is up");
     agent.run(reports, rx).await;
     let _ = listener.await;
@@ -238,6 +236,30 @@ async fn bootstrap_dev(api: berth_server::Api, store: Store, path: PathBuf) {
 pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
+
+/// Serves a tonic router on `$addr` until `$rx` turns true, spawned:
+/// over TLS with `$tls` (a `TlsAcceptor` offering `h2` and `http/1.1`,
+/// see `berth_tls::listen`), else plain. A macro because the two arms
+/// serve different connection types through the same router type.
+macro_rules! serve {
+    ($router:expr, $addr:expr, $tls:expr, $rx:expr) => {{
+        let tcp = tokio::net::TcpListener::bind($addr)
+            .await
+            .with_context(|| format!("listening on {}", $addr))?;
+        let stop = crate::daemon::wait_true($rx);
+        let router = $router;
+        match $tls {
+            Some(acceptor) => tokio::spawn(
+                router
+                    .serve_with_incoming_shutdown(berth_tls::listen::incoming(tcp, acceptor), stop),
+            ),
+            None => tokio::spawn(
+                router.serve_with_incoming_shutdown(berth_tls::listen::plain(tcp), stop),
+            ),
+        }
+    }};
+}
+pub(crate) use serve;
 
 /// The flags of `berth agent`.
 #[derive(clap::Args)]
@@ -474,16 +496,14 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
     .await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(c) = &creds {
-        builder = builder
-            .tls_config(c.server(false)?)
-            .context("the listener's TLS")?;
-    }
-    let serve = builder
-        .add_service(AgentService::guarded(rt))
-        .serve_with_shutdown(listen_addr, wait_true(rx.clone()));
-    let listener = tokio::spawn(serve);
+    let tls = match &creds {
+        Some(c) => Some(c.acceptor(false).context("the listener's TLS")?),
+        None => None,
+    };
+    let router = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_service(AgentService::guarded(rt));
+    let listener = serve!(router, listen_addr, tls, rx.clone());
     agent.run(reports, rx).await;
     let _ = listener.await;
     Ok(())

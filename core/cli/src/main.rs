@@ -240,11 +240,30 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Stream task events as they are committed.
+    /// What happens in the cluster: nodes up, down and drained,
+    /// deployments, preemptions, plugin rollouts, quota refusals and failed
+    /// tasks; the kept history, then live. Each line has the event's id:
+    /// `--since ID` resumes after it (on any server).
     Events {
-        /// Only this app's tasks.
+        /// Only this app's events.
         #[arg(long)]
         app: Option<String>,
+        /// Every task change too, not only failures.
+        #[arg(long)]
+        all: bool,
+        /// Resume after this event id (`now`: only new events).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the kept events and exit.
+        #[arg(long)]
+        no_follow: bool,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+        /// Instead: every task record as it changes (the current ones
+        /// first), one JSON object per line, as scripts consume them.
+        #[arg(long, conflicts_with_all = ["all", "since", "no_follow"])]
+        tasks: bool,
     },
     /// Images: import into the nodes' stores, list them, push to a registry.
     Image {
@@ -257,6 +276,9 @@ enum Cmd {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Print the HTTP/JSON API's OpenAPI document (what the servers serve
+    /// at `/v1/openapi.json`).
+    Openapi,
     /// ACLs: the management token, policies, tokens.
     Acl {
         #[command(subcommand)]
@@ -487,12 +509,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Stop { app } => client::stop(&addr, &app).await,
         Cmd::Rm { app } => client::rm(&addr, &app).await,
         Cmd::Nodes { json } => client::nodes(&addr, json).await,
-        Cmd::Events { app } => client::events(&addr, app).await,
+        Cmd::Events {
+            app, tasks: true, ..
+        } => client::task_events(&addr, app).await,
+        Cmd::Events {
+            app,
+            all,
+            since,
+            no_follow,
+            json,
+            tasks: false,
+        } => {
+            let req = berth_proto::WatchEventsRequest {
+                since: since.unwrap_or_default(),
+                all,
+                app: app.unwrap_or_default(),
+                no_follow,
+            };
+            client::events(&addr, req, json).await
+        }
         Cmd::Plugin { cmd } => plugin::run(&addr, cmd).await,
         Cmd::Image { cmd } => image::run(&addr, cmd).await,
         Cmd::Registry { cmd } => image::registry(&addr, cmd).await,
         Cmd::Volume { cmd } => volume::run(&addr, cmd).await,
         Cmd::Tls { cmd } => tls::run(cmd),
+        Cmd::Openapi => {
+            println!("{}", berth_server::web::openapi_json());
+            Ok(())
+        }
         Cmd::Completion { shell } => {
             // Into a buffer first: clap_complete panics on a write error,
             // and `berth completion bash | head` closes the pipe early.

@@ -234,23 +234,21 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
     .context("--policy")?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(crate::daemon::shutdown_signal(tx));
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(c) = &creds {
-        builder = builder
-            .tls_config(c.server(true)?)
-            .context("the listener's TLS")?;
-    }
+    let builder = tonic::transport::Server::builder().accept_http1(true);
+    let tls = match &creds {
+        Some(c) => Some(c.acceptor(true).context("the listener's TLS")?),
+        None => None,
+    };
     // gRPC and HTTP (`/metrics`) on one port, behind one guard.
     let mut routes = tonic::service::Routes::new(server.control())
         .add_service(server.node_api())
         .add_service(server.membership())
         .add_service(RaftService::server(store.clone()));
     *routes.axum_router_mut() = std::mem::take(routes.axum_router_mut()).merge(server.http());
-    let serve = builder
+    let router = builder
         .layer(tower::util::option_layer(server.guard()))
-        .add_routes(routes)
-        .serve_with_shutdown(listen, crate::daemon::wait_true(rx));
-    let listener = tokio::spawn(serve);
+        .add_routes(routes);
+    let listener = crate::daemon::serve!(router, listen, tls, rx);
     tracing::info!(%listen, id, "berth server is up");
     if joining && let Some(join) = join {
         let members = join_cluster(&join, id, &listen_str).await?;

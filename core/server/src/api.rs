@@ -42,6 +42,8 @@ pub struct Api {
     pub(crate) join_ca: Option<Arc<crate::api_acl::JoinCa>>,
     /// Where denials and writes go.
     pub(crate) auditor: crate::audit::Auditor,
+    /// The event stream's history and live feed.
+    pub(crate) events: Arc<crate::events::EventLog>,
 }
 
 /// The most status reports one request may carry.
@@ -287,6 +289,29 @@ impl Control for Api {
         req: Request<pb::NodeTokenRequest>,
     ) -> Result<Response<pb::AclTokenSecret>, Status> {
         self.node_token_create_of(req).await
+    }
+
+    async fn overview(
+        &self,
+        req: Request<pb::OverviewRequest>,
+    ) -> Result<Response<pb::ClusterOverview>, Status> {
+        self.overview_of(req).await
+    }
+
+    async fn list_namespaces(
+        &self,
+        req: Request<pb::ListNamespacesRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        self.list_namespaces_of(req).await
+    }
+
+    type WatchEventsStream = BoxStream<pb::ClusterEvent>;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.watch_events_of(req).await
     }
 
     async fn server_members(
@@ -597,6 +622,12 @@ impl Control for Api {
             .ok_or_else(|| Status::not_found(format!("no node named {name}")))?;
         let mut out = node_summary(&state, n);
         out.inventory = n.info.inventory.as_deref().map(pb::Inventory::from);
+        out.placed = state
+            .tasks
+            .on_node(&name)
+            .filter(|t| state.holds_resources(t))
+            .map(convert::task)
+            .collect();
         Ok(Response::new(out))
     }
 }

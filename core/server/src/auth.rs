@@ -131,6 +131,8 @@ pub enum Rule {
     /// namespace's endpoints), or a token granting the level on the
     /// call's namespace.
     NodesOr(Level),
+    /// Any valid token (the handler shows what it grants).
+    AnyToken,
     /// Nobody (a method this server does not know).
     Nobody,
 }
@@ -179,6 +181,8 @@ pub fn rule(path: &str) -> (Rule, bool) {
             "Audit" | "QuotaList" | "ServerMembers" => cl(Area::Operator, Read),
             "ServerJoin" | "ServerLeave" | "ServerTransferLeader" => cl(Area::Operator, Write),
             "QuotaSet" => cl(Area::Operator, Write),
+            "Overview" | "WatchEvents" => ns(Read),
+            "ListNamespaces" => (Rule::AnyToken, false),
             _ => (Rule::Nobody, false),
         },
         _ => (Rule::Nobody, false),
@@ -211,30 +215,62 @@ pub fn new_secret() -> Result<(String, String), Status> {
 }
 
 /// The bearer token of a request's headers.
-fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let v = headers.get("authorization")?.to_str().ok()?;
     let t = v.strip_prefix("Bearer ").unwrap_or(v).trim();
     (!t.is_empty() && t.len() <= 256).then_some(t)
+}
+
+/// The most of a refused HTTP request's body read before answering.
+const MAX_DRAINED: usize = 1 << 20;
+
+/// What one request asks for, as the guard reads it.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// The gRPC method's path (an HTTP route's is its method's, see
+    /// [`crate::web::operation`]).
+    pub path: String,
+    /// The call's namespace (none: `default`).
+    pub namespace: Option<String>,
+    /// The bearer token, if one came.
+    pub token: Option<String>,
+    /// An HTTP request (the JSON API, the dashboard, `/metrics`): a token
+    /// alone will do, as browsers and Prometheus show no certificate.
+    pub http: bool,
+}
+
+impl Ask {
+    /// A gRPC call's: its path, the `berth-namespace` header, the bearer
+    /// token.
+    pub fn grpc(path: &str, headers: &http::HeaderMap) -> Ask {
+        Ask {
+            path: path.to_string(),
+            namespace: headers
+                .get(NAMESPACE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            token: bearer(headers).map(str::to_string),
+            http: false,
+        }
+    }
 }
 
 /// The decision for one request: the caller it may proceed as, or the
 /// status it is refused with.
 pub fn decide(
     store: &Store,
-    path: &str,
-    headers: &http::HeaderMap,
+    ask: &Ask,
     cert: Option<(Role, String)>,
     now_ms: u64,
 ) -> Result<Caller, Box<(Caller, Status)>> {
-    let namespace = headers
-        .get(NAMESPACE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(berth_model::acl::DEFAULT_NAMESPACE)
-        .to_string();
+    let path = ask.path.as_str();
     let mut c = Caller {
         cert,
         token: None,
-        namespace,
+        namespace: ask
+            .namespace
+            .clone()
+            .unwrap_or_else(|| berth_model::acl::DEFAULT_NAMESPACE.to_string()),
     };
     let (rule, _) = rule(path);
     let refuse = |c: Caller, st: Status| Err(Box::new((c, st)));
@@ -242,16 +278,21 @@ pub fn decide(
         return refuse(c, Status::invalid_argument(e));
     }
     let role = c.cert.as_ref().map(|(r, _)| *r);
-    if rule != Rule::Anyone && role.is_none() {
+    let token_only = ask.http && ask.token.is_some();
+    if rule != Rule::Anyone && role.is_none() && !token_only {
         return refuse(
             c,
-            Status::unauthenticated("no client certificate: every call but JoinNode needs one"),
+            Status::unauthenticated(if ask.http {
+                "no token: log in, or send Authorization: Bearer SECRET"
+            } else {
+                "no client certificate: every call but JoinNode needs one"
+            }),
         );
     }
     // A token, when one came (agents need none; a bad one does not stop
     // the calls that need none: the bootstrap, the join exchange).
     let open = matches!(rule, Rule::Anyone | Rule::Certificate);
-    if let Some(secret) = bearer(headers).filter(|_| !open) {
+    if let Some(secret) = ask.token.as_deref().filter(|_| !open) {
         let state = store.read();
         match state.acl.token(&hash_secret(secret), now_ms) {
             Ok(t) => c.token = Some(t.clone()),
@@ -267,6 +308,7 @@ pub fn decide(
     }
     let need = match rule {
         Rule::Anyone | Rule::Certificate => return Ok(c),
+        Rule::Nobody if ask.http => return refuse(c, Status::not_found("no such route")),
         Rule::Nobody => return refuse(c, Status::unimplemented(format!("{path}: unknown"))),
         Rule::Servers => {
             return if role == Some(Role::Server) {
@@ -295,6 +337,15 @@ pub fn decide(
         Rule::NodesOr(_) if matches!(role, Some(Role::Server | Role::Agent)) => return Ok(c),
         Rule::NodesOr(l) => Need::Namespace(c.namespace.clone(), l),
         Rule::Cluster(a, l) => Need::Cluster(a, l),
+        Rule::AnyToken => {
+            return match c.token {
+                Some(_) => Ok(c),
+                None => refuse(
+                    c,
+                    Status::unauthenticated("no token: set BERTH_TOKEN (or --token)"),
+                ),
+            };
+        }
         Rule::Namespace(l) => Need::Namespace(c.namespace.clone(), l),
     };
     let Some(t) = &c.token else {
@@ -352,10 +403,15 @@ fn peer(req: &http::Request<Body>) -> Option<(Role, String)> {
     berth_tls::identity(certs.first()?.as_ref())
 }
 
-/// A refusal as a plain HTTP answer (for `/metrics` and other HTTP
-/// routes): 401 without credentials, 403 without the right, the reason as
-/// text.
-fn plain(st: &Status) -> http::Response<Body> {
+/// A refusal as a plain HTTP answer: for the JSON API the body
+/// `{code, message}` it answers every failure with, for `/metrics` and
+/// the rest the reason as text.
+fn plain(st: &Status, json: bool) -> http::Response<Body> {
+    if json {
+        let e = crate::web::ApiError::from(st);
+        let (parts, body) = axum::response::IntoResponse::into_response(e).into_parts();
+        return http::Response::from_parts(parts, Body::new(body));
+    }
     let code = match st.code() {
         tonic::Code::Unauthenticated => http::StatusCode::UNAUTHORIZED,
         tonic::Code::PermissionDenied => http::StatusCode::FORBIDDEN,
@@ -384,6 +440,18 @@ fn status_of(resp: &http::Response<Body>) -> Option<(i32, String)> {
         .map(percent_decode)
         .unwrap_or_default();
     Some((code, msg))
+}
+
+/// An HTTP answer's outcome in gRPC terms (7: denied, 16:
+/// unauthenticated, 2: another failure), for the audit log.
+fn http_outcome(resp: &http::Response<Body>) -> Option<(i32, String)> {
+    let s = resp.status();
+    match s.as_u16() {
+        401 => Some((16, s.to_string())),
+        403 => Some((7, s.to_string())),
+        400.. => Some((2, s.to_string())),
+        _ => None,
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -425,10 +493,12 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        let path = req.uri().path().to_string();
+        let ask =
+            crate::web::ask(&req).unwrap_or_else(|| Ask::grpc(req.uri().path(), req.headers()));
+        let path = ask.path.clone();
         let action = path.strip_prefix("/berth.v1.").unwrap_or(&path).to_string();
         let now = berth_store::command::now_ms();
-        let decision = decide(&self.guard.store, &path, req.headers(), peer(&req), now);
+        let decision = decide(&self.guard.store, &ask, peer(&req), now);
         let auditor = self.guard.auditor.clone();
         let (_, write) = rule(&path);
         match decision {
@@ -439,15 +509,35 @@ where
                     .headers()
                     .get(http::header::CONTENT_TYPE)
                     .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                Box::pin(async move { Ok(if grpc { st.into_http() } else { plain(&st) }) })
+                let json = path.starts_with("/berth.v1.Control/") && !grpc;
+                let body = req.into_body();
+                Box::pin(async move {
+                    if grpc {
+                        return Ok(st.into_http());
+                    }
+                    // Read what the client sent first (some HTTP/2
+                    // clients take a reset of an unread upload for an
+                    // error), a little and briefly at most.
+                    let drain = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                        body,
+                        MAX_DRAINED,
+                    ));
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+                    Ok(plain(&st, json))
+                })
             }
             Ok(c) => {
                 req.extensions_mut().insert(c.clone());
                 let fut = self.inner.call(req);
                 let c = Arc::new(c);
+                let http = ask.http;
                 Box::pin(async move {
                     let resp = fut.await?;
-                    match status_of(&resp) {
+                    let status = match http {
+                        true => http_outcome(&resp),
+                        false => status_of(&resp),
+                    };
+                    match status {
                         // 7: permission denied, 16: unauthenticated (the
                         // handlers' own checks: node names, namespaces).
                         Some((7 | 16, msg)) => {

@@ -85,6 +85,7 @@ pub fn node(n: &Node, cpu_used: u64, mem_used: u64, tasks: u32) -> pb::Node {
         gpus: inv.map(|i| i.gpus.len() as u32).unwrap_or(0),
         gpu_model: inv.map(gpu_summary).unwrap_or_default(),
         inventory: None,
+        placed: Vec::new(),
     }
 }
 

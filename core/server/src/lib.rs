@@ -7,6 +7,7 @@
 pub mod api;
 pub mod api_acl;
 pub mod api_apps;
+pub mod api_cluster;
 pub mod api_deploy;
 pub mod api_endpoints;
 pub mod api_explain;
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod auth;
 pub mod convert;
 pub mod deployer;
+pub mod events;
 pub mod live;
 pub mod liveness;
 pub mod members;
@@ -28,6 +30,8 @@ pub mod metrics;
 pub mod plugins;
 pub mod scheduler;
 pub mod secrets;
+pub mod usage;
+pub mod web;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -199,6 +203,7 @@ impl Server {
             agent_tls: o.tls.as_ref().map(|c| c.client(berth_tls::Role::Agent)),
             join_ca: o.join_ca.clone(),
             auditor,
+            events: events::EventLog::start(store.clone()),
         };
         let guard = o
             .tls
@@ -238,25 +243,10 @@ impl Server {
     }
 
     /// The HTTP routes served beside the gRPC services on the same port
-    /// (behind the same guard): `GET /metrics`, Prometheus' text format.
+    /// (behind the same guard): the JSON API, the dashboard, `/metrics`
+    /// (see [`web`]).
     pub fn http(&self) -> axum::Router {
-        let metrics = self.metrics.clone();
-        let store = self.api.store.clone();
-        axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let text = metrics.render(&store);
-                async move {
-                    (
-                        [(
-                            http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        )
+        web::router(self.api.clone(), self.metrics.clone())
     }
 
     /// The `Control` gRPC service.

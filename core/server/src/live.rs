@@ -224,6 +224,7 @@ impl Live {
                             Event::NodeChanged(_) => nodes_changed = true,
                             Event::PluginChanged(_) => self.plugins += 1,
                             Event::AppChanged(a) => self.app_shapes.retain(|(n, _), _| n != a),
+                            Event::Notice(_) => {}
                         }
                     }
                 }

@@ -196,62 +196,28 @@ impl ServerMetrics {
         let label = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
         let mut by_status: std::collections::BTreeMap<&str, i64> = Default::default();
         for (name, n) in &state.nodes {
-            let status = if n.drained {
-                "drained"
-            } else if n.status == berth_model::node::NodeStatus::Ready {
-                "ready"
-            } else {
-                "down"
-            };
-            *by_status.entry(status).or_default() += 1;
+            let u = crate::usage::of_node(&state, name, n);
+            *by_status.entry(u.status).or_default() += 1;
             let node = label("node", name);
             self.allocatable_cpu
                 .get_or_create(&node)
-                .set(n.info.cpu.0 as f64 / 1000.0);
+                .set(u.cpu as f64 / 1000.0);
             self.allocatable_memory
                 .get_or_create(&node)
-                .set(i64::try_from(n.info.memory.0).unwrap_or(i64::MAX));
-            let mut models: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
-            let gpus = n
-                .info
-                .inventory
-                .as_ref()
-                .map(|i| &i.gpus[..])
-                .unwrap_or(&[]);
-            for g in gpus {
-                models.entry(g.model.as_str()).or_default().0 += 1;
-            }
-            let (mut cpu, mut mem) = (0u64, 0u64);
-            let mut milli: std::collections::BTreeMap<&str, i64> = Default::default();
-            for t in state.tasks.on_node(name) {
-                if !state.holds_resources(t) {
-                    continue;
-                }
-                let Some(a) = &t.allocation else { continue };
-                cpu += a.cpu.0 + a.cores.len() as u64 * 1000;
-                mem += a.memory.0;
-                for g in &a.gpus {
-                    if let Some(gpu) = gpus.iter().find(|x| x.index == g.index) {
-                        *milli.entry(gpu.model.as_str()).or_default() += i64::from(g.milli);
-                    }
-                }
-            }
-            for (model, m) in milli {
-                models.entry(model).or_default().1 = (m + 999) / 1000;
-            }
+                .set(i64::try_from(u.memory).unwrap_or(i64::MAX));
             self.allocated_cpu
                 .get_or_create(&node)
-                .set(cpu as f64 / 1000.0);
+                .set(u.cpu_held as f64 / 1000.0);
             self.allocated_memory
                 .get_or_create(&node)
-                .set(i64::try_from(mem).unwrap_or(i64::MAX));
-            for (model, (have, held)) in models {
+                .set(i64::try_from(u.memory_held).unwrap_or(i64::MAX));
+            for (model, (have, held)) in u.gpus {
                 let l = vec![
                     ("node".to_string(), name.clone()),
-                    ("model".to_string(), model.to_string()),
+                    ("model".to_string(), model),
                 ];
-                self.allocatable_gpus.get_or_create(&l).set(have);
-                self.allocated_gpus.get_or_create(&l).set(held);
+                self.allocatable_gpus.get_or_create(&l).set(have as i64);
+                self.allocated_gpus.get_or_create(&l).set(held as i64);
             }
         }
         for (s, n) in by_status {

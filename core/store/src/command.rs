@@ -163,6 +163,25 @@ pub enum Event {
     NodeChanged(String),
     /// A plugin was installed, changed or removed.
     PluginChanged(String),
+    /// Something an operator would want to hear of (a node went down, a
+    /// deployment ended, a task was preempted): the event stream's
+    /// entries beside task changes.
+    Notice(Box<Notice>),
+}
+
+/// Something notable an apply did, for `berth events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// node | deployment | preemption | plugin | quota
+    pub kind: &'static str,
+    /// The node, app, task or plugin.
+    pub subject: String,
+    /// The app's namespace ("" for cluster-wide things).
+    pub namespace: String,
+    /// What happened: up, down, drained, started, succeeded, ...
+    pub action: String,
+    /// One line for people.
+    pub message: String,
 }
 
 /// A digest of a command, stable across servers and builds: a request id

@@ -150,6 +150,16 @@ impl ClusterState {
             );
         }
         let active = d.phase.is_active();
+        let m = format!(
+            "deployment {} of {name} version {} ({})",
+            d.id,
+            d.version,
+            d.trigger.as_str()
+        );
+        let action = match d.trigger {
+            Trigger::Rollback { .. } => "rolling-back",
+            _ => "started",
+        };
         app.history.push(d);
         // Drop the oldest entries past the limit, unless tasks still run
         // their version (or it is the current version).
@@ -164,6 +174,7 @@ impl ClusterState {
         }
         if active {
             self.rolling.insert(name.to_string());
+            self.notice("deployment", name, Some(name), action, m);
         }
     }
 
@@ -313,7 +324,12 @@ impl ClusterState {
 
     fn end_current(&mut self, app: &str, phase: Phase, message: String, at: u64) {
         if let Some(d) = self.apps.get_mut(app).and_then(|a| a.history.last_mut()) {
+            let m = match message.is_empty() {
+                true => format!("deployment {} of {app} {}", d.id, phase.as_str()),
+                false => format!("deployment {} of {app}: {message}", d.id),
+            };
             d.end(phase, message, at);
+            self.notice("deployment", app, Some(app), phase.as_str(), m);
         }
         self.rolling.remove(app);
     }

@@ -26,6 +26,11 @@ impl ClusterState {
         }
         n.status = status;
         events.push(Event::NodeChanged(name.to_string()));
+        let (action, m) = match status {
+            NodeStatus::Down => ("down", format!("node {name} missed its heartbeats")),
+            _ => ("up", format!("node {name} is ready")),
+        };
+        self.notice("node", name, None, action, m);
         if status == NodeStatus::Down {
             self.replace_tasks_on(index, name, "node went down", events);
         }
@@ -47,6 +52,15 @@ impl ClusterState {
         if n.drained != drain {
             n.drained = drain;
             events.push(Event::NodeChanged(name.to_string()));
+            let (action, m) = if drain {
+                (
+                    "drained",
+                    format!("node {name} drained: its tasks move elsewhere"),
+                )
+            } else {
+                ("undrained", format!("node {name} takes work again"))
+            };
+            self.notice("node", name, None, action, m);
         }
         if drain {
             self.replace_tasks_on(index, name, "node drained", events);

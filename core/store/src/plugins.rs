@@ -196,6 +196,12 @@ impl ClusterState {
                         );
                     }
                 }
+                let (action, v) = match self.plugins.get(&name) {
+                    Some(r) if r.versions.len() > 1 => ("upgraded", r.versions.len()),
+                    _ => ("installed", 1),
+                };
+                let m = format!("plugin {name} {action} (version {v})");
+                self.notice("plugin", &name, None, action, m);
                 events.push(Event::PluginChanged(name));
                 Outcome::Ok
             }
@@ -208,6 +214,8 @@ impl ClusterState {
                 }
                 Some(r) => {
                     r.active -= 1;
+                    let m = format!("plugin {name} rolled back to version {}", r.active + 1);
+                    self.notice("plugin", &name, None, "rolled-back", m);
                     events.push(Event::PluginChanged(name));
                     Outcome::Ok
                 }
@@ -216,6 +224,13 @@ impl ClusterState {
                 if self.plugins.remove(&name).is_none() {
                     return Outcome::Rejected(format!("no plugin named {name}"));
                 }
+                self.notice(
+                    "plugin",
+                    &name,
+                    None,
+                    "removed",
+                    format!("plugin {name} removed"),
+                );
                 events.push(Event::PluginChanged(name));
                 Outcome::Ok
             }

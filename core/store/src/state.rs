@@ -13,7 +13,9 @@ use berth_model::spec::{AppSpec, RestartPolicy};
 use berth_model::task::{Desired, Task, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 
-pub use crate::command::{Command, Envelope, Event, Outcome, Placement, command_digest, now_ms};
+pub use crate::command::{
+    Command, Envelope, Event, Notice, Outcome, Placement, command_digest, now_ms,
+};
 use crate::tasks::TaskTable;
 
 /// How many client request ids the state machine remembers for deduplication.
@@ -113,6 +115,9 @@ pub struct ClusterState {
     /// The log index this state has applied (set by the driver).
     #[serde(skip)]
     applied: u64,
+    /// Notices of the apply in progress (moved into its events at its end).
+    #[serde(skip)]
+    notices: Vec<Notice>,
 }
 
 impl ClusterState {
@@ -222,6 +227,35 @@ impl ClusterState {
 
     /// Applies one committed envelope at log `index`. Deterministic.
     pub fn apply(&mut self, index: u64, env: Envelope, events: &mut Vec<Event>) -> Outcome {
+        let outcome = self.apply_once(index, env, events);
+        events.extend(self.notices.drain(..).map(|n| Event::Notice(Box::new(n))));
+        outcome
+    }
+
+    /// Records a notice about `subject` (in app `app`'s namespace, when
+    /// given) for the event stream.
+    pub(crate) fn notice(
+        &mut self,
+        kind: &'static str,
+        subject: &str,
+        app: Option<&str>,
+        action: &str,
+        message: String,
+    ) {
+        let namespace = app
+            .and_then(|a| self.apps.get(a))
+            .map(|a| a.spec.namespace.clone())
+            .unwrap_or_default();
+        self.notices.push(Notice {
+            kind,
+            subject: subject.to_string(),
+            namespace,
+            action: action.to_string(),
+            message,
+        });
+    }
+
+    fn apply_once(&mut self, index: u64, env: Envelope, events: &mut Vec<Event>) -> Outcome {
         let at = env.at_ms;
         let Some(id) = env.request_id else {
             return self.apply_command(index, at, env.command, events);
@@ -333,6 +367,10 @@ impl ClusterState {
                     self.subnets.insert(i);
                 }
                 if self.nodes.get(&name) != Some(&node) {
+                    if before.is_none() {
+                        let m = format!("node {name} registered");
+                        self.notice("node", &name, None, "registered", m);
+                    }
                     self.nodes.insert(name.clone(), node);
                     events.push(Event::NodeChanged(name));
                 }
@@ -458,6 +496,10 @@ impl ClusterState {
                 .tasks
                 .get(&id)
                 .is_some_and(|t| t.node.is_none() && t.message != reason);
+            if changed && reason.starts_with("quota:") {
+                let app = self.tasks.get(&id).map(|t| t.app.clone());
+                self.notice("quota", &id, app.as_deref(), "refused", reason.clone());
+            }
             if changed {
                 self.tasks.update(&id, |task| {
                     task.message = reason;
@@ -499,6 +541,9 @@ impl ClusterState {
             ));
         }
         for (id, why) in evicted {
+            let app = self.tasks.get(&id).map(|t| t.app.clone());
+            let m = format!("{id} on {node} {why}");
+            self.notice("preemption", &id, app.as_deref(), "preempted", m);
             self.replace_task(index, &id, why, events);
         }
     }

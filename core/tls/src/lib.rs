@@ -9,6 +9,7 @@
 //! SANs for the addresses they are reached at.
 #![forbid(unsafe_code)]
 
+pub mod listen;
 pub mod transport;
 
 pub use transport::{Credentials, Paths};

@@ -8,7 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::{Role, TlsError, io};
 
@@ -107,22 +107,6 @@ impl Credentials {
             )));
         }
         Ok(c)
-    }
-
-    /// The listener's side: this certificate, and callers' certificates
-    /// checked against the CA. With `optional`, a caller may come without
-    /// a certificate (to exchange a join token for one; everything else
-    /// is refused after the handshake); a certificate from another CA is
-    /// always refused at the handshake.
-    pub fn server(&self, optional: bool) -> Result<ServerTlsConfig, TlsError> {
-        let (cert, key) = self
-            .identity
-            .as_ref()
-            .ok_or_else(|| TlsError::Invalid("cert: a listener needs a certificate".into()))?;
-        Ok(ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert, key))
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
-            .client_auth_optional(optional))
     }
 
     /// The caller's side, dialing a peer of role `peer`.
