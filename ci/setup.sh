@@ -17,6 +17,11 @@ pkgs=(
     e2fsprogs                   # sized volumes: mkfs.ext4 on loop files
     clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32   # Wasm plugins in C (plugins/, berth plugin build)
 )
+# What only the tests need (ci/test.sh passes --test): a real browser for
+# the dashboard, a real Prometheus, Python for schemathesis.
+if [[ "${1:-}" == --test ]]; then
+    pkgs+=(chromium chromium-driver prometheus python3-venv)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,7 @@
 # end-to-end (real containers through libcontainer; needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ci/setup.sh
+ci/setup.sh --test
 export CARGO_TERM_COLOR=never
 cargo fmt --all --check
 cargo build --workspace --all-targets --locked
