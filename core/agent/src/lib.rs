@@ -10,6 +10,7 @@ pub mod health;
 pub mod images;
 pub mod inventory;
 pub mod logs;
+pub mod metrics;
 mod plan;
 pub mod pull;
 pub mod supervisor;
@@ -561,6 +562,7 @@ pub async fn heartbeat(
     node: &str,
     every: Duration,
 ) -> Result<Duration, tonic::Status> {
+    let sent = std::time::Instant::now();
     let r = servers
         .call(|ch| {
             let req = HeartbeatRequest {
@@ -569,6 +571,9 @@ pub async fn heartbeat(
             async move { node_client(ch).heartbeat(req).await }
         })
         .await?;
+    metrics::METRICS
+        .heartbeat_seconds
+        .observe(sent.elapsed().as_secs_f64());
     Ok(every.max(pace(r.into_inner().next_ms)))
 }
 

@@ -82,9 +82,13 @@ impl Puller {
             Some(reg) => self.credentials(reg).await?,
             None => None,
         };
-        self.registry
+        let t0 = std::time::Instant::now();
+        let pulled = self
+            .registry
             .pull(&self.store, &r, creds.as_ref(), progress)
-            .await?;
+            .await;
+        crate::metrics::METRICS.pull(pulled.is_ok(), t0.elapsed());
+        pulled?;
         self.collect().await;
         Ok(())
     }

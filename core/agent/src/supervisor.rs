@@ -203,6 +203,13 @@ impl Sup {
     /// restarted for failing its liveness check.
     fn on_check(&mut self, ev: CheckEvent, running: &str) -> Option<String> {
         let passing = ev.verdict == Verdict::Passing;
+        if ev.verdict != Verdict::Unknown {
+            let which = match ev.which {
+                Which::Liveness => "liveness",
+                Which::Readiness => "readiness",
+            };
+            crate::metrics::METRICS.check(which, passing);
+        }
         let same = self.plan.health.is_some() && self.plan.health == self.plan.ready;
         match ev.which {
             Which::Liveness => {
@@ -262,11 +269,18 @@ impl Sup {
                     launch
                         .env
                         .insert("BERTH_ATTEMPT".into(), self.attempt.to_string());
+                    let t0 = Instant::now();
                     let started = self.rt.start(&self.plan.id, self.attempt, &launch).await;
                     self.ip = self.rt.task_ip(&self.plan.id);
+                    let m = &crate::metrics::METRICS;
                     match started {
-                        Ok(shim) => (Some(shim), Instant::now()),
+                        Ok(shim) => {
+                            m.started.inc();
+                            m.start_seconds.observe(t0.elapsed().as_secs_f64());
+                            (Some(shim), Instant::now())
+                        }
                         Err(e) => {
+                            m.failed.inc();
                             tracing::warn!(task = %self.plan.id, error = %e, "start failed");
                             let exit = ExitRecord {
                                 code: -1,

@@ -178,7 +178,10 @@ pub async fn dev(
         .add_service(server.node_api())
         .add_service(server.membership())
         .add_service(AgentService::guarded(rt));
-    *routes.axum_router_mut() = std::mem::take(routes.axum_router_mut()).merge(server.http());
+    let agent_metrics: berth_server::web::Extra =
+        Arc::new(|| berth_agent::metrics::METRICS.render());
+    *routes.axum_router_mut() =
+        std::mem::take(routes.axum_router_mut()).merge(server.http_with(agent_metrics));
     let router = builder
         .layer(tower::util::option_layer(server.guard()))
         .add_routes(routes);
@@ -500,9 +503,14 @@ pub async fn agent(addr: &str, data_dir: &Path, o: AgentOpts) -> anyhow::Result<
         Some(c) => Some(c.acceptor(false).context("the listener's TLS")?),
         None => None,
     };
+    // The agent's service (servers only) and `/metrics` (any certificate
+    // of the cluster: the listener refuses others).
+    let mut routes = tonic::service::Routes::new(AgentService::guarded(rt));
+    *routes.axum_router_mut() =
+        std::mem::take(routes.axum_router_mut()).merge(berth_agent::metrics::router());
     let router = tonic::transport::Server::builder()
         .accept_http1(true)
-        .add_service(AgentService::guarded(rt));
+        .add_routes(routes);
     let listener = serve!(router, listen_addr, tls, rx.clone());
     agent.run(reports, rx).await;
     let _ = listener.await;

@@ -105,7 +105,9 @@ fn the_dashboard_shows_the_hardware_pending_reasons_and_live_rollouts() {
         "name: train\nimage: busybox:latest\ncommand: [sleep, '1000']\n\
          resources: {memory: 64Mi, gpus: {count: 4, model: [H100]}}\n",
     );
-    let train = dev.wait_task("train", Duration::from_secs(30), |t| t["state"] == "running");
+    let train = dev.wait_task("train", Duration::from_secs(30), |t| {
+        t["state"] == "running"
+    });
     let held: Vec<u64> = train["allocation"]["gpus"]
         .as_array()
         .unwrap()
@@ -156,13 +158,21 @@ fn the_dashboard_shows_the_hardware_pending_reasons_and_live_rollouts() {
             .send_keys(token.trim())
             .await
             .unwrap();
-        c.find(Locator::Id("submit")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Id("submit"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         let pending = wait_text(&c, "#pending-count .big", |t| t == "1").await;
         assert_eq!(pending, "1");
         let reason = wait_text(&c, ".pending-task .reason", |t| !t.is_empty()).await;
         assert!(reason.contains("GPU") || reason.contains("gpu"), "{reason}");
         let gpu_row = wait_text(&c, "[data-resource^='gpu:']", |t| t.contains('8')).await;
-        assert!(gpu_row.contains("4 GPUs") && gpu_row.contains("8 GPUs"), "{gpu_row}");
+        assert!(
+            gpu_row.contains("4 GPUs") && gpu_row.contains("8 GPUs"),
+            "{gpu_row}"
+        );
         screenshot(&c, "overview").await;
 
         // The node page: one NVLink island of 8 GPUs, 0-3 held by train.
@@ -173,22 +183,39 @@ fn the_dashboard_shows_the_hardware_pending_reasons_and_live_rollouts() {
             .for_element(Locator::Css(".island"))
             .await
             .unwrap();
-        assert_eq!(island.attr("data-gpus").await.unwrap().as_deref(), Some("8"));
+        assert_eq!(
+            island.attr("data-gpus").await.unwrap().as_deref(),
+            Some("8")
+        );
         assert_eq!(c.find_all(Locator::Css(".island")).await.unwrap().len(), 1);
-        assert_eq!(c.find_all(Locator::Css(".island .gpu")).await.unwrap().len(), 8);
+        assert_eq!(
+            c.find_all(Locator::Css(".island .gpu"))
+                .await
+                .unwrap()
+                .len(),
+            8
+        );
         assert_eq!(c.find_all(Locator::Css(".link")).await.unwrap().len(), 28);
         for i in 0..8 {
             let g = c.find(Locator::Id(&format!("gpu-{i}"))).await.unwrap();
             let task = g.attr("data-task").await.unwrap().unwrap_or_default();
             let class = g.attr("class").await.unwrap().unwrap_or_default();
             if i < 4 {
-                assert_eq!((task.as_str(), class.as_str()), (train_id.as_str(), "gpu held"));
+                assert_eq!(
+                    (task.as_str(), class.as_str()),
+                    (train_id.as_str(), "gpu held")
+                );
             } else {
                 assert_eq!((task.as_str(), class.as_str()), ("", "gpu"));
             }
         }
         // Clicking a GPU names its task.
-        c.find(Locator::Id("gpu-2")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Id("gpu-2"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         let who = wait_text(&c, "#panel-task", |t| !t.is_empty()).await;
         assert!(who.contains(&train_id), "{who}");
         assert_eq!(
@@ -200,7 +227,9 @@ fn the_dashboard_shows_the_hardware_pending_reasons_and_live_rollouts() {
         screenshot(&c, "node").await;
 
         // The pending task's page reads its reason and every node's verdict.
-        c.goto(&format!("{base}/ui/#/tasks/{huge_id}")).await.unwrap();
+        c.goto(&format!("{base}/ui/#/tasks/{huge_id}"))
+            .await
+            .unwrap();
         let summary = wait_text(&c, "#explain-summary", |t| !t.is_empty()).await;
         assert!(!summary.is_empty());
         let verdicts = c.find_all(Locator::Css(".verdict")).await.unwrap();
@@ -239,14 +268,17 @@ fn the_dashboard_shows_the_hardware_pending_reasons_and_live_rollouts() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let stayed: Value = c.execute("return window.__stay || 0;", vec![]).await.unwrap();
+        let stayed: Value = c
+            .execute("return window.__stay || 0;", vec![])
+            .await
+            .unwrap();
         assert_eq!(stayed, json!(1), "the page was not reloaded");
         let running: Vec<&String> = seen.iter().filter(|s| s.starts_with("running")).collect();
+        assert!(running.len() >= 2, "progress moved while watched: {seen:?}");
         assert!(
-            running.len() >= 2,
-            "progress moved while watched: {seen:?}"
+            seen.last().unwrap().starts_with("succeeded 3/3"),
+            "{seen:?}"
         );
-        assert!(seen.last().unwrap().starts_with("succeeded 3/3"), "{seen:?}");
         screenshot(&c, "rollout-done").await;
         c.close().await.unwrap();
     });

@@ -107,3 +107,117 @@ fn servers_serve_prometheus_metrics_behind_the_guard() {
         .sum();
     assert!(held >= (64 << 20) as f64, "{body}");
 }
+
+/// Debian's Prometheus, scraping `targets` by job every second; stopped
+/// when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(config: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let port = common::free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (Debian's; ci/setup.sh --test installs it)");
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The first sample of an instant query, if any.
+    fn query(&self, q: &str) -> Option<f64> {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", "--get", "--data-urlencode"])
+            .arg(format!("query={q}"))
+            .arg(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_servers_and_agents() {
+    let mut dev = Dev::start();
+    dev.agent("dgx1", "dgx-h100");
+    let d = dev.data.path().to_path_buf();
+    let agent = dev
+        .nodes()
+        .into_iter()
+        .find(|n| n["name"] == "dgx1")
+        .and_then(|n| n["address"].as_str().map(str::to_string))
+        .unwrap();
+    // Servers: the CA and a token (no client certificate, as any
+    // Prometheus); agents: a client certificate of the cluster.
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+         scrape_configs:\n\
+         - job_name: berth-servers\n  scheme: https\n\
+         \x20 authorization: {{credentials_file: {d}/token}}\n\
+         \x20 tls_config: {{ca_file: {d}/ca.pem, server_name: server.berth}}\n\
+         \x20 static_configs: [{{targets: ['{addr}']}}]\n\
+         - job_name: berth-agents\n  scheme: https\n\
+         \x20 tls_config: {{ca_file: {d}/ca.pem, cert_file: {d}/client.pem, key_file: {d}/client-key.pem, server_name: agent.berth}}\n\
+         \x20 static_configs: [{{targets: ['{agent}']}}]\n",
+        d = d.display(),
+        addr = dev.addr,
+    );
+    let prom = Prometheus::start(&config);
+    let q = |expr: &str| prom.query(expr);
+    wait_for("both jobs up", Duration::from_secs(60), || {
+        (q("sum(up)")? == 2.0).then_some(())
+    });
+    let placed = "berth_placements_total{job=\"berth-servers\",policy=\"default\"}";
+    let before = q(placed).unwrap_or(0.0);
+    dev.run_spec(
+        "web",
+        "name: web\nimage: busybox:latest\ninstances: 3\ncommand: [sleep, '1000']\n\
+         resources: {cpu: 100m, memory: 32Mi}\n",
+    );
+    dev.wait_task("web", Duration::from_secs(30), |t| t["state"] == "running");
+    wait_for(
+        "placements to grow in Prometheus",
+        Duration::from_secs(30),
+        || (q(placed)? >= before + 3.0).then_some(()),
+    );
+    assert!(q("berth_scheduling_round_duration_seconds_count").unwrap() > 0.0);
+    assert!(q("berth_raft_commit_duration_seconds_count").unwrap() > 0.0);
+    assert_eq!(
+        q("berth_node_allocatable_gpus{node=\"dgx1\",model=\"NVIDIA H100 80GB HBM3\"}"),
+        Some(8.0)
+    );
+    // The agents' own metrics, from the standalone agent's port; the
+    // in-process agent of `berth dev` through the servers' exposition.
+    wait_for("agent heartbeats", Duration::from_secs(30), || {
+        (q("berth_agent_heartbeat_round_trip_seconds_count{job=\"berth-agents\"}")? > 0.0)
+            .then_some(())
+    });
+    wait_for("container starts", Duration::from_secs(30), || {
+        (q("sum(berth_agent_containers_started_total)")? >= 3.0).then_some(())
+    });
+}

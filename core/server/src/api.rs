@@ -44,6 +44,8 @@ pub struct Api {
     pub(crate) auditor: crate::audit::Auditor,
     /// The event stream's history and live feed.
     pub(crate) events: Arc<crate::events::EventLog>,
+    /// This server's Prometheus metrics.
+    pub(crate) metrics: Arc<crate::metrics::ServerMetrics>,
 }
 
 /// The most status reports one request may carry.
@@ -84,6 +86,7 @@ impl Api {
                 "request_id: {id:?} was already used for a different request"
             )));
         }
+        let t0 = std::time::Instant::now();
         let (index, outcome) = self
             .store
             .propose(Envelope {
@@ -93,6 +96,9 @@ impl Api {
             })
             .await
             .map_err(|e| self.store_status(e))?;
+        self.metrics
+            .commit_seconds
+            .observe(t0.elapsed().as_secs_f64());
         if let Outcome::Rejected(why) = &outcome {
             return Err(Status::failed_precondition(why.clone()));
         }

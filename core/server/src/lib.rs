@@ -187,7 +187,9 @@ impl Server {
             }
             None => audit::Auditor::none(),
         };
+        let metrics = Arc::new(metrics::ServerMetrics::new());
         let api = Api {
+            metrics: metrics.clone(),
             store: store.clone(),
             liveness: Arc::new(liveness::Liveness::new(
                 o.heartbeat_timeout,
@@ -210,7 +212,6 @@ impl Server {
             .as_ref()
             .map(|_| auth::Guard::new(store.clone(), api.auditor.clone()));
         tokio::spawn(api.router.clone().run(store.clone()));
-        let metrics = Arc::new(metrics::ServerMetrics::new());
         metrics.watch_leader(&store);
         scheduler::start(
             store.clone(),
@@ -246,7 +247,13 @@ impl Server {
     /// (behind the same guard): the JSON API, the dashboard, `/metrics`
     /// (see [`web`]).
     pub fn http(&self) -> axum::Router {
-        web::router(self.api.clone(), self.metrics.clone())
+        web::router(self.api.clone(), self.metrics.clone(), None)
+    }
+
+    /// [`Server::http`] whose `/metrics` also carries `extra`'s
+    /// exposition (`berth dev`: its in-process agent's).
+    pub fn http_with(&self, extra: web::Extra) -> axum::Router {
+        web::router(self.api.clone(), self.metrics.clone(), Some(extra))
     }
 
     /// The `Control` gRPC service.

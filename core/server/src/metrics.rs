@@ -33,7 +33,18 @@ pub struct ServerMetrics {
     pub round_seconds: Histogram,
     /// Times this server saw the leader change.
     pub leader_changes: Counter,
+    /// From proposing a change to its commit and apply on this server.
+    pub commit_seconds: Histogram,
     pending: Gauge,
+    pending_by_reason: Family<Labels, Gauge>,
+    snapshot_bytes: Gauge,
+    snapshot_index: Gauge,
+    plugin_calls: Family<Labels, Counter>,
+    plugin_failures: Family<Labels, Counter>,
+    plugin_latency: Family<Labels, FloatGauge>,
+    /// The plugin counters last read, to add only what is new (a
+    /// reloaded plugin starts its own counters at zero).
+    plugin_seen: std::sync::Mutex<std::collections::HashMap<Labels, u64>>,
     applied: Gauge,
     is_leader: Gauge,
     nodes: Family<Labels, Gauge>,
@@ -68,7 +79,15 @@ impl ServerMetrics {
             preemptions: Counter::default(),
             round_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
             leader_changes: Counter::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             pending: Gauge::default(),
+            pending_by_reason: Family::default(),
+            snapshot_bytes: Gauge::default(),
+            snapshot_index: Gauge::default(),
+            plugin_calls: Family::default(),
+            plugin_failures: Family::default(),
+            plugin_latency: Family::default(),
+            plugin_seen: Default::default(),
             applied: Gauge::default(),
             is_leader: Gauge::default(),
             nodes: Family::default(),
@@ -108,6 +127,41 @@ impl ServerMetrics {
             "pending_tasks",
             "Tasks waiting for a node",
             m.pending.clone(),
+        );
+        r.register(
+            "pending_tasks_by_reason",
+            "Tasks waiting for a node, by the class of their reason",
+            m.pending_by_reason.clone(),
+        );
+        r.register(
+            "raft_commit_duration_seconds",
+            "Time from proposing a change to its commit and apply here",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "raft_snapshot_bytes",
+            "Size of this server's latest raft snapshot",
+            m.snapshot_bytes.clone(),
+        );
+        r.register(
+            "raft_snapshot_index",
+            "Log index of this server's latest raft snapshot",
+            m.snapshot_index.clone(),
+        );
+        r.register(
+            "plugin_calls",
+            "Calls into each loaded plugin on this server",
+            m.plugin_calls.clone(),
+        );
+        r.register(
+            "plugin_failures",
+            "Plugin calls that failed, by plugin and cause",
+            m.plugin_failures.clone(),
+        );
+        r.register(
+            "plugin_call_latency_seconds",
+            "Plugin call latency quantiles (bucket upper bounds) since load",
+            m.plugin_latency.clone(),
         );
         r.register(
             "raft_applied_index",
@@ -166,7 +220,14 @@ impl ServerMetrics {
     }
 
     /// The text exposition, with the state's gauges read now.
-    pub fn render(&self, store: &Store) -> String {
+    pub async fn render(&self, store: &Store, plugins: &crate::plugins::PluginSet) -> String {
+        if let Ok(st) = store.status().await {
+            self.snapshot_bytes
+                .set(i64::try_from(st.snapshot_bytes).unwrap_or(i64::MAX));
+            self.snapshot_index
+                .set(i64::try_from(st.snapshot).unwrap_or(i64::MAX));
+        }
+        self.refresh_plugins(plugins);
         self.refresh(store);
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
@@ -182,6 +243,16 @@ impl ServerMetrics {
         let state = store.read();
         self.pending
             .set(i64::try_from(state.tasks.pending_count()).unwrap_or(i64::MAX));
+        self.pending_by_reason.clear();
+        let mut classes: std::collections::BTreeMap<&str, i64> = Default::default();
+        for t in state.tasks.pending() {
+            *classes.entry(reason_class(&t.message)).or_default() += 1;
+        }
+        for (c, n) in classes {
+            self.pending_by_reason
+                .get_or_create(&vec![("reason".to_string(), c.to_string())])
+                .set(n);
+        }
         for f in [
             &self.allocatable_memory,
             &self.allocatable_gpus,
@@ -224,5 +295,73 @@ impl ServerMetrics {
             self.nodes.get_or_create(&label("status", s)).set(n);
         }
         drop(state);
+    }
+}
+
+impl ServerMetrics {
+    fn refresh_plugins(&self, plugins: &crate::plugins::PluginSet) {
+        let mut seen = self.plugin_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut add = |family: &Family<Labels, Counter>, labels: Labels, raw: u64| {
+            let last = seen.insert(labels.clone(), raw).unwrap_or(0);
+            // A reloaded plugin counts from zero again.
+            let new = if raw >= last { raw - last } else { raw };
+            family.get_or_create(&labels).inc_by(new);
+        };
+        self.plugin_latency.clear();
+        for name in plugins.loaded_names() {
+            let (_, Some(m), _) = plugins.status(&name) else {
+                continue;
+            };
+            let plugin = ("plugin".to_string(), name.clone());
+            add(&self.plugin_calls, vec![plugin.clone()], m.calls);
+            for (cause, n) in m.failures {
+                add(
+                    &self.plugin_failures,
+                    vec![plugin.clone(), ("cause".to_string(), cause)],
+                    n,
+                );
+            }
+            for (q, us) in [("0.5", m.p50_us), ("0.99", m.p99_us)] {
+                self.plugin_latency
+                    .get_or_create(&vec![
+                        plugin.clone(),
+                        ("quantile".to_string(), q.to_string()),
+                    ])
+                    .set(us / 1e6);
+            }
+        }
+    }
+}
+
+/// The class of a pending task's reason, for a label with few values:
+/// the words before its first colon (`quota`, `no node fits`...), else
+/// `other`; `waiting` when it has none yet.
+pub fn reason_class(message: &str) -> &str {
+    if message.is_empty() {
+        return "waiting";
+    }
+    match message.split_once(':') {
+        Some((head, _)) if head.len() <= 32 && !head.contains(['/', '"']) => head.trim(),
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_fall_into_few_classes() {
+        assert_eq!(reason_class(""), "waiting");
+        assert_eq!(reason_class("quota: namespace a uses 8/8 H100"), "quota");
+        assert_eq!(
+            reason_class("a very long sentence without any colon"),
+            "other"
+        );
+        assert_eq!(
+            reason_class("x".repeat(40).as_str()),
+            "other",
+            "no colon at all"
+        );
     }
 }

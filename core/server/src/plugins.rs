@@ -265,6 +265,11 @@ impl PluginSet {
         Ok(spec)
     }
 
+    /// The plugins this server has loaded.
+    pub fn loaded_names(&self) -> Vec<String> {
+        self.lock().loaded.keys().cloned().collect()
+    }
+
     /// What this server knows of plugin `name`: "yes" when loaded or why
     /// not; its metrics once loaded, and shadow statistics.
     pub fn status(

@@ -203,10 +203,17 @@ fn session(headers: &http::HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty() && v.len() <= 256)
 }
 
+/// More metrics for `/metrics` (another exposition, ending `# EOF`).
+pub type Extra = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Everything the servers serve over HTTP.
-pub fn router(api: Api, metrics: Arc<crate::metrics::ServerMetrics>) -> axum::Router {
+pub fn router(
+    api: Api,
+    metrics: Arc<crate::metrics::ServerMetrics>,
+    extra: Option<Extra>,
+) -> axum::Router {
     let (v1, _) = v1_routes().split_for_parts();
-    let store = api.store.clone();
+    let (store, plugins) = (api.store.clone(), api.plugins.clone());
     axum::Router::new()
         .merge(v1.with_state(api.clone()))
         .route(
@@ -221,8 +228,20 @@ pub fn router(api: Api, metrics: Arc<crate::metrics::ServerMetrics>) -> axum::Ro
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let text = metrics.render(&store);
+                let (metrics, store, plugins, extra) = (
+                    metrics.clone(),
+                    store.clone(),
+                    plugins.clone(),
+                    extra.clone(),
+                );
                 async move {
+                    let mut text = metrics.render(&store, &plugins).await;
+                    if let Some(more) = &extra {
+                        // One exposition: the first one's end marker goes.
+                        if let Some(body) = text.strip_suffix("# EOF\n") {
+                            text = format!("{body}{}", more());
+                        }
+                    }
                     (
                         [(
                             http::header::CONTENT_TYPE,
