@@ -20,6 +20,7 @@ mod probe;
 mod scaffold;
 mod servercmd;
 mod sim;
+mod snapshot;
 mod tls;
 mod volume;
 
@@ -303,6 +304,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: tls::TlsCmd,
     },
+    /// Backups of the cluster state: `berth snapshot save FILE` (restore
+    /// with `berth server --restore FILE`).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCmd,
+    },
     /// Persistent volumes: where each instance's data lives; remove one.
     Volume {
         #[command(subcommand)]
@@ -532,6 +539,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Image { cmd } => image::run(&addr, cmd).await,
         Cmd::Registry { cmd } => image::registry(&addr, cmd).await,
         Cmd::Volume { cmd } => volume::run(&addr, cmd).await,
+        Cmd::Snapshot { cmd } => snapshot::run(&addr, cmd).await,
         Cmd::Tls { cmd } => tls::run(cmd),
         Cmd::Openapi => {
             println!("{}", berth_server::web::openapi_json());

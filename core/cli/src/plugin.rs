@@ -61,6 +61,7 @@ pub enum PluginCmd {
     /// Remove a plugin.
     Remove { name: String },
     /// The installed plugins.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long)]
         json: bool,

@@ -79,6 +79,12 @@ pub struct ServerOpts {
     /// Raft tick (heartbeats every 2 ticks, elections after 10-20).
     #[arg(long, default_value = "50ms")]
     pub raft_tick: String,
+    /// Start a new cluster from this snapshot (`berth snapshot save`):
+    /// apps, tasks, plugins, volumes' bindings, ACLs and quotas come back;
+    /// this server is its only member (others join it). Needs an empty
+    /// data directory.
+    #[arg(long, conflicts_with = "join")]
+    pub restore: Option<PathBuf>,
 }
 
 /// The membership commands.
@@ -170,8 +176,28 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
         None => None,
     };
     let dir = o.data_dir.join("server");
+    // A snapshot to restore is read and checked before anything is written.
+    let restored = match &o.restore {
+        Some(file) => {
+            if dir.join("raft.redb").exists() {
+                bail!(
+                    "--restore: {} already holds a cluster's state; restore into an empty data directory",
+                    o.data_dir.display()
+                );
+            }
+            let (h, state) = crate::snapshot::read(file).context("--restore")?;
+            Some((h, state))
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let id = server_id(&dir)?;
+    let restore = restored.map(|(h, mut state)| {
+        // A new cluster: this server is its only member.
+        state.members = [(id, listen_str.clone())].into_iter().collect();
+        tracing::info!(index = h.index, from = %h.berth, "starting a new cluster from a snapshot");
+        (h.index, state)
+    });
     let cfg = StoreConfig {
         id,
         data_dir: dir.clone(),
@@ -180,6 +206,7 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
         bootstrap_voters: if join.is_some() { Vec::new() } else { vec![id] },
         snapshot_every: o.snapshot_every,
         tick,
+        restore,
     };
     let local_ip = Some(listen.ip()).filter(|ip| !ip.is_unspecified());
     let creds = if crate::access::insecure() {

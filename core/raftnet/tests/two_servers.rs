@@ -28,6 +28,7 @@ fn open(id: u64, dir: &std::path::Path, bootstrap: bool, peers: &Peers) -> Store
         bootstrap_voters: if bootstrap { vec![id] } else { Vec::new() },
         snapshot_every: 10,
         tick: Duration::from_millis(20),
+        restore: None,
     };
     let store = Store::open(cfg, Arc::new(peers.clone())).unwrap();
     peers.attach(store.clone());

@@ -311,6 +311,15 @@ impl Control for Api {
         self.list_namespaces_of(req).await
     }
 
+    type SnapshotSaveStream = BoxStream<pb::BackupChunk>;
+
+    async fn snapshot_save(
+        &self,
+        req: Request<pb::SnapshotSaveRequest>,
+    ) -> Result<Response<Self::SnapshotSaveStream>, Status> {
+        self.snapshot_save_of(req).await
+    }
+
     type WatchEventsStream = BoxStream<pb::ClusterEvent>;
 
     async fn watch_events(

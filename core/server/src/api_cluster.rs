@@ -216,6 +216,32 @@ impl Api {
     }
 }
 
+/// Bytes per chunk of a backup.
+const BACKUP_CHUNK: usize = 1 << 20;
+
+impl Api {
+    pub(crate) async fn snapshot_save_of(
+        &self,
+        req: Request<pb::SnapshotSaveRequest>,
+    ) -> Result<Response<BoxStream<pb::BackupChunk>>, Status> {
+        if !self.store.is_leader() {
+            return Err(self.not_leader());
+        }
+        // Everything committed before the call is in it.
+        self.barrier(&req).await?;
+        let store = self.store.clone();
+        let bytes = tokio::task::spawn_blocking(move || store.backup())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let chunks: Vec<Result<pb::BackupChunk, Status>> = bytes
+            .chunks(BACKUP_CHUNK)
+            .map(|c| Ok(pb::BackupChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
 /// A `lost` event: the history no longer holds what came after the
 /// watcher's point, up to `dropped`.
 fn lost(dropped: events::Key) -> pb::ClusterEvent {

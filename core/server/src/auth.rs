@@ -182,6 +182,8 @@ pub fn rule(path: &str) -> (Rule, bool) {
             "ServerJoin" | "ServerLeave" | "ServerTransferLeader" => cl(Area::Operator, Write),
             "QuotaSet" => cl(Area::Operator, Write),
             "Overview" | "WatchEvents" => ns(Read),
+            // A backup holds every namespace, token hashes and sealed secrets.
+            "SnapshotSave" => (Rule::Cluster(Area::Operator, Admin), true),
             "ListNamespaces" => (Rule::AnyToken, false),
             _ => (Rule::Nobody, false),
         },

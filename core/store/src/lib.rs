@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod backup;
 pub mod command;
 pub mod deploy;
 mod driver;

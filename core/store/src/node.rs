@@ -51,6 +51,10 @@ pub struct StoreConfig {
     pub snapshot_every: u64,
     /// Raft tick interval.
     pub tick: Duration,
+    /// A new cluster starts from this state (at this log index) instead
+    /// of an empty one (`berth server --restore`; ignored once
+    /// initialized).
+    pub restore: Option<(u64, ClusterState)>,
 }
 
 impl StoreConfig {
@@ -62,6 +66,7 @@ impl StoreConfig {
             bootstrap_voters: vec![1],
             snapshot_every: 50_000,
             tick: Duration::from_millis(100),
+            restore: None,
         }
     }
 }
@@ -130,7 +135,14 @@ impl Store {
             .map_err(|e| StoreError::Io(format!("{}: {e}", cfg.data_dir.display())))?;
         let mut storage = RedbStorage::open(&cfg.data_dir.join("raft.redb"))?;
         if !storage.is_initialized() && !cfg.bootstrap_voters.is_empty() {
-            storage.bootstrap(cfg.bootstrap_voters.clone())?;
+            match &cfg.restore {
+                Some((index, state)) => {
+                    let data = serde_json::to_vec(state)
+                        .map_err(|e| StoreError::Corrupt(format!("restored state: {e}")))?;
+                    storage.bootstrap_at(cfg.bootstrap_voters.clone(), (*index).max(1), data)?;
+                }
+                None => storage.bootstrap(cfg.bootstrap_voters.clone())?,
+            }
         }
         let (snap, snap_index) = storage.snapshot_data();
         let state = if snap.is_empty() {
@@ -306,6 +318,16 @@ impl Store {
             .state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A backup of the applied state ([`crate::backup`]): copied under
+    /// the read lock, encoded outside it.
+    pub fn backup(&self) -> Result<Vec<u8>, StoreError> {
+        let (copy, index) = {
+            let s = self.read();
+            (s.clone(), s.applied_index())
+        };
+        crate::backup::encode(&copy, index, crate::command::now_ms()).map_err(StoreError::Corrupt)
     }
 
     /// Subscribes to applied changes, one batch per apply, in order.

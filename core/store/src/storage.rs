@@ -228,17 +228,29 @@ impl RedbStorage {
     /// that joins later always starts from a snapshot, which carries the
     /// membership, instead of replaying a log that does not.
     pub fn bootstrap(&mut self, voters: Vec<u64>) -> Result<(), StoreError> {
+        self.bootstrap_at(voters, 1, Vec::new())
+    }
+
+    /// [`RedbStorage::bootstrap`] with a state: a snapshot of `data` at
+    /// `index` (term 1), for a cluster restored from a backup.
+    pub fn bootstrap_at(
+        &mut self,
+        voters: Vec<u64>,
+        index: u64,
+        data: Vec<u8>,
+    ) -> Result<(), StoreError> {
         let cs = ConfState {
             voters,
             ..Default::default()
         };
         let snap = Snapshot {
             metadata: protobuf::SingularPtrField::some(SnapshotMetadata {
-                index: 1,
+                index,
                 term: 1,
                 conf_state: protobuf::SingularPtrField::some(cs),
                 ..Default::default()
             }),
+            data: data.into(),
             ..Default::default()
         };
         self.apply_snapshot(&snap)

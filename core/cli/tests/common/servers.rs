@@ -33,6 +33,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub members: Vec<Member>,
     pub extra: Vec<String>,
+    /// Flags for the first server's first start only (`--restore FILE`).
+    pub first: Vec<String>,
 }
 
 /// A free port on `ip`.
@@ -48,6 +50,12 @@ impl Cluster {
     /// `n` servers: the first bootstraps, the others join it. `base` picks
     /// the addresses 127.0.0.<base+i>; `extra` are flags for every server.
     pub fn start(n: usize, base: u8, extra: &[&str]) -> Cluster {
+        Cluster::start_first(n, base, extra, &[])
+    }
+
+    /// [`Cluster::start`] whose first server also gets `first` on its
+    /// first start.
+    pub fn start_first(n: usize, base: u8, extra: &[&str], first: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("berth-ha-")
             .tempdir()
@@ -56,6 +64,7 @@ impl Cluster {
             dir,
             members: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            first: first.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..n {
             c.add(base + i as u8);
@@ -116,7 +125,7 @@ impl Cluster {
         if let Some(f) = first.filter(|f| *f != i) {
             cmd.args(["--join", &self.members[f].addr()]);
         } else if !m.data.join("server").exists() {
-            cmd.arg("--bootstrap");
+            cmd.arg("--bootstrap").args(&self.first);
         }
         let child = cmd.spawn().unwrap();
         self.members[i].child = Some(child);
