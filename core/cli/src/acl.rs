@@ -113,7 +113,7 @@ fn ttl_ms(ttl: Option<&str>) -> anyhow::Result<u64> {
 }
 
 fn print_secret(s: &pb::AclTokenSecret, json: bool) {
-    if json {
+    if crate::output::structured(json) {
         println!(
             "{}",
             serde_json::json!({
@@ -176,7 +176,7 @@ async fn policy(addr: &str, cmd: PolicyCmd) -> anyhow::Result<()> {
             let ps = ctl!(addr, acl_policy_list, pb::AclListRequest {})?
                 .into_inner()
                 .policies;
-            if json {
+            if crate::output::structured(json) {
                 let v: Vec<serde_json::Value> = ps
                     .iter()
                     .map(|p| {
@@ -187,7 +187,7 @@ async fn policy(addr: &str, cmd: PolicyCmd) -> anyhow::Result<()> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(v));
+                crate::output::print(&v)?;
             } else {
                 table(
                     &["NAME", "RULES"],
@@ -235,7 +235,7 @@ async fn token(addr: &str, cmd: TokenCmd) -> anyhow::Result<()> {
             let ts = ctl!(addr, acl_token_list, pb::AclListRequest {})?
                 .into_inner()
                 .tokens;
-            if json {
+            if crate::output::structured(json) {
                 let v: Vec<serde_json::Value> = ts
                     .iter()
                     .map(|t| {
@@ -247,7 +247,7 @@ async fn token(addr: &str, cmd: TokenCmd) -> anyhow::Result<()> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(v));
+                crate::output::print(&v)?;
             } else {
                 let rows = ts
                     .into_iter()
@@ -291,7 +291,7 @@ pub async fn audit(addr: &str, json: bool, limit: u32) -> anyhow::Result<()> {
     let es = ctl!(addr, audit, pb::AuditRequest { limit })?
         .into_inner()
         .entries;
-    if json {
+    if crate::output::structured(json) {
         let v: Vec<serde_json::Value> = es
             .iter()
             .map(|e| {
@@ -301,7 +301,7 @@ pub async fn audit(addr: &str, json: bool, limit: u32) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(v));
+        crate::output::print(&v)?;
     } else {
         table(
             &["TIME", "WHO", "ACTION", "NAMESPACE", "OUTCOME"],
@@ -401,12 +401,12 @@ pub async fn quota(addr: &str, cmd: QuotaCmd) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
-            if json {
+            if crate::output::structured(json) {
                 let v: Vec<serde_json::Value> = parsed
                     .iter()
                     .map(|(ns, q, u)| serde_json::json!({"namespace": ns, "limit": q, "used": u}))
                     .collect();
-                println!("{}", serde_json::Value::Array(v));
+                crate::output::print(&v)?;
                 return Ok(());
             }
             let of = |u: String, l: Option<String>| match l {

@@ -75,16 +75,25 @@ pub(crate) use ctl;
 
 /// Turns a gRPC status into a plain error message.
 pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
+    use crate::output::Exit;
     if berth_proto::servers::retryable(&s) {
         let tried = SERVERS.get().map(|s| s.all().join(",")).unwrap_or_default();
-        anyhow!(
+        return Exit::Unreachable.with(format!(
             "no server could answer ({}; tried {tried}): is `berth dev` or a server running? \
              BERTH_ADDR or --addr lists the servers",
             s.message()
-        )
-    } else {
-        anyhow!("{}", s.message())
+        ));
     }
+    let exit = match s.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Exit::Denied,
+        tonic::Code::NotFound => Exit::NotFound,
+        tonic::Code::InvalidArgument
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::AlreadyExists
+        | tonic::Code::OutOfRange => Exit::Refused,
+        _ => Exit::Failed,
+    };
+    exit.with(s.message().to_string())
 }
 
 pub(crate) fn request_id() -> String {
@@ -173,7 +182,7 @@ pub async fn apps(addr: &str, json: bool) -> anyhow::Result<()> {
     let apps = ctl!(addr, list_apps, pb::ListAppsRequest {})?
         .into_inner()
         .apps;
-    if json {
+    if crate::output::structured(json) {
         let v = apps
             .iter()
             .map(|a| {
@@ -187,7 +196,7 @@ pub async fn apps(addr: &str, json: bool) -> anyhow::Result<()> {
                 }))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print(&v)?;
         return Ok(());
     }
     let rows = apps
@@ -225,9 +234,9 @@ pub(crate) async fn list_tasks(addr: &str, app: Option<String>) -> anyhow::Resul
 /// `berth ps`.
 pub async fn ps(addr: &str, json: bool, app: Option<String>) -> anyhow::Result<()> {
     let tasks = list_tasks(addr, app).await?;
-    if json {
+    if crate::output::structured(json) {
         let v: Vec<serde_json::Value> = tasks.iter().map(task_json).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print(&v)?;
     } else {
         table(
             &["ID", "APP", "NODE", "STATE", "EXIT", "RESTARTS", "MESSAGE"],
@@ -248,7 +257,10 @@ pub(crate) fn find_task<'a>(tasks: &'a [pb::Task], name: &str) -> anyhow::Result
                 .filter(|t| t.app == name)
                 .max_by_key(|t| (!t.node.is_empty(), t.version, std::cmp::Reverse(t.instance)))
         })
-        .ok_or_else(|| anyhow!("no task or app named {name:?} (see `berth ps`)"))
+        .ok_or_else(|| {
+            crate::output::Exit::NotFound
+                .with(format!("no task or app named {name:?} (see `berth ps`)"))
+        })
 }
 
 /// `berth explain TASK`.
@@ -256,7 +268,7 @@ pub async fn explain(addr: &str, name: &str, json: bool) -> anyhow::Result<()> {
     let tasks = list_tasks(addr, None).await?;
     let t = find_task(&tasks, name)?;
     let ex = ctl!(addr, explain, pb::ExplainRequest { task: t.id.clone() })?.into_inner();
-    if json {
+    if crate::output::structured(json) {
         let nodes: Vec<serde_json::Value> = ex
             .nodes
             .iter()
@@ -270,7 +282,7 @@ pub async fn explain(addr: &str, name: &str, json: bool) -> anyhow::Result<()> {
             .collect();
         let v = serde_json::json!({"task": ex.task, "summary": ex.summary, "node": ex.node, "nodes": nodes,
             "allocation": task_json(t)["allocation"].clone()});
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print(&v)?;
         return Ok(());
     }
     println!("task {}: {}", ex.task, ex.summary);
@@ -397,7 +409,7 @@ pub(crate) async fn list_nodes(addr: &str) -> anyhow::Result<Vec<pb::Node>> {
 /// `berth nodes`.
 pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
     let nodes = list_nodes(addr).await?;
-    if json {
+    if crate::output::structured(json) {
         let v: Vec<serde_json::Value> = nodes
             .iter()
             .map(|n| {
@@ -410,7 +422,7 @@ pub async fn nodes(addr: &str, json: bool) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print(&v)?;
     } else {
         table(
             &[
@@ -430,8 +442,8 @@ pub async fn node_show(addr: &str, name: &str, json: bool) -> anyhow::Result<()>
     };
     let inv = berth_hostprobe::Inventory::try_from(wire)
         .map_err(|e| anyhow::anyhow!("node {name}: inventory.{e}"))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&inv)?);
+    if crate::output::structured(json) {
+        crate::output::print(&inv)?;
         return Ok(());
     }
     println!(
@@ -462,7 +474,7 @@ pub async fn events(addr: &str, req: pb::WatchEventsRequest, json: bool) -> anyh
     let mut stream = ctl!(addr, watch_events, req)?.into_inner();
     let mut out = std::io::stdout().lock();
     while let Some(e) = stream.message().await.map_err(status)? {
-        if json {
+        if crate::output::structured(json) {
             writeln!(out, "{}", serde_json::to_string(&e)?)?;
         } else {
             let at = chrono::DateTime::from_timestamp_millis(e.at_ms as i64)

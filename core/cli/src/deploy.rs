@@ -95,8 +95,8 @@ pub async fn run(addr: &str, cmd: DeployCmd) -> anyhow::Result<()> {
     match cmd {
         DeployCmd::Status { app, json } => {
             let d = status(addr, &app).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&deployment_json(&d))?);
+            if crate::output::structured(json) {
+                crate::output::print(&deployment_json(&d))?;
                 return Ok(());
             }
             let p = phase(&d)?;
@@ -137,9 +137,9 @@ pub async fn run(addr: &str, cmd: DeployCmd) -> anyhow::Result<()> {
                 }
             )?
             .into_inner();
-            if json {
+            if crate::output::structured(json) {
                 let v: Vec<Value> = h.deployments.iter().map(deployment_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                crate::output::print(&v)?;
                 return Ok(());
             }
             let rows = h

@@ -27,9 +27,9 @@ pub fn endpoint_json(e: &pb::Endpoint) -> Value {
 /// `berth endpoints APP [--json]`.
 pub async fn run(addr: &str, app: &str, json: bool) -> anyhow::Result<()> {
     let r = ctl!(addr, endpoints, pb::EndpointsRequest { app: app.into() })?.into_inner();
-    if json {
+    if crate::output::structured(json) {
         let v: Vec<Value> = r.endpoints.iter().map(endpoint_json).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print(&v)?;
         return Ok(());
     }
     let rows = r

@@ -330,7 +330,7 @@ async fn ls(addr: &str, json: bool, only: &[String]) -> anyhow::Result<()> {
             .images;
         all.extend(images.into_iter().map(|i| (node.clone(), i)));
     }
-    if json {
+    if crate::output::structured(json) {
         let v: Vec<serde_json::Value> = all
             .iter()
             .map(|(n, i)| {
@@ -340,7 +340,7 @@ async fn ls(addr: &str, json: bool, only: &[String]) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print(&v)?;
         return Ok(());
     }
     let rows = all
@@ -395,12 +395,12 @@ pub async fn registry(addr: &str, cmd: RegistryCmd) -> anyhow::Result<()> {
             let regs = ctl!(addr, list_registries, pb::ListRegistriesRequest {})?
                 .into_inner()
                 .registries;
-            if json {
+            if crate::output::structured(json) {
                 let v: Vec<serde_json::Value> = regs
                     .iter()
                     .map(|r| serde_json::json!({"registry": r.registry, "username": r.username}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                crate::output::print(&v)?;
             } else {
                 let rows = regs
                     .iter()

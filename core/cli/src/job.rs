@@ -62,12 +62,12 @@ pub async fn run(addr: &str, cmd: JobCmd) -> anyhow::Result<()> {
                 }
             )?
             .into_inner();
-            if json {
+            if crate::output::structured(json) {
                 let v = json!({
                     "runs": r.runs.iter().map(run_json).collect::<Vec<_>>(),
                     "next_run_ms": ms(r.next_run_ms),
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                crate::output::print(&v)?;
                 return Ok(());
             }
             let now = berth_store::state::now_ms();

@@ -30,7 +30,7 @@ use clap::{Parser, Subcommand};
 
 /// Berth: a container orchestrator that puts work on the right hardware.
 #[derive(Parser)]
-#[command(name = "berth", version, about)]
+#[command(name = "berth", version, about, after_help = output::EXIT_CODES)]
 struct Cli {
     /// Control-plane servers: host:port, or a comma-separated list (the
     /// leader is found and followed).
@@ -45,6 +45,9 @@ struct Cli {
     /// a quorum that its state is current (default: linearizable reads).
     #[arg(long, global = true)]
     stale: bool,
+    /// How lists print: table, wide (every field), json or yaml.
+    #[arg(short = 'o', long, global = true, env = "BERTH_OUTPUT", value_enum, default_value_t)]
+    output: output::Format,
     #[command(flatten)]
     access: access::AccessFlags,
     #[command(subcommand)]
@@ -425,7 +428,7 @@ fn main() {
     };
     if let Err(e) = rt.block_on(dispatch(cli)) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(output::exit_code(&e));
     }
 }
 
@@ -443,6 +446,7 @@ fn init_logging(default: &str) {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let addr = cli.addr;
+    output::set(cli.output);
     client::allow_stale(cli.stale);
     access::init(cli.access)?;
     match cli.cmd {

@@ -149,3 +149,160 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5Ki");
     }
 }
+
+/// How list commands print (`-o`, `BERTH_OUTPUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Columns for people.
+    #[default]
+    Table,
+    /// Every field as a column.
+    Wide,
+    /// JSON (as `--json`).
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+static FORMAT: std::sync::OnceLock<Format> = std::sync::OnceLock::new();
+
+/// Sets the output format (once, from the command line).
+pub fn set(f: Format) {
+    let _ = FORMAT.set(f);
+}
+
+fn format() -> Format {
+    FORMAT.get().copied().unwrap_or_default()
+}
+
+/// Whether to print the data rather than the command's own table
+/// (`--json`, `-o json|yaml|wide`): then [`print`] prints it.
+pub fn structured(json_flag: bool) -> bool {
+    json_flag || format() != Format::Table
+}
+
+/// Prints `v` as JSON (`--json`, `-o json`), YAML (`-o yaml`) or a table
+/// of every field (`-o wide`: a list's items as rows).
+pub fn print<T: serde::Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
+    match format() {
+        Format::Yaml => print!("{}", serde_yaml::to_string(v)?),
+        Format::Wide => match serde_json::to_value(v)? {
+            Value::Array(rows) => wide_table(&rows),
+            one => wide_table(&[one]),
+        },
+        _ => println!("{}", serde_json::to_string_pretty(v)?),
+    }
+    Ok(())
+}
+
+/// A table of every field of `rows` (`-o wide`): nested objects as
+/// `a.b`, lists joined by commas.
+pub fn wide_table(rows: &[Value]) {
+    fn flat(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    flat(&key, x, out);
+                }
+            }
+            Value::Array(a) => out.push((
+                prefix.to_string(),
+                a.iter()
+                    .map(|x| match x {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )),
+            Value::String(s) => out.push((prefix.to_string(), s.clone())),
+            Value::Null => out.push((prefix.to_string(), String::new())),
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let flats: Vec<Vec<(String, String)>> = rows
+        .iter()
+        .map(|r| {
+            let mut out = Vec::new();
+            flat("", r, &mut out);
+            out
+        })
+        .collect();
+    let mut cols: Vec<String> = Vec::new();
+    for f in &flats {
+        for (k, _) in f {
+            if !cols.contains(k) {
+                cols.push(k.clone());
+            }
+        }
+    }
+    let headers: Vec<String> = cols.iter().map(|c| c.to_uppercase()).collect();
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let body = flats
+        .into_iter()
+        .map(|f| {
+            cols.iter()
+                .map(|c| {
+                    f.iter()
+                        .find(|(k, _)| k == c)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .collect();
+    table(&header_refs, body);
+}
+
+/// What `berth` exits with (listed in `berth --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Anything else went wrong (1).
+    Failed = 1,
+    /// No server could be reached (3).
+    Unreachable = 3,
+    /// No token, or one not allowed this call (4).
+    Denied = 4,
+    /// No such app, task, node, plugin... (5).
+    NotFound = 5,
+    /// The servers refused the request as invalid or impossible now (6).
+    Refused = 6,
+}
+
+/// An error with the exit code it means.
+#[derive(Debug)]
+pub struct Coded {
+    /// The exit code.
+    pub exit: Exit,
+    /// What to print.
+    pub message: String,
+}
+
+impl std::fmt::Display for Coded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+impl Exit {
+    /// An error that exits with this code.
+    pub fn with(self, message: String) -> anyhow::Error {
+        anyhow::Error::new(Coded {
+            exit: self,
+            message,
+        })
+    }
+}
+
+/// The exit code of an error: its [`Coded`] code if it has one, else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Coded>())
+        .map_or(1, |c| c.exit as i32)
+}
+
+/// The exit codes, for `berth --help`.
+pub const EXIT_CODES: &str = "Exit codes:\n  0  success\n  1  failure (bad input found by berth itself, a local error)\n  2  bad command line\n  3  no server could be reached\n  4  not authenticated, or not allowed (token, certificate)\n  5  not found (app, task, node, plugin...)\n  6  refused by the servers as invalid or impossible now (the message names the field or cause)";

@@ -169,9 +169,9 @@ pub async fn run(addr: &str, cmd: PluginCmd) -> anyhow::Result<()> {
             let list = ctl!(addr, list_plugins, pb::ListPluginsRequest {})?
                 .into_inner()
                 .plugins;
-            if json {
+            if crate::output::structured(json) {
                 let v: Vec<_> = list.iter().map(info_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                crate::output::print(&v)?;
             } else {
                 table(
                     &[
@@ -203,8 +203,8 @@ pub async fn run(addr: &str, cmd: PluginCmd) -> anyhow::Result<()> {
                 }
             )?
             .into_inner();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&info_json(&p))?);
+            if crate::output::structured(json) {
+                crate::output::print(&info_json(&p))?;
             } else {
                 show(&p);
             }

@@ -23,8 +23,9 @@ pub struct BuildArgs {
     /// The world: admission, filter, score, allocate or policy (score + allocate).
     #[arg(long)]
     world: String,
-    /// Where to write the component.
-    #[arg(short, long)]
+    /// Where to write the component (`--out`; `-o` is the output format
+    /// of every command).
+    #[arg(long)]
     out: PathBuf,
     /// Extra compiler flags (e.g. -lm).
     #[arg(long = "cflag", allow_hyphen_values = true)]
@@ -68,8 +69,9 @@ pub struct ComponentizeArgs {
     /// A core module with its world embedded (e.g. a Rust plugin built for
     /// wasm32-unknown-unknown with berth-sdk).
     module: PathBuf,
-    /// Where to write the component.
-    #[arg(short, long)]
+    /// Where to write the component (`--out`; `-o` is the output format
+    /// of every command).
+    #[arg(long)]
     out: PathBuf,
 }
 

@@ -29,8 +29,8 @@ pub fn run(
         }
         inv
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&inv)?);
+    if crate::output::structured(json) {
+        crate::output::print(&inv)?;
     } else {
         print!("{}", render::tree(&inv));
     }

@@ -341,7 +341,7 @@ pub async fn command(addr: &str, cmd: ServerCmd) -> anyhow::Result<()> {
                 c.server_members(pb::MembersRequest {}).await
             })
             .await?;
-            if json {
+            if crate::output::structured(json) {
                 let v: Vec<serde_json::Value> = r
                     .members
                     .iter()

@@ -116,8 +116,8 @@ fn print_report(
     value: serde_json::Value,
     table: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+    if crate::output::structured(json) {
+        crate::output::print(&value)?;
     } else {
         print!("{}", table());
     }

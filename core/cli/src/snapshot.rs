@@ -100,8 +100,8 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
         "tokens": s.acl.tokens.len(),
         "servers": s.members.len(),
     });
-    if json {
-        println!("{v}");
+    if crate::output::structured(json) {
+        crate::output::print(&v)?;
     } else {
         for (k, x) in v.as_object().into_iter().flatten() {
             println!("{k:<11} {x}");

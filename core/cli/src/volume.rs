@@ -37,7 +37,7 @@ pub async fn run(addr: &str, cmd: VolumeCmd) -> anyhow::Result<()> {
             )?
             .into_inner()
             .volumes;
-            if json {
+            if crate::output::structured(json) {
                 let v: Vec<serde_json::Value> = vols
                     .iter()
                     .map(|v| {
@@ -48,7 +48,7 @@ pub async fn run(addr: &str, cmd: VolumeCmd) -> anyhow::Result<()> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                crate::output::print(&v)?;
                 return Ok(());
             }
             let rows = vols
