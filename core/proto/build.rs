@@ -16,6 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .message_attribute(".berth.v1", "#[serde(default)]")
         .enum_attribute(".berth.v1", "#[serde(rename_all = \"snake_case\")]")
         .field_attribute(".berth.v1.Deployment.rollback", "#[schema(no_recursion)]")
+        .field_attribute(
+            ".berth.v1.RunAppRequest.spec",
+            "#[schema(required = true, min_length = 1)]",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

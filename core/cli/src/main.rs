@@ -46,7 +46,14 @@ struct Cli {
     #[arg(long, global = true)]
     stale: bool,
     /// How lists print: table, wide (every field), json or yaml.
-    #[arg(short = 'o', long, global = true, env = "BERTH_OUTPUT", value_enum, default_value_t)]
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        env = "BERTH_OUTPUT",
+        value_enum,
+        default_value_t
+    )]
     output: output::Format,
     #[command(flatten)]
     access: access::AccessFlags,

@@ -210,14 +210,23 @@ fn the_json_api_serves_the_grpc_methods_with_the_same_rules() {
     let rows: Vec<Value> = serde_yaml::from_str(&yaml).unwrap();
     assert_eq!(rows.len(), grpc.len(), "{yaml}");
     let wide = dev.ok(&["-o", "wide", "ps"]);
-    assert!(wide.lines().next().unwrap().contains("ALLOCATION.CPU_MILLIS"), "{wide}");
+    assert!(
+        wide.lines()
+            .next()
+            .unwrap()
+            .contains("ALLOCATION.CPU_MILLIS"),
+        "{wide}"
+    );
     let code = |args: &[&str]| dev.berth(args).status.code();
     assert_eq!(code(&["explain", "no-such-task"]), Some(5));
     assert_eq!(code(&["--token", "nope", "apps"]), Some(4));
     assert_eq!(code(&["--addr", "127.0.0.1:1", "apps"]), Some(3));
     assert_eq!(code(&["scale", "web", "x"]), Some(2));
     let help = dev.ok(&["--help"]);
-    assert!(help.contains("Exit codes:") && help.contains("5  not found"), "{help}");
+    assert!(
+        help.contains("Exit codes:") && help.contains("5  not found"),
+        "{help}"
+    );
     // `berth events` over gRPC: the same ids.
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["--addr", &dev.addr, "events", "--json", "--no-follow"])

@@ -306,6 +306,12 @@ impl Api {
         self.barrier(&req).await?;
         let limit = match req.into_inner().limit {
             0 => usize::MAX,
+            n if n as usize > berth_store::acl::AUDIT_KEPT => {
+                return Err(Status::invalid_argument(format!(
+                    "limit: {n} is more than the {} entries kept",
+                    berth_store::acl::AUDIT_KEPT
+                )));
+            }
             n => n as usize,
         };
         let state = self.store.read();

@@ -109,6 +109,11 @@ impl Api {
         self.barrier(&req).await?;
         let scope = self.scope(&req);
         let app = req.into_inner().app;
+        if !app.is_empty() && !berth_model::spec::valid_name(&app) {
+            return Err(Status::invalid_argument(format!(
+                "app: {app:?} is not a valid app name"
+            )));
+        }
         let state = self.store.read();
         let visible = |t: &&berth_model::task::Task| {
             crate::api_acl::in_scope(&state, scope.as_deref(), &t.app)

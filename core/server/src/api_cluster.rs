@@ -41,7 +41,13 @@ impl Api {
         let scope = self.scope(&req);
         let limit = match req.get_ref().pending_limit {
             0 => PENDING_LISTED.0,
-            n => n.min(PENDING_LISTED.1),
+            n if n > PENDING_LISTED.1 => {
+                return Err(Status::invalid_argument(format!(
+                    "pending_limit: {n} is more than {}",
+                    PENDING_LISTED.1
+                )));
+            }
+            n => n,
         } as usize;
         let state = self.store.read();
         let mut o = pb::ClusterOverview {

@@ -276,9 +276,6 @@ pub fn decide(
     };
     let (rule, _) = rule(path);
     let refuse = |c: Caller, st: Status| Err(Box::new((c, st)));
-    if let Err(e) = berth_model::acl::check_namespace(&c.namespace) {
-        return refuse(c, Status::invalid_argument(e));
-    }
     let role = c.cert.as_ref().map(|(r, _)| *r);
     let token_only = ask.http && ask.token.is_some();
     if rule != Rule::Anyone && role.is_none() && !token_only {
@@ -307,6 +304,10 @@ pub fn decide(
                 return refuse(c, Status::unauthenticated("token: unknown or revoked"));
             }
         }
+    }
+    // Who it is first, then what it names.
+    if let Err(e) = berth_model::acl::check_namespace(&c.namespace) {
+        return refuse(c, Status::invalid_argument(e));
     }
     let need = match rule {
         Rule::Anyone | Rule::Certificate => return Ok(c),

@@ -38,6 +38,7 @@ pub const SESSION_COOKIE: &str = "berth_token";
         license(name = "Apache-2.0")
     ),
     modifiers(&Security),
+    components(schemas(ApiError)),
     security(("token" = [])),
     tags(
         (name = "cluster", description = "The cluster at a glance, namespaces, events"),
@@ -109,27 +110,16 @@ pub fn openapi_json() -> &'static str {
     &JSON
 }
 
+type Table = matchit::Router<Vec<(http::Method, String)>>;
+
+/// Whether `path` is one of the JSON API's routes (by any method).
+fn known_route(path: &str) -> bool {
+    TABLE.at(path).is_ok()
+}
+
 /// The `Control` method a `/v1` request calls (its `operationId`), if the
 /// path and method are known.
 pub fn operation(method: &http::Method, path: &str) -> Option<&'static str> {
-    type Table = matchit::Router<Vec<(http::Method, String)>>;
-    static TABLE: LazyLock<Table> = LazyLock::new(|| {
-        let mut t = Table::new();
-        for (path, item) in &openapi().paths.paths {
-            let ops = [
-                (http::Method::GET, &item.get),
-                (http::Method::POST, &item.post),
-                (http::Method::PUT, &item.put),
-                (http::Method::DELETE, &item.delete),
-            ]
-            .into_iter()
-            .filter_map(|(m, op)| Some((m, op.as_ref()?.operation_id.clone()?)))
-            .collect();
-            // Paths come from the route table, which axum accepted.
-            let _ = t.insert(path.clone(), ops);
-        }
-        t
-    });
     let found = TABLE.at(path).ok()?;
     found
         .value
@@ -137,6 +127,25 @@ pub fn operation(method: &http::Method, path: &str) -> Option<&'static str> {
         .find(|(m, _)| m == method)
         .map(|(_, op)| op.as_str())
 }
+
+/// The routes of the OpenAPI document, with each method's operation.
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    let mut t = Table::new();
+    for (path, item) in &openapi().paths.paths {
+        let ops = [
+            (http::Method::GET, &item.get),
+            (http::Method::POST, &item.post),
+            (http::Method::PUT, &item.put),
+            (http::Method::DELETE, &item.delete),
+        ]
+        .into_iter()
+        .filter_map(|(m, op)| Some((m, op.as_ref()?.operation_id.clone()?)))
+        .collect();
+        // Paths come from the route table, which axum accepted.
+        let _ = t.insert(path.clone(), ops);
+    }
+    t
+});
 
 /// What an HTTP request asks for (none: a gRPC call): the JSON API's
 /// routes map to their `Control` method's rule, the dashboard's files
@@ -159,6 +168,8 @@ pub fn ask<B>(req: &http::Request<B>) -> Option<crate::auth::Ask> {
         p if p.starts_with("/ui/") => open.to_string(),
         p if p.starts_with("/v1/") => match operation(req.method(), p) {
             Some(op) => format!("/berth.v1.Control/{op}"),
+            // A known route, another method: answered 405 by the router.
+            None if known_route(p) => open.to_string(),
             None => format!("/berth.v1.Control/unknown{p}"),
         },
         p => format!("/berth.v1.Control/unknown{p}"),

@@ -59,7 +59,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JD<T> {
         if empty {
             return Ok(JD(T::default()));
         }
-        J::<T>::from_request(req, s).await.map(|J(t)| JD(t))
+        // `null` is as good as nothing.
+        J::<Option<T>>::from_request(req, s)
+            .await
+            .map(|J(t)| JD(t.unwrap_or_default()))
     }
 }
 
@@ -84,6 +87,7 @@ type Answer<T> = Result<Json<T>, ApiError>;
 pub(crate) struct Ns {
     /// The namespace (or the `berth-namespace` header).
     #[allow(dead_code)]
+    #[param(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     namespace: Option<String>,
 }
 
@@ -93,18 +97,56 @@ pub(crate) struct Ns {
 pub(crate) struct AppFilter {
     /// An app name (none: every app).
     #[serde(default)]
+    #[param(pattern = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)?$")]
     app: String,
 }
 
+/// `GET /v1/overview` parameters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct OverviewQuery {
+    /// Pending tasks listed (default 50).
+    #[serde(default)]
+    #[param(maximum = 1000)]
+    pending_limit: u32,
+}
+
+/// `GET /v1/audit` parameters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// The newest entries (default: all kept).
+    #[serde(default)]
+    #[param(maximum = 10000)]
+    limit: u32,
+}
+
+/// An integer, also when written `3.0` (JSON Schema's integers).
+fn integral<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    let v = n
+        .as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19)
+                .map(|f| f as u64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))?;
+    T::try_from(v).map_err(|_| serde::de::Error::custom(format!("{n} is too large")))
+}
+
 #[utoipa::path(get, path = "/v1/overview", operation_id = "Overview", tag = "cluster",
-    params(Ns, ("pending_limit" = Option<u32>, Query, description = "pending tasks listed (default 50, at most 1000)")),
+    params(Ns, OverviewQuery),
     responses((status = 200, body = pb::ClusterOverview), Errors))]
 pub(crate) async fn overview(
     State(api): State<Api>,
     ctx: Ctx,
-    Q(q): Q<pb::OverviewRequest>,
+    Q(q): Q<OverviewQuery>,
 ) -> Answer<pb::ClusterOverview> {
-    Ok(Json(api.overview(ctx.req(q)).await?.into_inner()))
+    let r = ctx.req(pb::OverviewRequest {
+        pending_limit: q.pending_limit,
+    });
+    Ok(Json(api.overview(r).await?.into_inner()))
 }
 
 #[utoipa::path(get, path = "/v1/namespaces", operation_id = "ListNamespaces", tag = "cluster",
@@ -151,7 +193,7 @@ fn app_request(name: String, body: Option<Idempotent>) -> pb::AppRequest {
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{name}", operation_id = "RemoveApp", tag = "apps",
-    params(("name" = String, Path, description = "app name"), Ns),
+    params(("name" = String, Path, description = "app name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), Ns),
     responses((status = 200, body = pb::Ack), Errors))]
 pub(crate) async fn remove_app(State(api): State<Api>, ctx: Ctx, P(name): P) -> Answer<pb::Ack> {
     let r = ctx.req(app_request(name, None));
@@ -159,7 +201,7 @@ pub(crate) async fn remove_app(State(api): State<Api>, ctx: Ctx, P(name): P) -> 
 }
 
 #[utoipa::path(post, path = "/v1/apps/{name}/stop", operation_id = "StopApp", tag = "apps",
-    params(("name" = String, Path, description = "app name"), Ns),
+    params(("name" = String, Path, description = "app name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), Ns),
     request_body(content = Option<Idempotent>),
     responses((status = 200, body = pb::Ack), Errors))]
 pub(crate) async fn stop_app(
@@ -176,13 +218,15 @@ pub(crate) async fn stop_app(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct ScaleBody {
     /// The new instance count.
+    #[schema(maximum = 1000)]
+    #[serde(deserialize_with = "integral")]
     instances: u32,
     #[serde(default)]
     request_id: String,
 }
 
 #[utoipa::path(post, path = "/v1/apps/{name}/scale", operation_id = "ScaleApp", tag = "apps",
-    params(("name" = String, Path, description = "app name"), Ns),
+    params(("name" = String, Path, description = "app name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), Ns),
     request_body = ScaleBody,
     responses((status = 200, body = pb::RunAppResponse), Errors))]
 pub(crate) async fn scale_app(
@@ -200,7 +244,7 @@ pub(crate) async fn scale_app(
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}/deployment", operation_id = "DeployStatus", tag = "apps",
-    params(("name" = String, Path, description = "app name"), Ns),
+    params(("name" = String, Path, description = "app name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), Ns),
     responses((status = 200, body = pb::Deployment), Errors))]
 pub(crate) async fn deploy_status(
     State(api): State<Api>,
@@ -212,7 +256,7 @@ pub(crate) async fn deploy_status(
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}/deployments", operation_id = "DeployHistory", tag = "apps",
-    params(("name" = String, Path, description = "app name"), Ns),
+    params(("name" = String, Path, description = "app name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), Ns),
     responses((status = 200, body = pb::DeployHistoryResponse), Errors))]
 pub(crate) async fn deploy_history(
     State(api): State<Api>,
@@ -233,7 +277,7 @@ pub(crate) struct PauseBody {
 }
 
 #[utoipa::path(post, path = "/v1/apps/{name}/pause", operation_id = "PauseDeploy", tag = "apps",
-    params(("name" = String, Path, description = "app name"), Ns),
+    params(("name" = String, Path, description = "app name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), Ns),
     request_body = PauseBody,
     responses((status = 200, body = pb::Deployment), Errors))]
 pub(crate) async fn pause_deploy(
@@ -255,12 +299,13 @@ pub(crate) async fn pause_deploy(
 #[serde(default)]
 pub(crate) struct RollbackBody {
     /// The version to go back to (0: the last that succeeded).
+    #[serde(deserialize_with = "integral")]
     to: u64,
     request_id: String,
 }
 
 #[utoipa::path(post, path = "/v1/apps/{name}/rollback", operation_id = "Rollback", tag = "apps",
-    params(("name" = String, Path, description = "app name"), Ns),
+    params(("name" = String, Path, description = "app name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), Ns),
     request_body(content = Option<RollbackBody>),
     responses((status = 200, body = pb::RunAppResponse), Errors))]
 pub(crate) async fn rollback(
@@ -278,7 +323,7 @@ pub(crate) async fn rollback(
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}/runs", operation_id = "JobRuns", tag = "apps",
-    params(("name" = String, Path, description = "job name"), Ns),
+    params(("name" = String, Path, description = "job name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), Ns),
     responses((status = 200, body = pb::JobRunsResponse), Errors))]
 pub(crate) async fn job_runs(
     State(api): State<Api>,
@@ -321,7 +366,7 @@ pub(crate) async fn list_nodes(State(api): State<Api>, ctx: Ctx) -> Answer<pb::L
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{name}", operation_id = "GetNode", tag = "nodes",
-    params(("name" = String, Path, description = "node name")),
+    params(("name" = String, Path, description = "node name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 200, body = pb::Node), Errors))]
 pub(crate) async fn get_node(State(api): State<Api>, ctx: Ctx, P(name): P) -> Answer<pb::Node> {
     let r = ctx.req(pb::GetNodeRequest { name });
@@ -338,7 +383,7 @@ pub(crate) struct DrainBody {
 }
 
 #[utoipa::path(post, path = "/v1/nodes/{name}/drain", operation_id = "DrainNode", tag = "nodes",
-    params(("name" = String, Path, description = "node name")),
+    params(("name" = String, Path, description = "node name", pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),
     request_body = DrainBody,
     responses((status = 200, body = pb::Ack), Errors))]
 pub(crate) async fn drain_node(
@@ -411,14 +456,15 @@ pub(crate) async fn quota_list(State(api): State<Api>, ctx: Ctx) -> Answer<pb::Q
 }
 
 #[utoipa::path(get, path = "/v1/audit", operation_id = "Audit", tag = "operator",
-    params(("limit" = Option<u32>, Query, description = "newest entries (default 100)")),
+    params(AuditQuery),
     responses((status = 200, body = pb::AuditLog), Errors))]
 pub(crate) async fn audit(
     State(api): State<Api>,
     ctx: Ctx,
-    Q(q): Q<pb::AuditRequest>,
+    Q(q): Q<AuditQuery>,
 ) -> Answer<pb::AuditLog> {
-    Ok(Json(api.audit(ctx.req(q)).await?.into_inner()))
+    let r = ctx.req(pb::AuditRequest { limit: q.limit });
+    Ok(Json(api.audit(r).await?.into_inner()))
 }
 
 #[utoipa::path(get, path = "/v1/servers", operation_id = "ServerMembers", tag = "operator",

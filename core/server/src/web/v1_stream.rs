@@ -35,7 +35,7 @@ pub(crate) struct EventsQuery {
 }
 
 #[utoipa::path(get, path = "/v1/events", operation_id = "WatchEvents", tag = "cluster",
-    params(EventsQuery, ("namespace" = Option<String>, Query, description = "the namespace")),
+    params(EventsQuery, super::v1::Ns),
     responses(
         (status = 200, description = "Server-Sent Events: `id` is the event id, `event` its kind, `data` a ClusterEvent as JSON",
          content_type = "text/event-stream", body = pb::ClusterEvent),
@@ -101,7 +101,7 @@ pub(crate) struct LogsQuery {
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/logs", operation_id = "Logs", tag = "tasks",
     params(("id" = String, Path, description = "task id"), LogsQuery,
-        ("namespace" = Option<String>, Query, description = "the namespace")),
+        super::v1::Ns),
     responses(
         (status = 200, description = "the task's output", content_type = "text/plain", body = String),
         Errors))]
