@@ -37,6 +37,11 @@
 #   ci/bench.sh security [ROUNDS] [GROW] [PAIRS]  writes/s (3 servers,
 #                             loopback) and the hollow-node scale run with
 #                             mutual TLS and ACLs and without, alternating
+#   ci/bench.sh web [NODES] [METRICS_NODES]  the dashboard's overview and node
+#                             page at NODES (default 10000) hollow nodes,
+#                             /metrics at NODES and at METRICS_NODES (default
+#                             1000), and GET /v1/tasks?app= against gRPC
+#                             ListTasks (reads/s, alternating)
 #   ci/bench.sh scale [--json] [--pairs 1000x50000,5000x100000]
 #                             three servers and hollow nodes on loopback:
 #                             apps of 1,000 instances, time to all running,
@@ -79,6 +84,13 @@ case ${1:-} in
                 echo "openb $t ${extra:+wasm}: $cols $(echo "$(date +%s.%N) - $start" | bc) s"
             done
         done
+        ;;
+    web)
+        ci/setup.sh
+        cargo build --release --locked -p berth-cli
+        python3 ci/bench/web.py --berth target/release/berth --nodes "${2:-10000}"
+        python3 ci/bench/web.py --berth target/release/berth --nodes "${3:-1000}" \
+            --rounds 2 --base-port 7971
         ;;
     security)
         # The cost of mutual TLS and ACL checks: writes/s on three servers

@@ -52,6 +52,7 @@ cat <<MSG
 
 berth dev is running (pid $(cat "$pidfile"), log $BERTH_DATA_DIR/dev.log).
   curl http://127.0.0.1:8080/        the demo page
+  https://127.0.0.1:7700/ui/         the dashboard (log in with the token in $BERTH_DATA_DIR/token)
   $berth ps | apps | nodes | logs hello
   ci/dev.sh stop                     stop it
 MSG

@@ -21,5 +21,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[schema(required = true, min_length = 1)]",
         )
         .compile_fds(fds)?;
+    omit_defaults()
+}
+
+/// As proto3's JSON mapping does, a message's fields at their default are
+/// left out of its JSON: each struct field (a `pub` field after its
+/// `#[prost(...)]`; oneof variants are not `pub`) gets a
+/// `skip_serializing_if`. Done on the generated text because prost-build
+/// would also put a field attribute on oneof variants, where serde refuses
+/// it.
+fn omit_defaults() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::path::Path::new(&std::env::var("OUT_DIR")?).join("berth.v1.rs");
+    let text = std::fs::read_to_string(&path)?;
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    let mut prev_prost = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if prev_prost && trimmed.starts_with("pub ") && trimmed.contains(':') {
+            let indent = &line[..line.len() - trimmed.len()];
+            out.push_str(indent);
+            out.push_str("#[serde(skip_serializing_if = \"crate::is_default\")]\n");
+        }
+        prev_prost = trimmed.starts_with("#[prost(");
+        out.push_str(line);
+        out.push('\n');
+    }
+    std::fs::write(&path, out)?;
     Ok(())
 }

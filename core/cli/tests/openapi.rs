@@ -46,6 +46,8 @@ fn schemathesis_finds_no_5xx_and_no_answer_outside_the_schema() {
         .args(["--exclude-operation-id", "WatchEvents"])
         .args(["--exclude-operation-id", "Logs"])
         .env("NO_COLOR", "1")
+        // Its example cache goes beside the cluster's data, not into the tree.
+        .current_dir(dev.data.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -16,6 +16,12 @@ pub mod servers;
 pub mod spec;
 pub mod typed;
 
+/// Whether `v` is its type's default (JSON leaves such fields out, as
+/// proto3's JSON mapping does).
+pub fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// The largest gRPC message either side sends or accepts (both sides set
 /// it: tonic's default of 4 MiB is too small for a node holding 20,000
 /// tasks).

@@ -111,6 +111,10 @@ impl Servers {
             .expect("checked in parse")
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            // Large listings (thousands of tasks, a node's inventory) are
+            // not held to HTTP/2's 64 KiB initial window: it grows with
+            // the measured bandwidth-delay product.
+            .http2_adaptive_window(true)
             .connect_lazy();
         chans.push((addr.to_string(), ch.clone()));
         ch
@@ -285,6 +289,11 @@ pub fn set_token(secret: &str) -> Result<(), String> {
         .map_err(|_| "token: not printable ASCII".to_string())?;
     let _ = TOKEN.set(v);
     Ok(())
+}
+
+/// This process's `authorization` value (see [`set_token`]), if any.
+pub fn token_header() -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    TOKEN.get().cloned()
 }
 
 /// Adds this process's token (see [`set_token`]) to `req`.

@@ -12,7 +12,6 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::assign;
-use crate::convert;
 use crate::liveness::Liveness;
 
 /// Shared server state behind both services.
@@ -581,14 +580,7 @@ impl Control for Api {
         &self,
         req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        self.barrier(&req).await?;
-        let state = self.store.read();
-        let nodes = state
-            .nodes
-            .values()
-            .map(|n| node_summary(&state, n))
-            .collect();
-        Ok(Response::new(pb::ListNodesResponse { nodes }))
+        self.list_nodes_of(req).await
     }
 
     async fn explain(
@@ -602,67 +594,13 @@ impl Control for Api {
         &self,
         req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let r = req.into_inner();
-        if !valid_name(&r.name) {
-            return Err(Status::invalid_argument(format!(
-                "name: {:?} is not a valid node name",
-                r.name
-            )));
-        }
-        let rid = request_id(r.request_id)?;
-        if !self.store.read().nodes.contains_key(&r.name) {
-            return Err(Status::not_found(format!("no node named {}", r.name)));
-        }
-        self.commit(
-            rid,
-            Command::DrainNode {
-                name: r.name,
-                drain: r.drain,
-            },
-        )
-        .await?;
-        Ok(Response::new(pb::Ack {}))
+        self.drain_node_of(req).await
     }
 
     async fn get_node(
         &self,
         req: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
-        self.barrier(&req).await?;
-        let name = req.into_inner().name;
-        let state = self.store.read();
-        let n = state
-            .nodes
-            .get(&name)
-            .ok_or_else(|| Status::not_found(format!("no node named {name}")))?;
-        let mut out = node_summary(&state, n);
-        out.inventory = n.info.inventory.as_deref().map(pb::Inventory::from);
-        out.placed = state
-            .tasks
-            .on_node(&name)
-            .filter(|t| state.holds_resources(t))
-            .map(convert::task)
-            .collect();
-        Ok(Response::new(out))
+        self.get_node_of(req).await
     }
-}
-
-/// A node with what is allocated on it and a hardware summary.
-fn node_summary(state: &berth_store::ClusterState, n: &berth_model::node::Node) -> pb::Node {
-    let mine: Vec<_> = state
-        .tasks
-        .on_node(&n.info.name)
-        .filter(|t| state.holds_resources(t))
-        .collect();
-    let cpu: u64 = mine
-        .iter()
-        .filter_map(|t| t.allocation.as_ref())
-        .map(|a| a.cpu.0)
-        .sum();
-    let mem: u64 = mine
-        .iter()
-        .filter_map(|t| t.allocation.as_ref())
-        .map(|a| a.memory.0)
-        .sum();
-    convert::node(n, cpu, mem, mine.len() as u32)
 }

@@ -12,6 +12,7 @@ pub mod api_deploy;
 pub mod api_endpoints;
 pub mod api_explain;
 pub mod api_node;
+pub mod api_nodes;
 pub mod api_plugins;
 pub mod api_proxy;
 pub mod api_registry;

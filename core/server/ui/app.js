@@ -26,11 +26,13 @@ const table = (head, rows) => h('table', {}, h('thead', {}, h('tr', {}, head.map
   h('tbody', {}, rows));
 const bytes = (n) => {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let i = 0; n = Number(n);
+  let i = 0; n = Number(n ?? 0);
   while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
   return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
 };
-const cpu = (m) => `${(Number(m) / 1000).toFixed(1)} cores`;
+const cpu = (m) => `${(Number(m ?? 0) / 1000).toFixed(1)} cores`;
+// Fields at their default are left out of the JSON (as proto3's mapping does).
+const z = (x) => x ?? 0;
 const when = (ms) => (ms ? new Date(Number(ms)).toLocaleString() : '');
 function bar(used, total) {
   const pct = total > 0 ? Math.min(100, (100 * used) / total) : 0;
@@ -64,20 +66,20 @@ async function overview(view) {
       h('div', { class: 'card', id: 'servers' }, h('div', { class: 'muted' }, 'servers'),
         h('div', { class: 'big' }, s ? (s.members || []).length : '–'),
         h('div', {}, leader ? `leader ${leader.id} (${leader.address})` : (s ? 'no leader' : 'not shown'))),
-      h('div', { class: 'card', id: 'nodes-ready' }, h('div', { class: 'muted' }, 'nodes ready'), h('div', { class: 'big ok' }, o.nodes_ready)),
-      h('div', { class: 'card', id: 'nodes-down' }, h('div', { class: 'muted' }, 'nodes down'), h('div', { class: 'big bad' }, o.nodes_down)),
-      h('div', { class: 'card', id: 'nodes-draining' }, h('div', { class: 'muted' }, 'draining'), h('div', { class: 'big' }, o.nodes_draining)),
-      h('div', { class: 'card' }, h('div', { class: 'muted' }, 'apps'), h('div', { class: 'big' }, o.apps)),
-      h('div', { class: 'card' }, h('div', { class: 'muted' }, 'tasks running'), h('div', { class: 'big' }, o.tasks_running)),
-      h('div', { class: 'card', id: 'pending-count' }, h('div', { class: 'muted' }, 'pending'), h('div', { class: 'big warn' }, o.pending))));
+      h('div', { class: 'card', id: 'nodes-ready' }, h('div', { class: 'muted' }, 'nodes ready'), h('div', { class: 'big ok' }, z(o.nodes_ready))),
+      h('div', { class: 'card', id: 'nodes-down' }, h('div', { class: 'muted' }, 'nodes down'), h('div', { class: 'big bad' }, z(o.nodes_down))),
+      h('div', { class: 'card', id: 'nodes-draining' }, h('div', { class: 'muted' }, 'draining'), h('div', { class: 'big' }, z(o.nodes_draining))),
+      h('div', { class: 'card' }, h('div', { class: 'muted' }, 'apps'), h('div', { class: 'big' }, z(o.apps))),
+      h('div', { class: 'card' }, h('div', { class: 'muted' }, 'tasks running'), h('div', { class: 'big' }, z(o.tasks_running))),
+      h('div', { class: 'card', id: 'pending-count' }, h('div', { class: 'muted' }, 'pending'), h('div', { class: 'big warn' }, z(o.pending)))));
   view.append(h('h2', {}, 'Capacity (ready nodes)'),
     table(['resource', 'allocated', 'allocatable', ''], (o.resources || []).map((r) => {
       const fmt = r.kind === 'cpu' ? cpu : r.kind === 'memory' ? bytes : (n) => `${n} GPUs`;
       return h('tr', { 'data-resource': r.kind + (r.model ? `:${r.model}` : '') },
-        h('td', {}, r.kind === 'gpu' ? `GPU ${r.model}` : r.kind), h('td', {}, fmt(r.allocated)),
-        h('td', {}, fmt(r.allocatable)), h('td', {}, bar(r.allocated, r.allocatable)));
+        h('td', {}, r.kind === 'gpu' ? `GPU ${r.model}` : r.kind), h('td', {}, fmt(z(r.allocated))),
+        h('td', {}, fmt(z(r.allocatable))), h('td', {}, bar(z(r.allocated), z(r.allocatable))));
     })));
-  view.append(h('h2', {}, `Pending tasks (${o.pending})`),
+  view.append(h('h2', {}, `Pending tasks (${z(o.pending)})`),
     (o.pending_tasks || []).length === 0 ? h('p', { class: 'muted' }, 'None.')
       : table(['task', 'app', 'why'], o.pending_tasks.map((t) => h('tr', { class: 'pending-task' },
         h('td', {}, link(`#/tasks/${encodeURIComponent(t.task)}`, t.task)),
@@ -95,7 +97,7 @@ async function nodes(view) {
       h('td', {}, n.drained ? 'drained' : n.state === 1 ? 'ready' : 'down'),
       h('td', {}, `${cpu(n.cpu_used)} / ${cpu(n.cpu_millis)}`),
       h('td', {}, `${bytes(n.memory_used)} / ${bytes(n.memory_bytes)}`),
-      h('td', {}, n.gpus ? n.gpu_model : ''), h('td', {}, n.tasks)))));
+      h('td', {}, n.gpus ? n.gpu_model : ''), h('td', {}, z(n.tasks))))));
 }
 
 async function node(view, name) {
@@ -111,13 +113,13 @@ async function node(view, name) {
       return h('tr', {}, h('td', {}, link(`#/tasks/${encodeURIComponent(t.id)}`, t.id)),
         h('td', { class: `state-${TASK_STATE[t.state]}` }, TASK_STATE[t.state]),
         h('td', {}, cpu(a.cpu_millis || 0)), h('td', {}, bytes(a.memory_bytes || 0)),
-        h('td', {}, (a.gpus || []).map((g) => g.index).join(', ')), h('td', {}, (a.cores || []).join(', ')));
+        h('td', {}, (a.gpus || []).map((g) => z(g.index)).join(', ')), h('td', {}, (a.cores || []).join(', ')));
     })));
 }
 
 function showGpu(gpu, task) {
   const p = document.getElementById('panel');
-  p.replaceChildren(h('strong', {}, `GPU ${gpu.index}: ${gpu.model}`),
+  p.replaceChildren(h('strong', {}, `GPU ${gpu.index ?? 0}: ${gpu.model}`),
     h('div', {}, `${bytes(gpu.memory_bytes)} · ${gpu.pci_bus_id} · NUMA ${gpu.numa_node ?? '?'}`),
     h('div', { id: 'panel-task' }, task ? ['held by ', link(`#/tasks/${encodeURIComponent(task.id)}`, task.id)] : 'free'),
     h('button', { onclick: () => { p.hidden = true; } }, 'close'));
@@ -129,7 +131,7 @@ async function apps(view) {
   view.append(h('h1', {}, 'Apps'),
     table(['app', 'image', 'running', 'version', ''], (r.apps || []).map((a) => h('tr', {},
       h('td', {}, link(`#/apps/${encodeURIComponent(a.name)}`, a.name)), h('td', {}, a.image),
-      h('td', {}, `${a.running} / ${a.instances}`), h('td', {}, a.version), h('td', {}, a.stopped ? 'stopped' : '')))));
+      h('td', {}, `${z(a.running)} / ${z(a.instances)}`), h('td', {}, z(a.version)), h('td', {}, a.stopped ? 'stopped' : '')))));
 }
 
 async function app(view, name) {
@@ -142,15 +144,15 @@ async function app(view, name) {
     view.append(h('h2', {}, 'Deployment'),
       h('p', { id: 'deployment' },
         h('span', { id: 'deploy-phase', class: `phase-${DEPLOY_PHASE[d.phase]}` }, DEPLOY_PHASE[d.phase]),
-        ` · deployment ${d.id} (${d.trigger}) of version ${d.version} · `,
-        h('span', { id: 'deploy-progress', class: 'progress' }, `${d.new_ready}/${d.wanted} new ready`),
-        ` · ${d.old_total} old · `, bar(d.new_ready, d.wanted),
+        ` · deployment ${z(d.id)} (${d.trigger ?? ''}) of version ${z(d.version)} · `,
+        h('span', { id: 'deploy-progress', class: 'progress' }, `${z(d.new_ready)}/${z(d.wanted)} new ready`),
+        ` · ${z(d.old_total)} old · `, bar(z(d.new_ready), z(d.wanted)),
         d.message ? h('div', { class: 'muted' }, d.message) : ''));
   }
   const list = tasks.tasks || [];
   view.append(h('h2', {}, `Tasks (${list.length})`),
     table(['task', 'version', 'node', 'state', 'health', 'message'], list.map((t) => h('tr', {},
-      h('td', {}, link(`#/tasks/${encodeURIComponent(t.id)}`, t.id)), h('td', {}, t.version),
+      h('td', {}, link(`#/tasks/${encodeURIComponent(t.id)}`, t.id)), h('td', {}, z(t.version)),
       h('td', {}, t.node ? link(`#/nodes/${encodeURIComponent(t.node)}`, t.node) : ''),
       h('td', { class: `state-${TASK_STATE[t.state]}` }, TASK_STATE[t.state]),
       h('td', {}, HEALTH[t.health] || (t.ready ? 'ready' : '')), h('td', {}, t.message)))));
@@ -167,7 +169,7 @@ async function task(view, id) {
       : table(['node', 'verdict', 'reason', 'score'], e.nodes.map((v) => h('tr', { class: 'verdict' },
         h('td', {}, v.node), h('td', { class: v.filtered_by ? 'bad' : 'ok' }, v.filtered_by ? `filtered by ${v.filtered_by}` : 'feasible'),
         h('td', {}, [v.reason, v.detail].filter(Boolean).join(': ')),
-        h('td', {}, v.filtered_by ? '' : v.total.toFixed(3))))));
+        h('td', {}, v.filtered_by ? '' : z(v.total).toFixed(3))))));
   const pre = h('pre', { class: 'logs', id: 'logs' });
   const followBox = h('input', { type: 'checkbox', id: 'follow' });
   view.append(h('h2', {}, 'Logs'), h('label', {}, followBox, ' follow'), pre);
@@ -202,10 +204,10 @@ async function plugins(view) {
       const f = Object.entries(m.failures || {}).filter(([, n]) => n > 0).map(([c, n]) => `${c}: ${n}`).join(', ');
       const s = p.shadow;
       return h('tr', {}, h('td', {}, p.name), h('td', {}, p.kind), h('td', {}, p.mode),
-        h('td', {}, `${p.version} of ${(p.versions || []).length}`, h('div', { class: 'muted' }, (p.digest || '').slice(0, 12))),
+        h('td', {}, `${z(p.version)} of ${(p.versions || []).length}`, h('div', { class: 'muted' }, (p.digest || '').slice(0, 12))),
         h('td', {}, m.calls || 0), h('td', {}, `${(m.p50_us || 0).toFixed(0)} / ${(m.p99_us || 0).toFixed(0)}`),
         h('td', { class: f ? 'bad' : '' }, f || 'none'),
-        h('td', {}, s ? [`${s.differed} of ${s.decisions} differed`, ...(s.recent || []).map((x) => h('div', { class: 'muted' }, x))] : ''));
+        h('td', {}, s ? [`${z(s.differed)} of ${z(s.decisions)} differed`, ...(s.recent || []).map((x) => h('div', { class: 'muted' }, x))] : ''));
     })));
 }
 

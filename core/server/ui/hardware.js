@@ -37,7 +37,7 @@
           if (p && !seen.has(p.uuid)) { seen.add(p.uuid); todo.push(p); }
         }
       }
-      island.sort((a, b) => a.index - b.index);
+      island.sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
       out.push(island);
     }
     return out;
@@ -77,20 +77,20 @@
     }
     for (const g of island) {
       const [x, y] = pos.get(g.uuid);
-      const task = holder.get(g.index);
-      const grp = svg('g', { class: task ? 'gpu held' : 'gpu', id: `gpu-${g.index}`, 'data-index': g.index, 'data-task': task ? task.id : '' });
+      const task = holder.get(g.index ?? 0);
+      const grp = svg('g', { class: task ? 'gpu held' : 'gpu', id: `gpu-${g.index ?? 0}`, 'data-index': g.index ?? 0, 'data-task': task ? task.id : '' });
       grp.append(svg('rect', { x: x - 34, y: y - 20, width: 68, height: 40, rx: 5 }));
       const t1 = svg('text', { x, y: y - 3, 'text-anchor': 'middle' });
-      t1.textContent = `GPU ${g.index}`;
+      t1.textContent = `GPU ${g.index ?? 0}`;
       const t2 = svg('text', { x, y: y + 12, 'text-anchor': 'middle' });
       t2.textContent = task ? task.app : `NUMA ${g.numa_node ?? '?'}`;
-      grp.append(t1, t2, Object.assign(svg('title'), { textContent: `GPU ${g.index} ${g.model}${task ? ` — ${task.id}` : ' — free'}` }));
+      grp.append(t1, t2, Object.assign(svg('title'), { textContent: `GPU ${g.index ?? 0} ${g.model}${task ? ` — ${task.id}` : ' — free'}` }));
       grp.addEventListener('click', () => onGpu(g, task));
       s.append(grp);
     }
     const models = [...new Set(island.map((g) => g.model))].join(', ');
     return el('div', { class: 'island', 'data-gpus': island.length },
-      el('div', { class: 'title' }, island.length > 1 ? `NVLink island ${n}: ${island.length} GPUs` : `GPU ${island[0].index} (no NVLink)`),
+      el('div', { class: 'title' }, island.length > 1 ? `NVLink island ${n}: ${island.length} GPUs` : `GPU ${island[0].index ?? 0} (no NVLink)`),
       el('div', { class: 'muted' }, models), s);
   }
 
@@ -100,7 +100,7 @@
     for (const t of placed) {
       const a = t.allocation || {};
       for (const c of a.cores || []) coreTask.set(c, t);
-      for (const g of a.gpus || []) gpuTask.set(g.index, t);
+      for (const g of a.gpus || []) gpuTask.set(g.index ?? 0, t);
     }
     const nicsOf = (numa) => (inv.nics || []).filter((x) => (x.numa_node ?? null) === numa);
     const devsOf = (numa) => (inv.devices || []).filter((x) => (x.numa_node ?? null) === numa);
@@ -111,16 +111,16 @@
     const devBox = (list) => (list.length ? el('div', { class: 'devices' }, list.map((d) => el('span', { class: 'nic' }, `${d.kind} ${d.name}`))) : '');
     const root = el('div', { class: 'hw', id: 'hardware' });
     for (const p of inv.packages || []) {
-      root.append(el('div', { class: 'package', id: `package-${p.id}` },
-        el('div', { class: 'title' }, `Package ${p.id}${p.model ? ` · ${p.model}` : ''}`),
-        el('div', { class: 'numas' }, (p.numa_nodes || []).map((nn) => el('div', { class: 'numa', id: `numa-${nn.id}` },
-          el('div', { class: 'title' }, `NUMA ${nn.id} · ${(nn.cores || []).length} cores · ${(Number(nn.memory_bytes) / 2 ** 30).toFixed(0)} GiB`),
+      root.append(el('div', { class: 'package', id: `package-${p.id ?? 0}` },
+        el('div', { class: 'title' }, `Package ${p.id ?? 0}${p.model ? ` · ${p.model}` : ''}`),
+        el('div', { class: 'numas' }, (p.numa_nodes || []).map((nn) => el('div', { class: 'numa', id: `numa-${nn.id ?? 0}` },
+          el('div', { class: 'title' }, `NUMA ${nn.id ?? 0} · ${(nn.cores || []).length} cores · ${(Number(nn.memory_bytes) / 2 ** 30).toFixed(0)} GiB`),
           el('div', { class: 'cores' }, (nn.cores || []).map((c) => {
-            const t = coreTask.get(c.id);
-            return el('div', { class: t ? 'core held' : 'core', title: t ? `core ${c.id}: ${t.id}` : `core ${c.id} (PUs ${(c.pus || []).join(',')})`, 'data-task': t ? t.id : null }, c.id);
+            const t = coreTask.get(c.id ?? 0);
+            return el('div', { class: t ? 'core held' : 'core', title: t ? `core ${c.id ?? 0}: ${t.id}` : `core ${c.id ?? 0} (PUs ${(c.pus || []).join(',')})`, 'data-task': t ? t.id : null }, c.id ?? 0);
           })),
-          nicsOf(nn.id).length ? nicBox(nicsOf(nn.id)) : '',
-          devBox(devsOf(nn.id)))))));
+          nicsOf(nn.id ?? 0).length ? nicBox(nicsOf(nn.id ?? 0)) : '',
+          devBox(devsOf(nn.id ?? 0)))))));
     }
     const loose = nicsOf(null);
     if (loose.length || devsOf(null).length) root.append(el('div', { class: 'package' }, el('div', { class: 'title' }, 'Not on a NUMA node'), nicBox(loose), devBox(devsOf(null))));

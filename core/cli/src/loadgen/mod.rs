@@ -20,6 +20,7 @@ use berth_proto::servers::Servers;
 use serde_json::json;
 
 mod etcd;
+mod reads;
 
 /// The flags of `berth loadgen`.
 #[derive(clap::Args)]
@@ -48,13 +49,22 @@ pub struct LoadArgs {
     /// writer moves to the next member (the failover benchmark uses 1 s).
     #[arg(long, default_value_t = 5000)]
     etcd_timeout_ms: u64,
+    /// Instead of writing: list this app's tasks, over gRPC
+    /// (`Control.ListTasks`) or the JSON API (`GET /v1/tasks?app=`), each
+    /// answer decoded (`--via`).
+    #[arg(long)]
+    read_tasks: Option<String>,
+    /// With `--read-tasks`: grpc or http.
+    #[arg(long, default_value = "grpc")]
+    via: String,
 }
 
-/// Where the writes go.
+/// Where the writes (or reads) go.
 #[derive(Clone)]
 enum Target {
     Berth(Arc<Servers>),
     Etcd(Arc<etcd::Members>),
+    Read(Arc<reads::Reads>),
 }
 
 impl Target {
@@ -76,6 +86,7 @@ impl Target {
                     .map(|_| ())
             }
             Target::Etcd(members) => members.put(format!("/apps/{name}"), spec).await,
+            Target::Read(r) => r.once().await,
         }
     }
 }
@@ -148,12 +159,18 @@ pub async fn run(addr: &str, a: LoadArgs) -> anyhow::Result<()> {
     if a.concurrency == 0 || a.seconds <= 0.0 {
         return Err(anyhow!("--concurrency and --seconds must be positive"));
     }
-    let target = match &a.etcd {
-        Some(urls) => Target::Etcd(Arc::new(
+    let target = match (&a.etcd, &a.read_tasks) {
+        (_, Some(app)) => {
+            let servers = Servers::parse(addr)
+                .map_err(|e| anyhow!("--addr/BERTH_ADDR: {e}"))?
+                .with_tls(crate::access::client_tls()?);
+            Target::Read(Arc::new(reads::Reads::new(&servers, app, &a.via)?))
+        }
+        (Some(urls), None) => Target::Etcd(Arc::new(
             etcd::Members::parse(urls, Duration::from_millis(a.etcd_timeout_ms))
                 .map_err(|e| anyhow!("--etcd: {e}"))?,
         )),
-        None => {
+        (None, None) => {
             let mut servers = Servers::parse(addr)
                 .map_err(|e| anyhow!("--addr/BERTH_ADDR: {e}"))?
                 .with_tls(crate::access::client_tls()?);
