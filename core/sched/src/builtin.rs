@@ -15,6 +15,15 @@ impl FilterPlugin for NodeReady {
     fn name(&self) -> &str {
         "node-ready"
     }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
+    }
+    fn need(&self, _task: &TaskRequest) -> Option<crate::Need> {
+        Some(crate::Need {
+            ready: true,
+            ..Default::default()
+        })
+    }
     fn filter(&self, _task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
             if !n.ready {
@@ -33,6 +42,16 @@ pub struct ResourceFit;
 impl FilterPlugin for ResourceFit {
     fn name(&self) -> &str {
         "resource-fit"
+    }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
+    }
+    fn need(&self, task: &TaskRequest) -> Option<crate::Need> {
+        Some(crate::Need {
+            cpu: task.cpu,
+            memory: task.memory,
+            ..Default::default()
+        })
     }
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
@@ -61,6 +80,10 @@ pub struct HostPorts;
 impl FilterPlugin for HostPorts {
     fn name(&self) -> &str {
         "host-ports"
+    }
+    /// Host ports in use are not part of a node's class.
+    fn class_pure(&self, task: &TaskRequest) -> bool {
+        task.ports.is_empty()
     }
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         if task.ports.is_empty() {
@@ -129,6 +152,9 @@ impl ScorePlugin for BinPack {
     fn name(&self) -> &str {
         "binpack"
     }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
+    }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
             *o = 100.0 * utilisation_after(task, n);
@@ -142,6 +168,9 @@ pub struct Spread;
 impl ScorePlugin for Spread {
     fn name(&self) -> &str {
         "spread"
+    }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
     }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
@@ -157,6 +186,22 @@ pub struct HardwareFit;
 impl FilterPlugin for HardwareFit {
     fn name(&self) -> &str {
         "hardware-fit"
+    }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
+    }
+    fn need(&self, task: &TaskRequest) -> Option<crate::Need> {
+        if !hw::needs_hardware(task) {
+            return None;
+        }
+        let all = crate::Need::of(task);
+        Some(crate::Need {
+            cores: all.cores,
+            nics: all.nics,
+            gpus_idle: all.gpus_idle,
+            gpu_share: all.gpu_share,
+            ..Default::default()
+        })
     }
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         if !hw::needs_hardware(task) {

@@ -8,15 +8,19 @@ use std::collections::HashMap;
 
 use berth_model::task::Allocation;
 
+use crate::classes::Classes;
+
 pub use crate::node::{CoreState, DeviceState, GPU_MILLI, GpuState, MigSlot, NicState, NodeState};
 pub use crate::request::{GpuRequest, Interconnect, NicRequest, NumaPolicy, Pinned, TaskRequest};
 
-/// A snapshot of all nodes, ordered by name so decisions are deterministic.
+/// A snapshot of all nodes, ordered by name so decisions are deterministic,
+/// and their classes (see [`crate::classes`]), kept as nodes change.
 #[derive(Debug, Clone, Default)]
 pub struct Cluster {
     nodes: Vec<NodeState>,
     by_name: HashMap<String, usize>,
     fingerprint: u64,
+    classes: Classes,
 }
 
 impl Cluster {
@@ -35,10 +39,17 @@ impl Cluster {
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
         Cluster {
+            classes: Classes::new(&nodes),
             nodes,
             by_name,
             fingerprint: std::hash::Hasher::finish(&h),
         }
+    }
+
+    /// The nodes' classes: nodes alike in every input to a decision but
+    /// their name.
+    pub fn classes(&self) -> &Classes {
+        &self.classes
     }
 
     /// A hash of what does not change as tasks come and go: the nodes,
@@ -64,6 +75,7 @@ impl Cluster {
             Some(&i) => {
                 self.nodes[i].take(a);
                 *self.nodes[i].groups.entry(group.to_string()).or_default() += 1;
+                self.classes.update(&self.nodes, i);
                 true
             }
             None => false,
@@ -84,6 +96,7 @@ impl Cluster {
                 n.groups.remove(group);
             }
         }
+        self.classes.update(&self.nodes, i);
         true
     }
 
@@ -91,7 +104,10 @@ impl Cluster {
     pub fn set_ready(&mut self, node: &str, ready: bool) -> bool {
         match self.by_name.get(node) {
             Some(&i) => {
-                self.nodes[i].ready = ready;
+                if self.nodes[i].ready != ready {
+                    self.nodes[i].ready = ready;
+                    self.classes.update(&self.nodes, i);
+                }
                 true
             }
             None => false,
@@ -104,6 +120,7 @@ impl Cluster {
         match self.by_name.get(node) {
             Some(&i) => {
                 self.nodes[i].take(a);
+                self.classes.update(&self.nodes, i);
                 true
             }
             None => false,

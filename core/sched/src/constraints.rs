@@ -29,12 +29,15 @@ fn counts<'a>(nodes: &[&'a NodeState], group: &str, field: &str) -> BTreeMap<&'a
     out
 }
 
-fn check(
-    c: &Constraint,
-    group: &str,
-    node: &NodeState,
-    all: &[&NodeState],
-) -> Result<(), Rejection> {
+/// Whether a constraint counts the group's tasks (UNIQUE, MAX_PER,
+/// CLUSTER, GROUP_BY): its verdict on a node then depends on the others.
+fn counts_tasks(c: &Constraint) -> bool {
+    !matches!(c.op, Operator::Like | Operator::Unlike)
+}
+
+/// `counts` holds the group's tasks per value of `c.field` over the nodes
+/// given (empty unless [`counts_tasks`]).
+fn check(c: &Constraint, node: &NodeState, counts: &BTreeMap<&str, u32>) -> Result<(), Rejection> {
     let value = node.attributes.get(&c.field).map(String::as_str);
     let reason = || {
         let v = c
@@ -45,7 +48,6 @@ fn check(
         format!("constraint {} {}{v}", c.field, c.op.as_str())
     };
     let fail = |detail: String| Err(Rejection::new(reason(), detail));
-    let counts = counts(all, group, &c.field);
     match c.op {
         Operator::Like | Operator::Unlike => {
             let re = c.value.as_deref().unwrap_or("");
@@ -122,17 +124,39 @@ impl FilterPlugin for Constraints {
         if task.constraints.is_empty() {
             return;
         }
+        // Each constraint's counts once, not once per node.
+        let counted: Vec<BTreeMap<&str, u32>> = task
+            .constraints
+            .iter()
+            .map(|c| {
+                if counts_tasks(c) {
+                    counts(nodes, &task.group, &c.field)
+                } else {
+                    BTreeMap::new()
+                }
+            })
+            .collect();
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
             if o.is_some() {
                 continue;
             }
-            for c in &task.constraints {
-                if let Err(r) = check(c, &task.group, n, nodes) {
+            for (c, counts) in task.constraints.iter().zip(&counted) {
+                if let Err(r) = check(c, n, counts) {
                     *o = Some(r);
                     break;
                 }
             }
         }
+    }
+
+    /// Class-pure unless the task is pinned to a node (a volume), counts
+    /// its group's tasks, or matches on the node's `hostname`.
+    fn class_pure(&self, task: &TaskRequest) -> bool {
+        task.pinned.is_none()
+            && task
+                .constraints
+                .iter()
+                .all(|c| !counts_tasks(c) && c.field != crate::classes::HOSTNAME)
     }
 }
 

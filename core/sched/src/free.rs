@@ -40,6 +40,62 @@ pub struct Free {
     pub nvlink_idle: u32,
 }
 
+/// What a filter requires a node to have free for a task: a node short of
+/// it is certainly turned down ([`crate::FilterPlugin::need`]), so a
+/// decision need not ask about it (or about its class) at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Need {
+    /// The node must be ready.
+    pub ready: bool,
+    /// Free CPU, millicores.
+    pub cpu: u64,
+    /// Free memory, bytes.
+    pub memory: u64,
+    /// Free exclusive cores.
+    pub cores: u32,
+    /// Free NICs.
+    pub nics: u32,
+    /// Idle GPUs.
+    pub gpus_idle: u32,
+    /// Free thousandths on one GPU.
+    pub gpu_share: u32,
+}
+
+impl Need {
+    /// What fitting `task` at all takes: ready, its CPU, memory, cores and
+    /// NICs, and its whole GPUs idle or its share free on one GPU (MIG
+    /// instances are not counted here).
+    pub fn of(task: &crate::TaskRequest) -> Need {
+        let mut need = Need {
+            ready: true,
+            cpu: task.cpu,
+            memory: task.memory,
+            cores: task.cores,
+            nics: task.nics.as_ref().map_or(0, |n| n.count),
+            ..Need::default()
+        };
+        if let Some(g) = task.gpus.as_ref().filter(|g| g.mig_profile.is_none()) {
+            if g.milli >= GPU_MILLI {
+                need.gpus_idle = g.count;
+            } else if g.count > 0 {
+                need.gpu_share = g.milli;
+            }
+        }
+        need
+    }
+
+    /// Whether a node `ready` (or not) with `free` has it.
+    pub fn met(&self, ready: bool, free: &Free) -> bool {
+        (ready || !self.ready)
+            && free.cpu >= self.cpu
+            && free.memory >= self.memory
+            && free.cores >= self.cores
+            && free.nics >= self.nics
+            && free.gpus_idle >= self.gpus_idle
+            && free.gpu_share >= self.gpu_share
+    }
+}
+
 impl NodeState {
     /// Refreshes what is derived from `gpus`, `cores`, `nics` and the used
     /// CPU and memory ([`NodeState::free`], `gpu_free`, `numa_free`).

@@ -11,7 +11,9 @@
 #![forbid(unsafe_code)]
 
 pub mod builtin;
+mod by_class;
 pub mod chosen;
+pub mod classes;
 pub mod cluster;
 pub mod constraints;
 pub mod free;
@@ -31,6 +33,6 @@ pub use cluster::{
     Cluster, CoreState, GpuRequest, GpuState, Interconnect, MigSlot, NicRequest, NicState,
     NodeState, NumaPolicy, Pinned, TaskRequest,
 };
-pub use free::Free;
+pub use free::{Free, Need};
 pub use pipeline::{Decision, NodeExplain, Pipeline};
 pub use plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};

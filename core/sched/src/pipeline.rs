@@ -41,9 +41,14 @@ pub struct Decision {
 
 /// An ordered chain of plugins.
 pub struct Pipeline {
-    filters: Vec<Box<dyn FilterPlugin>>,
-    scorers: Vec<(Box<dyn ScorePlugin>, f64)>,
-    allocator: Box<dyn AllocatePlugin>,
+    pub(crate) filters: Vec<Box<dyn FilterPlugin>>,
+    pub(crate) scorers: Vec<(Box<dyn ScorePlugin>, f64)>,
+    pub(crate) allocator: Box<dyn AllocatePlugin>,
+    /// Decide one node class at a time (see [`crate::classes`]) when
+    /// every node is considered: `Some(true)` always, `Some(false)` never
+    /// (node by node), `None` (the default) when classes are fewer than
+    /// two thirds of the nodes.
+    by_class: Option<bool>,
     /// [`Pipeline::place`] stops filtering once this many feasible nodes
     /// are found (`None`: filter every node).
     sample: Option<usize>,
@@ -78,7 +83,27 @@ impl Pipeline {
             sample: None,
             next_start: AtomicUsize::new(0),
             hot: HotSet::default(),
+            by_class: None,
         }
+    }
+
+    /// Whether decisions over every node run once per node class or once
+    /// per node, whatever the classes. Both decide the same, task for
+    /// task. By default a decision goes by class when the classes are
+    /// fewer than two thirds of the nodes and every scorer is class-pure
+    /// for the task: where nearly every node is a class of its own, or
+    /// every node must be scored anyway, node by node costs less.
+    pub fn by_class(mut self, yes: bool) -> Pipeline {
+        self.by_class = Some(yes);
+        self
+    }
+
+    /// Whether a decision for `task` on `cluster` goes by class.
+    fn classes_pay(&self, cluster: &Cluster, task: &TaskRequest) -> bool {
+        self.by_class.unwrap_or_else(|| {
+            cluster.classes().len() * 3 <= cluster.nodes().len() * 2
+                && self.scorers.iter().all(|(s, _)| s.class_pure(task))
+        })
     }
 
     /// Every built-in filter (constraints, node-ready, resource-fit,
@@ -153,16 +178,11 @@ impl Pipeline {
     /// the caller commits the placement (see [`Cluster::commit`]).
     pub fn decide(&self, cluster: &Cluster, task: &TaskRequest) -> Decision {
         self.prepare(cluster);
+        if self.classes_pay(cluster, task) {
+            return self.decide_by_class(cluster, task);
+        }
         let all = cluster.nodes();
-        let mut explain: Vec<NodeExplain> = all
-            .iter()
-            .map(|n| NodeExplain {
-                node: n.name.clone(),
-                filtered: None,
-                scores: Vec::new(),
-                total: 0.0,
-            })
-            .collect();
+        let mut explain = blank_explain(all);
         // Indexes of nodes still feasible.
         let mut alive: Vec<usize> = (0..all.len()).collect();
 
@@ -264,6 +284,7 @@ impl Pipeline {
         }
         let (start, limit) = match self.sample {
             Some(s) if s < n => (self.next_start.load(Ordering::Relaxed) % n, s),
+            _ if self.classes_pay(cluster, task) => return self.place_by_class(cluster, task),
             _ => (0, usize::MAX),
         };
         let hot = if limit == usize::MAX || self.hot.cap() == 0 {
@@ -357,8 +378,20 @@ impl Pipeline {
     }
 }
 
+/// One empty explanation per node.
+pub(crate) fn blank_explain(all: &[NodeState]) -> Vec<NodeExplain> {
+    all.iter()
+        .map(|n| NodeExplain {
+            node: n.name.clone(),
+            filtered: None,
+            scores: Vec::new(),
+            total: 0.0,
+        })
+        .collect()
+}
+
 /// `0/3 nodes: 2 insufficient memory, 1 port 8080 in use`.
-fn pending_summary(total: usize, explain: &[NodeExplain]) -> String {
+pub(crate) fn pending_summary(total: usize, explain: &[NodeExplain]) -> String {
     if total == 0 {
         return "0/0 nodes: no nodes registered".into();
     }

@@ -43,6 +43,22 @@ pub trait FilterPlugin: Send + Sync {
     /// snapshot (a plugin that keeps a table of nodes refreshes it when
     /// [`Cluster::fingerprint`] changes).
     fn prepare(&self, _cluster: &Cluster) {}
+    /// Whether, for `task`, a node's verdict depends only on what the
+    /// node's class holds equal (see [`crate::classes`]): not on its
+    /// name, its position, its `hostname` label, the host ports it has in
+    /// use, the tasks of each group on it, nor on the other nodes passed
+    /// with it. Then the pipeline asks about one node of each class and
+    /// applies the verdict to all of them; otherwise (the default) it asks
+    /// about every node.
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        false
+    }
+    /// What this filter certainly requires of a node for `task` (a node
+    /// short of it is turned down, whatever the other nodes), if it can
+    /// say: the pipeline then skips such nodes without asking.
+    fn need(&self, _task: &TaskRequest) -> Option<crate::Need> {
+        None
+    }
 }
 
 /// Ranks feasible nodes.
@@ -53,6 +69,13 @@ pub trait ScorePlugin: Send + Sync {
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]);
     /// See [`FilterPlugin::prepare`].
     fn prepare(&self, _cluster: &Cluster) {}
+    /// As [`FilterPlugin::class_pure`], for scores. A class-pure scorer
+    /// may still normalise over the nodes it is given (by their least and
+    /// greatest value), as one node of each class carries the same
+    /// values; it may not depend on how many nodes share a value.
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        false
+    }
     /// After [`ScorePlugin::score`]: `Some` when the scorer failed and its
     /// failure policy says the decision must fail with it (every node is
     /// then turned down with that rejection).

@@ -14,6 +14,9 @@ impl ScorePlugin for NumaAlign {
     fn name(&self) -> &str {
         "numa-align"
     }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
+    }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         if !hw::needs_hardware(task) {
             out.fill(100.0);
@@ -71,6 +74,9 @@ fn largest_idle_island(node: &NodeState, taken: &[u32]) -> usize {
 impl ScorePlugin for GpuTopology {
     fn name(&self) -> &str {
         "gpu-topology"
+    }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
     }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         let Some(req) = &task.gpus else {

@@ -95,6 +95,11 @@ impl AllocatePlugin for PolicyAllocator {
     fn name(&self) -> &str {
         &self.name
     }
+    fn prepare(&self, cluster: &crate::Cluster) {
+        if let SharePick::Fgd(model) = &self.pick {
+            model.prepare(cluster);
+        }
+    }
     fn allocate(&self, task: &TaskRequest, node: &NodeState) -> Result<Allocation, Rejection> {
         if !is_simple_share(task) {
             return DefaultAllocator.allocate(task, node);

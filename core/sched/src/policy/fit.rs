@@ -114,6 +114,14 @@ impl FilterPlugin for FastFit {
     fn name(&self) -> &str {
         "fast-fit"
     }
+    /// Host ports in use are not part of a node's class: a task with a
+    /// fixed host port is filtered node by node.
+    fn class_pure(&self, task: &TaskRequest) -> bool {
+        task.ports.iter().all(|&p| p == 0)
+    }
+    fn need(&self, task: &TaskRequest) -> Option<crate::Need> {
+        Some(crate::Need::of(task))
+    }
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
             if let Err(r) = fits(task, n) {

@@ -47,6 +47,10 @@ struct ModelEntry {
 
 struct Memo {
     models: Vec<ModelEntry>,
+    /// The cluster whose slots `slot_model` describes ([`FragModel::prepare`]).
+    fingerprint: Option<u64>,
+    /// Model id per node slot (`u32::MAX`: not looked up yet).
+    slot_model: Vec<u32>,
     /// FGD's part of `F`, keyed by model, CPU level and sorted free GPUs.
     map: HashMap<[u64; 3], f64, FxBuild>,
 }
@@ -90,6 +94,8 @@ impl FragModel {
             cpu_levels,
             memo: Mutex::new(Memo {
                 models: Vec::new(),
+                fingerprint: None,
+                slot_model: Vec::new(),
                 map: HashMap::default(),
             }),
             cpu_term: None,
@@ -115,6 +121,20 @@ impl FragModel {
     /// The typical shapes, with weights.
     pub fn classes(&self) -> impl Iterator<Item = (&PodShape, f64)> {
         self.classes.iter().map(|c| (&c.shape, c.weight))
+    }
+
+    /// Before a decision on `cluster`: nodes' model ids are then kept by
+    /// slot (looked up once per node, not hashed per call) until the
+    /// cluster's fingerprint changes. Nodes evaluated afterwards must be
+    /// that cluster's.
+    pub fn prepare(&self, cluster: &crate::Cluster) {
+        let mut memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        let fp = cluster.fingerprint();
+        if memo.fingerprint != Some(fp) || memo.slot_model.len() != cluster.nodes().len() {
+            memo.fingerprint = Some(fp);
+            memo.slot_model.clear();
+            memo.slot_model.resize(cluster.nodes().len(), u32::MAX);
+        }
     }
 
     /// Locks the memo for a batch of evaluations.
@@ -200,14 +220,44 @@ pub struct FgdChoice {
     pub gpu: Option<u32>,
 }
 
+/// The free thousandths of a node's GPUs, from the packed copy (walking
+/// the GPUs only for a node built without [`NodeState::repack`]).
+fn frees_of(node: &NodeState, out: &mut Vec<u32>) {
+    if node.gpu_free.len() == node.gpus.len() {
+        out.extend(node.gpu_free.iter().map(|&f| u32::from(f)));
+    } else {
+        out.extend(node.gpus.iter().map(|g| g.milli_free()));
+    }
+}
+
+/// Whether a GPU's model and memory suit `req`.
+fn gpu_ok(req: &crate::cluster::GpuRequest, g: &crate::cluster::GpuState) -> bool {
+    req.model_ok(&g.model) && g.memory_bytes >= req.min_memory
+}
+
 /// `trunc(100·σ(delta/1000))`.
 pub fn fgd_score(delta: f64) -> i64 {
     (1.0 / (1.0 + (-(delta / 1000.0)).exp()) * 100.0) as i64
 }
 
 impl FragSession<'_> {
-    /// The interned id of a node's GPU model (that of its first GPU).
+    /// The interned id of a node's GPU model (that of its first GPU): by
+    /// slot once [`FragModel::prepare`] has seen the cluster.
     fn model_id(&mut self, node: &NodeState) -> usize {
+        let slot = node.slot as usize;
+        if let Some(&id) = self.memo.slot_model.get(slot)
+            && id != u32::MAX
+        {
+            return id as usize;
+        }
+        let id = self.intern(node);
+        if let Some(s) = self.memo.slot_model.get_mut(slot) {
+            *s = id as u32;
+        }
+        id
+    }
+
+    fn intern(&mut self, node: &NodeState) -> usize {
         let label = node.gpus.first().map_or("", |g| g.model.as_str());
         let hash = label_hash(label);
         if let Some(i) = self
@@ -283,7 +333,7 @@ impl FragSession<'_> {
         let model = self.model_id(node);
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        buf.extend(node.gpus.iter().map(|g| g.milli_free()));
+        frees_of(node, &mut buf);
         let f = self.frag(model, node.cpu_free(), &buf);
         self.buf = buf;
         f
@@ -294,10 +344,15 @@ impl FragSession<'_> {
         let model = self.model_id(node);
         let mut frees = std::mem::take(&mut self.buf);
         frees.clear();
-        frees.extend(node.gpus.iter().map(|g| g.milli_free()));
+        frees_of(node, &mut frees);
         let cpu = node.cpu_free();
         let f0 = self.frag(model, cpu, &frees);
         let cpu1 = cpu.saturating_sub(task.cpu_demand());
+        // Only a request naming models or memory reads the GPU records.
+        let picky = task
+            .gpus
+            .as_ref()
+            .is_some_and(|r| !r.models.is_empty() || r.min_memory > 0);
         let result = match &task.gpus {
             Some(req)
                 if req.mig_profile.is_none()
@@ -309,12 +364,9 @@ impl FragSession<'_> {
                 let mut best: Option<FgdChoice> = None;
                 let mut seen: [(u32, i64, f64); MEMO_GPUS] = [(u32::MAX, 0, 0.0); MEMO_GPUS];
                 let mut nseen = 0;
-                for (i, g) in node.gpus.iter().enumerate() {
+                for i in 0..frees.len() {
                     let free = frees[i];
-                    if free < req.milli
-                        || !req.model_ok(&g.model)
-                        || g.memory_bytes < req.min_memory
-                    {
+                    if free < req.milli || (picky && !gpu_ok(req, &node.gpus[i])) {
                         continue;
                     }
                     let (score, delta) = match seen[..nseen].iter().find(|s| s.0 == free) {
@@ -335,7 +387,7 @@ impl FragSession<'_> {
                         best = Some(FgdChoice {
                             score,
                             delta,
-                            gpu: Some(g.index),
+                            gpu: Some(node.gpus[i].index),
                         });
                     }
                 }
@@ -344,13 +396,9 @@ impl FragSession<'_> {
             Some(req) if req.mig_profile.is_none() && req.milli > 0 && req.count > 0 => {
                 // Whole GPUs: the lowest-index idle ones.
                 let mut need = req.count;
-                for (i, g) in node.gpus.iter().enumerate() {
-                    if need > 0
-                        && frees[i] >= GPU_MILLI
-                        && req.model_ok(&g.model)
-                        && g.memory_bytes >= req.min_memory
-                    {
-                        frees[i] = 0;
+                for (i, f) in frees.iter_mut().enumerate() {
+                    if need > 0 && *f >= GPU_MILLI && (!picky || gpu_ok(req, &node.gpus[i])) {
+                        *f = 0;
                         need -= 1;
                     }
                 }

@@ -55,6 +55,10 @@ impl ScorePlugin for RandomScore {
     fn name(&self) -> &str {
         "random"
     }
+    /// Picks a position among the nodes it is given: never class-pure.
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        false
+    }
     fn score(&self, _task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         if nodes.is_empty() {
             return;
@@ -89,6 +93,9 @@ impl ScorePlugin for BestFitScore {
     fn name(&self) -> &str {
         "bestfit"
     }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
+    }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         let raw: Vec<i64> = nodes.iter().map(|n| best_fit_raw(task, n)).collect();
         normalise(&raw, out);
@@ -102,6 +109,9 @@ pub struct DotProdScore;
 impl ScorePlugin for DotProdScore {
     fn name(&self) -> &str {
         "dotprod"
+    }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
     }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         let c = task.cpu_demand() as f64 / MAX_SPEC_CPU;
@@ -157,6 +167,9 @@ impl ScorePlugin for GpuPackingScore {
     fn name(&self) -> &str {
         "gpupacking"
     }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
+    }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
             *o = gpu_packing(task, n).clamp(0, 100) as f64;
@@ -188,6 +201,12 @@ impl FgdScore {
 impl ScorePlugin for FgdScore {
     fn name(&self) -> &str {
         self.name
+    }
+    fn prepare(&self, cluster: &crate::Cluster) {
+        self.model.prepare(cluster);
+    }
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        true
     }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         let mut s = self.model.session();
