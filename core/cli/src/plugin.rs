@@ -31,6 +31,12 @@ pub struct Settings {
     /// Memory cap, MiB (default 64).
     #[arg(long)]
     memory_mib: Option<u64>,
+    /// Filter and score plugins: declare that the answer for a node depends
+    /// only on what the plugin is given about it other than its position,
+    /// name and hostname label; the scheduler then asks once per node class
+    /// (default false).
+    #[arg(long)]
+    class_pure: Option<bool>,
 }
 
 /// `berth plugin ...`.
@@ -94,6 +100,7 @@ fn request(name: String, wasm: Vec<u8>, kind: Option<String>, s: Settings) -> pb
         on_error: s.on_error,
         budget_ms: s.budget_ms,
         memory_mib: s.memory_mib,
+        class_pure: s.class_pure,
     }
 }
 
@@ -230,7 +237,7 @@ fn info_json(p: &pb::PluginInfo) -> serde_json::Value {
         "name": p.name, "kind": p.kind, "mode": p.mode, "on_error": p.on_error,
         "weight": p.weight, "config": parse_json(&p.config), "digest": p.digest,
         "version": p.version, "versions": p.versions, "budget_ms": p.budget_ms,
-        "memory_mib": p.memory_mib, "loaded": p.loaded,
+        "memory_mib": p.memory_mib, "class_pure": p.class_pure, "loaded": p.loaded,
         "metrics": p.metrics.as_ref().map(|m| serde_json::json!({
             "calls": m.calls, "failures": m.failures, "mean_us": m.mean_us, "p50_us": m.p50_us,
             "p99_us": m.p99_us, "instances": m.instances, "logs_dropped": m.logs_dropped,
@@ -244,8 +251,16 @@ fn info_json(p: &pb::PluginInfo) -> serde_json::Value {
 
 fn show(p: &pb::PluginInfo) {
     println!(
-        "{} ({} plugin, {}, on error: {})",
-        p.name, p.kind, p.mode, p.on_error
+        "{} ({} plugin, {}, on error: {}{})",
+        p.name,
+        p.kind,
+        p.mode,
+        p.on_error,
+        if p.class_pure {
+            ", class-pure: asked once per node class"
+        } else {
+            ""
+        }
     );
     println!(
         "  version {} of {}: {}",

@@ -86,7 +86,8 @@ fn plugins_roll_out_live_and_survive_a_restart() {
     assert!(e.contains("config.key"), "{e}");
     assert_eq!(dev.ok(&["plugin", "list", "--json"]).trim(), "[]");
 
-    // A filter: only nodes labelled pool=gpu take work.
+    // A filter: only nodes labelled pool=gpu take work. It reads one
+    // label, so it is asked once per node class.
     dev.ok(&[
         "plugin",
         "install",
@@ -97,7 +98,10 @@ fn plugins_roll_out_live_and_survive_a_restart() {
         "filter",
         "--config",
         r#"{"key": "pool", "allow": ["gpu"]}"#,
+        "--class-pure",
+        "true",
     ]);
+    assert_eq!(plugin(&dev, "pools")["class_pure"], true);
     dev.run_spec("web", "name: web\nimage: busybox:latest\ninstances: 2\nresources: {cpu: 0.1, memory: 16Mi}\ncommand: [/bin/sleep, '60']\n");
     wait_for("web on dgx1", T, || {
         let ps = dev.ps();
@@ -127,6 +131,7 @@ fn plugins_roll_out_live_and_survive_a_restart() {
         (p["version"].clone(), p["config"]["allow"].clone()),
         (1.into(), serde_json::json!(["gpu"]))
     );
+    assert_eq!(p["class_pure"], true, "kept through upgrade and rollback");
     assert!(fails(&dev, &["plugin", "rollback", "pools"]).contains("no earlier version"));
 
     // Admission: GPU apps need a team label; small requests are raised.

@@ -53,6 +53,10 @@ fn settings_from(
             .unwrap_or_else(|| "ignore".into()),
         budget_ms,
         memory_mib,
+        class_pure: req
+            .class_pure
+            .or(base.map(|b| b.class_pure))
+            .unwrap_or(false),
     };
     crate::plugins::spec(&req.name, &s).map_err(Status::invalid_argument)?;
     Ok(s)
@@ -199,6 +203,7 @@ impl Api {
             versions: r.versions.iter().map(|v| v.digest.clone()).collect(),
             budget_ms: v.settings.budget_ms,
             memory_mib: v.settings.memory_mib,
+            class_pure: v.settings.class_pure,
             loaded,
             metrics,
             shadow,

@@ -84,6 +84,7 @@ pub fn spec(name: &str, s: &PluginSettings) -> Result<PluginSpec, String> {
         on_error,
         budget: Duration::from_millis(s.budget_ms),
         memory: (s.memory_mib as usize).saturating_mul(1 << 20),
+        class_pure: s.class_pure,
     })
 }
 

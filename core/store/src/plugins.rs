@@ -74,6 +74,9 @@ pub struct PluginSettings {
     pub budget_ms: u64,
     /// Memory cap, MiB.
     pub memory_mib: u64,
+    /// Asked once per node class (see `berth_wasm::PluginSpec::class_pure`).
+    #[serde(default)]
+    pub class_pure: bool,
 }
 
 /// One version of a plugin.
@@ -282,6 +285,7 @@ mod tests {
             on_error: "ignore".into(),
             budget_ms: 50,
             memory_mib: 64,
+            class_pure: false,
         }
     }
 

@@ -61,6 +61,11 @@ impl FilterPlugin for WasmFilter {
         self.plugin.sync_nodes(cluster);
     }
 
+    /// As its install settings declare (see [`crate::PluginSpec::class_pure`]).
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        self.plugin.spec().class_pure
+    }
+
     fn filter(&self, t: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         let p = &self.plugin;
         let answer = self
@@ -127,6 +132,11 @@ impl ScorePlugin for WasmScore {
 
     fn prepare(&self, cluster: &Cluster) {
         self.plugin.sync_nodes(cluster);
+    }
+
+    /// As its install settings declare (see [`crate::PluginSpec::class_pure`]).
+    fn class_pure(&self, _task: &TaskRequest) -> bool {
+        self.plugin.spec().class_pure
     }
 
     fn score(&self, t: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {

@@ -112,6 +112,13 @@ pub struct PluginSpec {
     pub budget: Duration,
     /// Linear memory cap, bytes.
     pub memory: usize,
+    /// Declared at install: for every task, the plugin's answer for a node
+    /// depends only on what it is given about that node other than its
+    /// position, its name and its `hostname` label (and, for a score, on
+    /// the least and greatest of the other nodes' values at most). The
+    /// scheduler then asks it about one node per node class (see
+    /// `berth_sched::classes`) instead of every node.
+    pub class_pure: bool,
 }
 
 impl PluginSpec {
@@ -125,6 +132,7 @@ impl PluginSpec {
             on_error: OnError::Ignore,
             budget: DEFAULT_BUDGET,
             memory: DEFAULT_MEMORY,
+            class_pure: false,
         }
     }
 }
