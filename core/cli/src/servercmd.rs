@@ -32,6 +32,12 @@ pub struct ServerOpts {
     /// Placement policy (see `berth dev --help`).
     #[arg(long, env = "BERTH_POLICY", default_value = "default")]
     pub policy: String,
+    /// Score at most this many feasible nodes per decision, from a
+    /// rotating start (kube-scheduler's percentageOfNodesToScore); default:
+    /// every feasible node, once per node class, which decides the same as
+    /// scoring each node.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub sample: Option<u64>,
     /// Where this server listens (clients, agents and the other servers);
     /// default: the first address of --addr.
     #[arg(long)]
@@ -246,6 +252,7 @@ pub async fn run(addr: &str, o: ServerOpts) -> anyhow::Result<()> {
         store.clone(),
         Options {
             policy: o.policy.clone(),
+            sample: o.sample.map(|s| s as usize),
             plugin_cache: Some(dir.join("plugins")),
             advertise: Some(listen_str.clone()),
             heartbeat_timeout,

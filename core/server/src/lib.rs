@@ -55,6 +55,9 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Options {
     /// Placement policy (see [`policy::CLUSTER_POLICIES`]).
     pub policy: String,
+    /// Score at most this many feasible nodes per decision (`None`, the
+    /// default: every feasible node, once per node class).
+    pub sample: Option<usize>,
     /// Where compiled plugins are cached.
     pub plugin_cache: Option<std::path::PathBuf>,
     /// This server's client address, recorded in the replicated
@@ -91,6 +94,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             policy: "default".into(),
+            sample: None,
             plugin_cache: None,
             advertise: None,
             heartbeat_timeout: HEARTBEAT_TIMEOUT,
@@ -217,6 +221,7 @@ impl Server {
         scheduler::start(
             store.clone(),
             policy.to_string(),
+            o.sample,
             plugins,
             api.explanations.clone(),
             metrics.clone(),

@@ -86,6 +86,9 @@ pub type Explanations = Arc<Mutex<Explained>>;
 /// plugin, rebuilt only when the workload context or the plugins change.
 struct Chain {
     policy: String,
+    /// Score at most this many feasible nodes per decision (`None`: every
+    /// one, once per node class).
+    sample: Option<usize>,
     plugins: Arc<PluginSet>,
     key: Option<(PolicyContext, u64)>,
     pipeline: Pipeline,
@@ -95,7 +98,7 @@ struct Chain {
 impl Chain {
     fn base(&self, ctx: &PolicyContext) -> Pipeline {
         match policy::cluster_pipeline(&self.policy, ctx) {
-            Ok(p) => self.plugins.extend(p),
+            Ok(p) => self.plugins.extend(p.sample(self.sample)),
             Err(e) => {
                 tracing::error!(error = %e, "placement policy");
                 self.plugins.extend(Pipeline::default())
@@ -390,11 +393,13 @@ impl Loop {
 }
 
 /// Starts the loop on a thread of its own, placing with the policy named
-/// `policy` (see [`policy::cluster_pipeline`]) and the installed plugins.
-/// It runs until the store shuts down.
+/// `policy` (see [`policy::cluster_pipeline`]) and the installed plugins,
+/// scoring every feasible node or, with `sample`, at most that many
+/// ([`Pipeline::sample`]). It runs until the store shuts down.
 pub fn start(
     store: Store,
     policy: String,
+    sample: Option<usize>,
     plugins: Arc<PluginSet>,
     explanations: Explanations,
     metrics: Arc<crate::metrics::ServerMetrics>,
@@ -408,7 +413,7 @@ pub fn start(
                 .enable_time()
                 .build()
             {
-                Ok(rt) => run(store, policy, plugins, explanations, metrics, &rt),
+                Ok(rt) => run(store, (policy, sample), plugins, explanations, metrics, &rt),
                 Err(e) => tracing::error!(error = %e, "starting the scheduler's runtime"),
             }
         });
@@ -419,7 +424,7 @@ pub fn start(
 
 fn run(
     store: Store,
-    policy: String,
+    (policy, sample): (String, Option<usize>),
     plugins: Arc<PluginSet>,
     explanations: Explanations,
     metrics: Arc<crate::metrics::ServerMetrics>,
@@ -430,6 +435,7 @@ fn run(
         live: None,
         chain: Chain {
             policy,
+            sample,
             plugins,
             key: None,
             pipeline: Pipeline::default(),
