@@ -42,6 +42,12 @@
 #                             /metrics at NODES and at METRICS_NODES (default
 #                             1000), and GET /v1/tasks?app= against gRPC
 #                             ListTasks (reads/s, alternating)
+#   ci/bench.sh classes [ARGS]  node classes: berth sim scale with every
+#                             feasible node scored, once per class against
+#                             node by node and --sample 50 (native, three
+#                             class-pure Wasm plugins, every node distinct),
+#                             same decisions digest; openb, every trace and
+#                             policy, same columns (ci/bench/classes.py)
 #   ci/bench.sh scale [--json] [--pairs 1000x50000,5000x100000]
 #                             three servers and hollow nodes on loopback:
 #                             apps of 1,000 instances, time to all running,
@@ -142,6 +148,13 @@ case ${1:-} in
         cargo build --release --locked -p berth-cli
         python3 ci/bench/pull.py --berth target/release/berth --rounds "${2:-3}"
         ;;
+    classes)
+        ci/setup.sh
+        cargo build --release --locked -p berth-cli -p berth-plugins
+        shift
+        python3 ci/bench/classes.py --berth target/release/berth \
+            --plugins "$(ls -td target/release/build/berth-plugins-*/out | head -1)" "$@"
+        ;;
     scale)
         ci/setup.sh
         cargo build --release --locked -p berth-cli
@@ -149,7 +162,7 @@ case ${1:-} in
         python3 ci/bench/scale.py --berth target/release/berth "$@"
         ;;
     *)
-        echo "usage: ci/bench.sh launch|probe|wasm|ha|health|rollout|net|pull|scale [ARGS]" >&2
+        echo "usage: ci/bench.sh launch|probe|wasm|ha|health|rollout|net|pull|classes|scale [ARGS]" >&2
         exit 2
         ;;
 esac

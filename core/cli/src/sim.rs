@@ -15,9 +15,17 @@ pub struct WasmArgs {
     #[arg(long)]
     wasm_plugin: Option<PathBuf>,
     /// An extra Wasm plugin, KIND:FILE or KIND:FILE:JSON (kind filter or
-    /// score; repeatable).
+    /// score; repeatable), with `:class-pure` at the end when it is (see
+    /// `berth plugin install --class-pure`).
     #[arg(long = "extra-plugin")]
     extra: Vec<String>,
+    /// The --wasm-plugin policy is class-pure (asked once per node class).
+    #[arg(long, requires = "wasm_plugin")]
+    wasm_class_pure: bool,
+    /// Decide node by node, as before node classes (the same decisions;
+    /// for comparing).
+    #[arg(long)]
+    per_node: bool,
 }
 
 impl WasmArgs {
@@ -29,6 +37,8 @@ impl WasmArgs {
                 .iter()
                 .map(|x| ExtraPlugin::parse(x))
                 .collect::<Result<_, _>>()?,
+            policy_class_pure: self.wasm_class_pure,
+            per_node: self.per_node,
         })
     }
 }
@@ -88,6 +98,10 @@ pub struct ScaleArgs {
     /// same kind of task (default: half the sample; 0: plain sampling).
     #[arg(long, requires = "sample")]
     remember: Option<usize>,
+    /// Make every node differ from every other (its memory, by a MiB or
+    /// more), so no two share a node class: the worst case for classes.
+    #[arg(long)]
+    distinct_nodes: bool,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -105,6 +119,7 @@ impl ScaleArgs {
             sample: self.sample,
             remember: self.remember,
             wasm: self.wasm.plugins()?,
+            distinct: self.distinct_nodes,
         })?;
         print_report(self.json, report.json(), || report.table())
     }

@@ -21,15 +21,22 @@ pub struct ExtraPlugin {
     pub path: PathBuf,
     /// Its configuration.
     pub config: String,
+    /// Declared class-pure (asked once per node class).
+    pub class_pure: bool,
 }
 
 impl ExtraPlugin {
     /// Parses `KIND:FILE`, `KIND:FILE:JSON` or `KIND:FILE:workload` (kind
     /// `filter` or `score`; `workload`: the configuration a policy plugin
-    /// gets, see [`context_config`]).
+    /// gets, see [`context_config`]), each optionally followed by
+    /// `:class-pure` (the plugin's install setting of that name).
     pub fn parse(s: &str) -> Result<ExtraPlugin, SimError> {
         let bad = |m: &str| SimError::Invalid(format!("--extra-plugin {s:?}: {m}"));
-        let (kind, rest) = s
+        let (spec, class_pure) = match s.strip_suffix(":class-pure") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
+        let (kind, rest) = spec
             .split_once(':')
             .ok_or_else(|| bad("expected KIND:FILE[:JSON]"))?;
         let kind = match Kind::parse(kind) {
@@ -45,6 +52,7 @@ impl ExtraPlugin {
             kind,
             path: PathBuf::from(path),
             config: config.to_string(),
+            class_pure,
         })
     }
 }
@@ -60,6 +68,12 @@ pub struct WasmPlugins {
     pub policy: Option<PathBuf>,
     /// Plugins added to the chain.
     pub extra: Vec<ExtraPlugin>,
+    /// The policy component is declared class-pure.
+    pub policy_class_pure: bool,
+    /// Decide node by node (the scan every decision made before node
+    /// classes) instead of once per node class: the same decisions, for
+    /// checking that and comparing speed.
+    pub per_node: bool,
 }
 
 /// The configuration a policy plugin gets in a simulation: the workload's
@@ -80,6 +94,7 @@ fn try_load(
     name: &str,
     kind: Kind,
     config: &str,
+    class_pure: bool,
 ) -> Result<Result<Plugin, PluginError>, SimError> {
     let bytes = std::fs::read(path).map_err(|source| SimError::Io {
         path: path.clone(),
@@ -88,11 +103,18 @@ fn try_load(
     let mut spec = PluginSpec::new(name, kind);
     spec.config = config.to_string();
     spec.on_error = berth_wasm::OnError::Fail;
+    spec.class_pure = class_pure;
     Ok(Plugin::load(&bytes, spec, None))
 }
 
-fn load(path: &PathBuf, name: &str, kind: Kind, config: &str) -> Result<Plugin, SimError> {
-    try_load(path, name, kind, config)?
+fn load(
+    path: &PathBuf,
+    name: &str,
+    kind: Kind,
+    config: &str,
+    class_pure: bool,
+) -> Result<Plugin, SimError> {
+    try_load(path, name, kind, config, class_pure)?
         .map_err(|e| SimError::Invalid(format!("{}: {e}", path.display())))
 }
 
@@ -111,8 +133,9 @@ pub fn pipeline(
             .score(native_score, 1.0),
         Some(path) => {
             let cfg = context_config(ctx);
-            let score = load(path, "wasm-policy", Kind::Score, &cfg)?;
-            let alloc = match try_load(path, "wasm-policy", Kind::Allocate, &cfg)? {
+            let pure = wasm.policy_class_pure;
+            let score = load(path, "wasm-policy", Kind::Score, &cfg, pure)?;
+            let alloc = match try_load(path, "wasm-policy", Kind::Allocate, &cfg, pure)? {
                 Ok(p) => Some(p),
                 Err(PluginError::World { .. }) => None,
                 Err(e) => return Err(SimError::Invalid(format!("{}: {e}", path.display()))),
@@ -132,13 +155,17 @@ pub fn pipeline(
         } else {
             x.config.clone()
         };
-        let p = Arc::new(load(&x.path, &name, x.kind, &config)?);
+        let p = Arc::new(load(&x.path, &name, x.kind, &config, x.class_pure)?);
         pipe = match x.kind {
             Kind::Filter => pipe.filter(Box::new(WasmFilter::new(p))),
             _ => pipe.score(Box::new(WasmScore::new(p)), 1.0),
         };
     }
-    Ok(pipe)
+    Ok(if wasm.per_node {
+        pipe.by_class(false)
+    } else {
+        pipe
+    })
 }
 
 #[cfg(test)]
@@ -159,6 +186,9 @@ mod tests {
             (w.path, w.config.as_str()),
             (PathBuf::from("/a/fgd.wasm"), "workload")
         );
+        let p = ExtraPlugin::parse("filter:/p/f.wasm:{\"k\":1}:class-pure").unwrap();
+        assert_eq!((p.config.as_str(), p.class_pure), ("{\"k\":1}", true));
+        assert!(!w.class_pure);
         assert!(ExtraPlugin::parse("admission:a.wasm").is_err());
         assert!(ExtraPlugin::parse("s.wasm").is_err());
     }

@@ -34,6 +34,7 @@ fn scale_benchmark_runs_and_reports() {
         sample: Some(20),
         remember: None,
         wasm: Default::default(),
+        distinct: false,
     };
     let r = run_scale(&opts).unwrap();
     assert_eq!(r.placed + r.failed, 2000);
@@ -66,4 +67,37 @@ fn scale_benchmark_runs_and_reports() {
         })
         .is_err()
     );
+}
+
+/// Every node scored, once per class and once per node: the same
+/// decisions, task for task (the digest covers node and allocation of
+/// each), on a cluster of four kinds and on one where every node differs.
+#[test]
+fn scale_decides_the_same_by_class_and_node_by_node() {
+    for distinct in [false, true] {
+        let opts = ScaleOpts {
+            nodes: 300,
+            tasks: 3000,
+            seed: 3,
+            policy: "default".into(),
+            sample: None,
+            remember: None,
+            wasm: Default::default(),
+            distinct,
+        };
+        let classed = run_scale(&opts).unwrap();
+        let mut per_node = opts.clone();
+        per_node.wasm.per_node = true;
+        let plain = run_scale(&per_node).unwrap();
+        assert_eq!(classed.digest, plain.digest, "distinct {distinct}");
+        assert_eq!(classed.outcome, plain.outcome);
+        let c = classed.classes;
+        if distinct {
+            assert_eq!(c.kinds, 300);
+        } else {
+            assert_eq!(c.kinds, 4);
+            assert!(c.mean < 300.0 && c.peak <= 300, "{c:?}");
+        }
+        assert!(classed.json()["classes"]["peak"].as_u64().is_some());
+    }
 }

@@ -13,7 +13,11 @@
 pub mod stream;
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
+
+use berth_model::task::Allocation;
+use berth_sched::policy::hash::FxHasher;
 
 use berth_sched::Cluster;
 use berth_sched::policy::{self, PodShape, PolicyContext, typical_pods};
@@ -39,6 +43,9 @@ pub struct ScaleOpts {
     pub remember: Option<usize>,
     /// Wasm plugins in place of or beside the native policy.
     pub wasm: crate::WasmPlugins,
+    /// Make every node a kind of its own (each node's memory differs from
+    /// every other's by a MiB or more): the worst case for node classes.
+    pub distinct: bool,
 }
 
 /// How full a replay left the cluster.
@@ -105,6 +112,11 @@ pub struct ScaleReport {
     pub wall_s: f64,
     /// With sampling: its cost in quality.
     pub quality: Option<SamplingQuality>,
+    /// Node classes over the run.
+    pub classes: ClassStats,
+    /// A digest of every decision (task, node, allocation): equal digests,
+    /// equal decisions.
+    pub digest: u64,
 }
 
 fn round2(x: f64) -> f64 {
@@ -115,18 +127,52 @@ struct Replay {
     outcome: Outcome,
     latencies_ns: Vec<u64>,
     wall_s: f64,
+    classes: ClassStats,
+    digest: u64,
+}
+
+/// Node classes over a run (see `berth_sched::classes`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ClassStats {
+    /// Kinds of node (classes while every node is idle).
+    pub kinds: usize,
+    /// Classes before each decision, on average.
+    pub mean: f64,
+    /// Most classes at once.
+    pub peak: usize,
+    /// Classes at the end.
+    pub end: usize,
+}
+
+/// Feeds one decision into the run's digest: the task's position, the
+/// node and what was allocated (two runs with equal digests decided the
+/// same, task for task).
+fn digest(h: &mut impl Hasher, k: usize, placed: Option<(usize, &Allocation)>) {
+    h.write_usize(k);
+    if let Some((node, a)) = placed {
+        h.write_usize(node);
+        (a.cpu.0, a.memory.0, &a.ports, &a.cores, &a.numa_nodes).hash(h);
+        for g in &a.gpus {
+            (g.index, g.milli, &g.uuid).hash(h);
+        }
+        (&a.nics, &a.devices).hash(h);
+    }
 }
 
 fn replay(
+    opts: &ScaleOpts,
     nodes: usize,
     tasks: usize,
-    seed: u64,
-    policy_name: &str,
     sample: Option<usize>,
     remember: Option<usize>,
-    wasm: &crate::WasmPlugins,
 ) -> Result<Replay, SimError> {
-    let states = stream::cluster(nodes)?;
+    let mut states = stream::cluster(nodes)?;
+    let (seed, policy_name, wasm) = (opts.seed, opts.policy.as_str(), &opts.wasm);
+    if opts.distinct {
+        for (i, n) in states.iter_mut().enumerate() {
+            n.mem_capacity -= (i as u64 + 1) << 20;
+        }
+    }
     let stream = stream::tasks(tasks, seed);
     let mut capacity: BTreeMap<String, u64> = BTreeMap::new();
     for g in states
@@ -148,20 +194,31 @@ fn replay(
     let mut cluster = Cluster::new(states);
     let (mut placed, mut failed) = (0, 0);
     let mut latencies_ns = Vec::with_capacity(tasks);
+    let mut h = FxHasher::default();
+    let mut class_sum = 0usize;
     let start = Instant::now();
-    for t in &stream {
+    for (k, t) in stream.iter().enumerate() {
+        class_sum += cluster.classes().len();
         let t0 = Instant::now();
-        match pipe.place(&cluster, t) {
+        let chosen = pipe.place(&cluster, t);
+        match &chosen {
             Some((i, a)) => {
-                let name = cluster.nodes()[i].name.clone();
-                cluster.commit(&name, &a);
+                let name = cluster.nodes()[*i].name.clone();
+                cluster.commit(&name, a);
                 placed += 1;
             }
             None => failed += 1,
         }
         latencies_ns.push(t0.elapsed().as_nanos() as u64);
+        digest(&mut h, k, chosen.as_ref().map(|(i, a)| (*i, a)));
     }
     let wall_s = start.elapsed().as_secs_f64();
+    let classes = ClassStats {
+        kinds: cluster.classes().kinds(),
+        mean: class_sum as f64 / stream.len().max(1) as f64,
+        peak: cluster.classes().peak(),
+        end: cluster.classes().len(),
+    };
     let gpus = cluster
         .nodes()
         .iter()
@@ -189,6 +246,8 @@ fn replay(
         },
         latencies_ns,
         wall_s,
+        classes,
+        digest: h.finish(),
     })
 }
 
@@ -202,15 +261,7 @@ pub fn run_scale(opts: &ScaleOpts) -> Result<ScaleReport, SimError> {
         ));
     }
     policy::policy(&opts.policy, &PolicyContext::default())?;
-    let main = replay(
-        opts.nodes,
-        opts.tasks,
-        opts.seed,
-        &opts.policy,
-        opts.sample,
-        opts.remember,
-        &opts.wasm,
-    )?;
+    let main = replay(opts, opts.nodes, opts.tasks, opts.sample, opts.remember)?;
     let mut lat = main.latencies_ns.clone();
     lat.sort_unstable();
     let at = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] as f64 / 1000.0;
@@ -221,26 +272,8 @@ pub fn run_scale(opts: &ScaleOpts) -> Result<ScaleReport, SimError> {
             let tasks = (opts.tasks * nodes / opts.nodes).max(1);
             let sample = (s * nodes / opts.nodes).max(1);
             let remember = opts.remember.map(|k| k * nodes / opts.nodes);
-            let full = replay(
-                nodes,
-                tasks,
-                opts.seed,
-                &opts.policy,
-                None,
-                None,
-                &opts.wasm,
-            )?
-            .outcome;
-            let sampled = replay(
-                nodes,
-                tasks,
-                opts.seed,
-                &opts.policy,
-                Some(sample),
-                remember,
-                &opts.wasm,
-            )?
-            .outcome;
+            let full = replay(opts, nodes, tasks, None, None)?.outcome;
+            let sampled = replay(opts, nodes, tasks, Some(sample), remember)?.outcome;
             Some(SamplingQuality {
                 nodes,
                 tasks,
@@ -262,6 +295,8 @@ pub fn run_scale(opts: &ScaleOpts) -> Result<ScaleReport, SimError> {
         outcome: main.outcome,
         wall_s: main.wall_s,
         quality,
+        classes: main.classes,
+        digest: main.digest,
     })
 }
 
@@ -286,6 +321,15 @@ impl ScaleReport {
             "gpu_alloc_pct": round2(self.outcome.gpu_alloc_pct),
             "cpu_alloc_pct": round2(self.outcome.cpu_alloc_pct),
             "wall_s": round2(self.wall_s),
+            "per_node": self.opts.wasm.per_node,
+            "distinct": self.opts.distinct,
+            "classes": json!({
+                "kinds": self.classes.kinds,
+                "mean": self.classes.mean.round(),
+                "peak": self.classes.peak,
+                "end": self.classes.end,
+            }),
+            "decisions_digest": format!("{:016x}", self.digest),
             "sampling_quality": self.quality.as_ref().map(|q| json!({
                 "nodes": q.nodes,
                 "tasks": q.tasks,
@@ -328,6 +372,18 @@ impl ScaleReport {
             self.outcome.gpu_alloc_pct,
             self.outcome.cpu_alloc_pct,
         );
+        s.push_str(&format!(
+            "node classes: {} kinds, {:.0} on average, {} at most, {} at the end{}\n",
+            self.classes.kinds,
+            self.classes.mean,
+            self.classes.peak,
+            self.classes.end,
+            if o.wasm.per_node {
+                " (decided node by node)"
+            } else {
+                ""
+            },
+        ));
         if let Some(q) = &self.quality {
             s.push_str(&format!(
                 "sampling cost on {} nodes, {} tasks:\n{:>12} {:>8} {:>8} {:>7} {:>7}\n",
