@@ -294,15 +294,25 @@ impl FragSession<'_> {
         if frees.is_empty() {
             return 0.0;
         }
-        let level = self.model.level(cpu_free);
+        let base = self.base(model, self.model.level(cpu_free), frees);
+        self.finish(model, base, cpu_free, frees)
+    }
+
+    /// `F` from FGD's part `base` (see [`FragModel::finish`]).
+    fn finish(&self, model: usize, base: f64, cpu_free: u64, frees: &[u32]) -> f64 {
         let value = self.memo.models[model].value;
+        self.model.finish(base, value, cpu_free, frees)
+    }
+
+    /// FGD's part of `F` (memoised) for a node of `model` whose free CPU
+    /// covers `level` CPU levels and whose GPUs have `frees` (not empty).
+    fn base(&mut self, model: usize, level: usize, frees: &[u32]) -> f64 {
         if frees.len() > MEMO_GPUS || level >= 1 << 40 || model >= 1 << 16 {
             let mut sorted = frees.to_vec();
             sorted.sort_unstable();
-            let base = self
+            return self
                 .model
                 .compute(&self.memo.models[model].allowed, level, &sorted);
-            return self.model.finish(base, value, cpu_free, frees);
         }
         let mut sorted = [0u32; MEMO_GPUS];
         let n = frees.len();
@@ -312,7 +322,7 @@ impl FragSession<'_> {
         for (i, f) in sorted[..n].iter().enumerate() {
             key[1 + i / 4] |= u64::from((*f).min(0xFFFF)) << (16 * (i % 4));
         }
-        let base = match self.memo.map.get(&key) {
+        match self.memo.map.get(&key) {
             Some(v) => *v,
             None => {
                 let v = self
@@ -324,8 +334,7 @@ impl FragSession<'_> {
                 self.memo.map.insert(key, v);
                 v
             }
-        };
-        self.model.finish(base, value, cpu_free, frees)
+        }
     }
 
     /// `F(n)` for a node as it is.
@@ -346,7 +355,9 @@ impl FragSession<'_> {
         frees.clear();
         frees_of(node, &mut frees);
         let cpu = node.cpu_free();
-        let f0 = self.frag(model, cpu, &frees);
+        let level0 = self.model.level(cpu);
+        let base0 = (!frees.is_empty()).then(|| self.base(model, level0, &frees));
+        let f0 = base0.map_or(0.0, |b| self.finish(model, b, cpu, &frees));
         let cpu1 = cpu.saturating_sub(task.cpu_demand());
         // Only a request naming models or memory reads the GPU records.
         let picky = task
@@ -422,7 +433,15 @@ impl FragSession<'_> {
                 })
             }
             _ => {
-                let delta = f0 - self.frag(model, cpu1, &frees);
+                let f1 = match base0 {
+                    // The same GPUs at the same CPU level: FGD's part is
+                    // f0's; only the terms added outside the memo move.
+                    Some(b) if self.model.level(cpu1) == level0 => {
+                        self.finish(model, b, cpu1, &frees)
+                    }
+                    _ => self.frag(model, cpu1, &frees),
+                };
+                let delta = f0 - f1;
                 Some(FgdChoice {
                     score: fgd_score(delta),
                     delta,
