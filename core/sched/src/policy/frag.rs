@@ -27,6 +27,8 @@ use crate::policy::typical::{PodShape, TypicalPod};
 const MEMO_GPUS: usize = 8;
 /// The memo is cleared when it grows past this many entries.
 const MEMO_CAP: usize = 4 << 20;
+/// Most CPU levels for which FGD's part of `F` is also kept per node slot.
+const SLOT_LEVELS: usize = 64;
 
 struct Class {
     shape: PodShape,
@@ -51,8 +53,43 @@ struct Memo {
     fingerprint: Option<u64>,
     /// Model id per node slot (`u32::MAX`: not looked up yet).
     slot_model: Vec<u32>,
+    /// Per node slot, the GPU frees its `slot_base` row was computed for.
+    slot_frees: Vec<SlotFrees>,
+    /// Per node slot, FGD's part of `F` by CPU level for those frees
+    /// (NaN: not computed); `levels + 1` values a slot.
+    slot_base: Vec<f64>,
     /// FGD's part of `F`, keyed by model, CPU level and sorted free GPUs.
     map: HashMap<[u64; 3], f64, FxBuild>,
+}
+
+/// The free thousandths a slot's row of bases holds for (`n == u8::MAX`:
+/// none yet).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SlotFrees {
+    n: u8,
+    frees: [u16; MEMO_GPUS],
+}
+
+impl SlotFrees {
+    const NONE: SlotFrees = SlotFrees {
+        n: u8::MAX,
+        frees: [0; MEMO_GPUS],
+    };
+
+    /// `frees` as kept (`None` when there are too many GPUs to keep).
+    fn of(frees: &[u32]) -> Option<SlotFrees> {
+        if frees.len() > MEMO_GPUS {
+            return None;
+        }
+        let mut s = SlotFrees {
+            n: frees.len() as u8,
+            frees: [0; MEMO_GPUS],
+        };
+        for (k, f) in s.frees.iter_mut().zip(frees) {
+            *k = u16::try_from(*f).ok()?;
+        }
+        Some(s)
+    }
 }
 
 fn label_hash(label: &str) -> u64 {
@@ -96,6 +133,8 @@ impl FragModel {
                 models: Vec::new(),
                 fingerprint: None,
                 slot_model: Vec::new(),
+                slot_frees: Vec::new(),
+                slot_base: Vec::new(),
                 map: HashMap::default(),
             }),
             cpu_term: None,
@@ -124,16 +163,26 @@ impl FragModel {
     }
 
     /// Before a decision on `cluster`: nodes' model ids are then kept by
-    /// slot (looked up once per node, not hashed per call) until the
-    /// cluster's fingerprint changes. Nodes evaluated afterwards must be
-    /// that cluster's.
+    /// slot (looked up once per node, not hashed per call), and FGD's part
+    /// of `F` per slot and CPU level for the slot's GPU frees as last seen
+    /// (read back when the frees are still those: no sort, no hash), until
+    /// the cluster's fingerprint changes. Nodes evaluated afterwards must
+    /// be that cluster's.
     pub fn prepare(&self, cluster: &crate::Cluster) {
         let mut memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
         let fp = cluster.fingerprint();
-        if memo.fingerprint != Some(fp) || memo.slot_model.len() != cluster.nodes().len() {
+        let n = cluster.nodes().len();
+        if memo.fingerprint != Some(fp) || memo.slot_model.len() != n {
             memo.fingerprint = Some(fp);
             memo.slot_model.clear();
-            memo.slot_model.resize(cluster.nodes().len(), u32::MAX);
+            memo.slot_model.resize(n, u32::MAX);
+            memo.slot_frees.clear();
+            memo.slot_base.clear();
+            if self.cpu_levels.len() < SLOT_LEVELS {
+                memo.slot_frees.resize(n, SlotFrees::NONE);
+                memo.slot_base
+                    .resize(n * (self.cpu_levels.len() + 1), f64::NAN);
+            }
         }
     }
 
@@ -237,6 +286,11 @@ fn gpu_ok(req: &crate::cluster::GpuRequest, g: &crate::cluster::GpuState) -> boo
 
 /// `trunc(100·σ(delta/1000))`.
 pub fn fgd_score(delta: f64) -> i64 {
+    if delta == 0.0 {
+        // The common case (a placement that leaves F as it was), without
+        // the exponential.
+        return 50;
+    }
     (1.0 / (1.0 + (-(delta / 1000.0)).exp()) * 100.0) as i64
 }
 
@@ -337,13 +391,43 @@ impl FragSession<'_> {
         }
     }
 
+    /// [`FragSession::base`] for `node` with its own GPU frees `frees`:
+    /// kept per slot and level while the frees stay.
+    fn node_base(&mut self, node: &NodeState, model: usize, level: usize, frees: &[u32]) -> f64 {
+        let slot = node.slot as usize;
+        let width = self.model.cpu_levels.len() + 1;
+        let at = slot * width + level;
+        let Some(key) = SlotFrees::of(frees).filter(|_| {
+            slot < self.memo.slot_frees.len() && level < width && model < 1 << 16
+        }) else {
+            return self.base(model, level, frees);
+        };
+        if self.memo.slot_frees[slot] != key {
+            self.memo.slot_frees[slot] = key;
+            self.memo.slot_base[slot * width..(slot + 1) * width].fill(f64::NAN);
+        }
+        let kept = self.memo.slot_base[at];
+        if !kept.is_nan() {
+            return kept;
+        }
+        let v = self.base(model, level, frees);
+        self.memo.slot_base[at] = v;
+        v
+    }
+
     /// `F(n)` for a node as it is.
     pub fn node_frag(&mut self, node: &NodeState) -> f64 {
         let model = self.model_id(node);
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         frees_of(node, &mut buf);
-        let f = self.frag(model, node.cpu_free(), &buf);
+        let cpu = node.cpu_free();
+        let f = if buf.is_empty() {
+            0.0
+        } else {
+            let base = self.node_base(node, model, self.model.level(cpu), &buf);
+            self.finish(model, base, cpu, &buf)
+        };
         self.buf = buf;
         f
     }
@@ -356,7 +440,7 @@ impl FragSession<'_> {
         frees_of(node, &mut frees);
         let cpu = node.cpu_free();
         let level0 = self.model.level(cpu);
-        let base0 = (!frees.is_empty()).then(|| self.base(model, level0, &frees));
+        let base0 = (!frees.is_empty()).then(|| self.node_base(node, model, level0, &frees));
         let f0 = base0.map_or(0.0, |b| self.finish(model, b, cpu, &frees));
         let cpu1 = cpu.saturating_sub(task.cpu_demand());
         // Only a request naming models or memory reads the GPU records.
@@ -433,13 +517,19 @@ impl FragSession<'_> {
                 })
             }
             _ => {
+                // The same GPUs: FGD's part at the new CPU level, kept
+                // per slot; the terms added outside the memo move.
                 let f1 = match base0 {
-                    // The same GPUs at the same CPU level: FGD's part is
-                    // f0's; only the terms added outside the memo move.
-                    Some(b) if self.model.level(cpu1) == level0 => {
-                        self.finish(model, b, cpu1, &frees)
+                    Some(b) => {
+                        let level1 = self.model.level(cpu1);
+                        let b1 = if level1 == level0 {
+                            b
+                        } else {
+                            self.node_base(node, model, level1, &frees)
+                        };
+                        self.finish(model, b1, cpu1, &frees)
                     }
-                    _ => self.frag(model, cpu1, &frees),
+                    None => 0.0,
                 };
                 let delta = f0 - f1;
                 Some(FgdChoice {
