@@ -24,6 +24,9 @@ impl FilterPlugin for NodeReady {
             ..Default::default()
         })
     }
+    fn need_decides(&self, _task: &TaskRequest) -> bool {
+        true
+    }
     fn filter(&self, _task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
             if !n.ready {
@@ -36,7 +39,8 @@ impl FilterPlugin for NodeReady {
     }
 }
 
-/// Rejects nodes without enough free CPU or memory.
+/// Rejects nodes without enough free CPU (shared millicores plus a whole
+/// CPU per exclusive core, as the allocator takes them) or memory.
 pub struct ResourceFit;
 
 impl FilterPlugin for ResourceFit {
@@ -48,19 +52,22 @@ impl FilterPlugin for ResourceFit {
     }
     fn need(&self, task: &TaskRequest) -> Option<crate::Need> {
         Some(crate::Need {
-            cpu: task.cpu,
+            cpu: task.cpu_demand(),
             memory: task.memory,
             ..Default::default()
         })
     }
+    fn need_decides(&self, _task: &TaskRequest) -> bool {
+        true
+    }
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
-            if n.cpu_free() < task.cpu {
+            if n.cpu_free() < task.cpu_demand() {
                 *o = Some(Rejection::new(
                     "insufficient cpu",
                     format!(
                         "need {}, free {}",
-                        MilliCpu(task.cpu),
+                        MilliCpu(task.cpu_demand()),
                         MilliCpu(n.cpu_free())
                     ),
                 ));
@@ -83,6 +90,10 @@ impl FilterPlugin for HostPorts {
     }
     /// Host ports in use are not part of a node's class.
     fn class_pure(&self, task: &TaskRequest) -> bool {
+        task.ports.is_empty()
+    }
+    /// A task without host ports passes everywhere.
+    fn need_decides(&self, task: &TaskRequest) -> bool {
         task.ports.is_empty()
     }
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
@@ -144,6 +155,12 @@ fn utilisation_after(task: &TaskRequest, n: &NodeState) -> f64 {
         / 2.0
 }
 
+/// The task's CPU and memory in one key ([`ScorePlugin::task_key`]),
+/// when both fit (below 2^24 millicores and 2^40 bytes).
+fn cpu_memory_key(task: &TaskRequest) -> Option<u64> {
+    (task.cpu < 1 << 24 && task.memory < 1 << 40).then_some(task.cpu << 40 | task.memory)
+}
+
 /// Prefers the fullest node that fits (best fit), keeping whole nodes free
 /// for large tasks.
 pub struct BinPack;
@@ -154,6 +171,9 @@ impl ScorePlugin for BinPack {
     }
     fn class_pure(&self, _task: &TaskRequest) -> bool {
         true
+    }
+    fn task_key(&self, task: &TaskRequest) -> Option<u64> {
+        cpu_memory_key(task)
     }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
@@ -171,6 +191,9 @@ impl ScorePlugin for Spread {
     }
     fn class_pure(&self, _task: &TaskRequest) -> bool {
         true
+    }
+    fn task_key(&self, task: &TaskRequest) -> Option<u64> {
+        cpu_memory_key(task)
     }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
@@ -202,6 +225,10 @@ impl FilterPlugin for HardwareFit {
             gpu_share: all.gpu_share,
             ..Default::default()
         })
+    }
+    /// A task without hardware passes everywhere.
+    fn need_decides(&self, task: &TaskRequest) -> bool {
+        !hw::needs_hardware(task)
     }
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         if !hw::needs_hardware(task) {

@@ -12,6 +12,7 @@ use std::collections::BinaryHeap;
 use berth_model::task::Allocation;
 
 use crate::classes::Class;
+use crate::memo::{ClassRef, ScoreMemo, weigh};
 use crate::cluster::{Cluster, NodeState, TaskRequest};
 use crate::pipeline::{Decision, NodeExplain, Pipeline, blank_explain, pending_summary};
 use crate::plugin::{FilterPlugin, Rejection, ScorePlugin};
@@ -28,9 +29,6 @@ pub(crate) struct Unit<'a> {
 pub(crate) struct Candidates<'a> {
     pub(crate) units: Vec<Unit<'a>>,
     parts: Vec<u32>,
-    /// Drop the classes short of a filter's [`crate::Need`] without
-    /// asking it (the lean path; explanations ask, for the reason).
-    pub(crate) skip_short: bool,
 }
 
 /// Where a rejection or a score lands: a whole unit or one node.
@@ -61,8 +59,47 @@ impl<'a> Candidates<'a> {
                 .map(|class| Unit { class, part: None })
                 .collect(),
             parts: Vec::new(),
-            skip_short: false,
         }
+    }
+
+    /// The classes of the cluster that meet the filters' needs, and how
+    /// many filters (from the first) those were: the lean path's start (a
+    /// class short of a need is turned down by that filter, and the lean
+    /// path does not say why). Every filter's need is checked here, in
+    /// one pass, unless a filter is not class-pure for `task` (it may
+    /// weigh a node against the others it is given): the needs of the
+    /// filters after it wait for their turn.
+    pub(crate) fn lean(
+        cluster: &'a Cluster,
+        filters: &[Box<dyn FilterPlugin>],
+        task: &TaskRequest,
+    ) -> (Candidates<'a>, usize) {
+        let mut need = crate::Need::default();
+        let mut folded = 0;
+        for f in filters {
+            if let Some(n) = f.need(task) {
+                need = need.and(n);
+            }
+            folded += 1;
+            if !f.need_decides(task) && !f.class_pure(task) {
+                break;
+            }
+        }
+        let c = Candidates {
+            units: cluster
+                .classes()
+                .meeting(need)
+                .map(|class| Unit { class, part: None })
+                .collect(),
+            parts: Vec::new(),
+        };
+        (c, folded)
+    }
+
+    /// Drops the units short of `need`.
+    fn keep_meeting(&mut self, need: crate::Need) {
+        self.units
+            .retain(|u| need.met(u.class.ready, &u.class.free));
     }
 
     /// The member of `u` that sorts first.
@@ -115,12 +152,6 @@ impl<'a> Candidates<'a> {
         all: &[NodeState],
         rejected: &mut dyn FnMut(Target<'_, 'a>, &Rejection),
     ) {
-        if self.skip_short
-            && let Some(need) = f.need(task)
-        {
-            self.units
-                .retain(|u| need.met(u.class.ready, &u.class.free));
-        }
         if self.units.is_empty() {
             return;
         }
@@ -198,25 +229,32 @@ impl<'a> Candidates<'a> {
             self.split();
         }
         let view: Vec<&NodeState> = self.units.iter().map(|u| &all[self.first(u)]).collect();
-        let mut total = vec![0.0; view.len()];
-        let mut scores = vec![0.0; view.len()];
-        for (s, weight) in scorers {
-            scores.fill(0.0);
-            s.score(task, &view, &mut scores);
-            if let Some(r) = s.take_failure() {
-                return Err((s.name().to_string(), r));
-            }
-            for ((t, v), u) in total.iter_mut().zip(&scores).zip(&self.units) {
-                let v = if v.is_finite() {
-                    v.clamp(0.0, 100.0)
-                } else {
-                    0.0
-                };
-                scored(Target::Unit(u, self), s.name(), v);
-                *t += v * weight;
-            }
-        }
-        Ok(total)
+        weigh(scorers, task, &view, &mut |k, name, v| {
+            scored(Target::Unit(&self.units[k], self), name, v);
+        })
+    }
+
+    /// [`Candidates::score`] on the lean path: totals kept per class
+    /// ([`crate::memo`]) when every scorer names a key for `task`.
+    fn score_lean(
+        &mut self,
+        pipe: &Pipeline,
+        task: &TaskRequest,
+        all: &[NodeState],
+    ) -> Result<Vec<f64>, (String, Rejection)> {
+        let Some(key) = ScoreMemo::key(&pipe.scorers, task) else {
+            return self.score(&pipe.scorers, task, all, &mut |_, _, _| {});
+        };
+        let classes: Vec<ClassRef> = self
+            .units
+            .iter()
+            .map(|u| ClassRef {
+                id: u.class.id(),
+                birth: u.class.birth(),
+                node: self.first(u),
+            })
+            .collect();
+        pipe.memo.totals(key, &classes, &pipe.scorers, task, all)
     }
 
     /// One unit per feasible node, in node order.
@@ -319,15 +357,21 @@ impl Pipeline {
         task: &TaskRequest,
     ) -> Option<(usize, Allocation)> {
         let all = cluster.nodes();
-        let mut c = Candidates::all(cluster);
-        c.skip_short = true;
-        for f in &self.filters {
-            c.filter(f.as_ref(), task, all, &mut |_, _| {});
+        let (mut c, folded) = Candidates::lean(cluster, &self.filters, task);
+        for (k, f) in self.filters.iter().enumerate() {
+            if k >= folded
+                && let Some(need) = f.need(task)
+            {
+                c.keep_meeting(need);
+            }
+            if !f.need_decides(task) {
+                c.filter(f.as_ref(), task, all, &mut |_, _| {});
+            }
             if c.units.is_empty() {
                 return None;
             }
         }
-        let total = c.score(&self.scorers, task, all, &mut |_, _, _| {}).ok()?;
+        let total = c.score_lean(self, task, all).ok()?;
         let best = c.first(&c.units[c.best(&total)?]);
         match self.allocator.allocate(task, &all[best]) {
             Ok(a) => Some((best, a)),

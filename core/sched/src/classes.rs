@@ -20,8 +20,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::Free;
+use crate::{Free, Need};
 use crate::cluster::NodeState;
 use crate::policy::hash::{FxBuild, FxHasher};
 
@@ -41,7 +42,15 @@ pub struct Class {
     first: u32,
     /// Position in [`Classes::live`].
     pos: u32,
+    /// Its id (a slot, reused after the class dies).
+    id: u32,
+    /// Unique to this class among every class of the process, ever: what
+    /// is kept about a class's state holds while `birth` is the same.
+    birth: u64,
 }
+
+/// The next [`Class::birth`].
+static NEXT_BIRTH: AtomicU64 = AtomicU64::new(1);
 
 impl Class {
     /// The member that sorts first (the class's representative; the
@@ -68,6 +77,18 @@ impl Class {
         self.members.len()
     }
 
+    /// Its id: less than the most classes alive at once, reused after it
+    /// dies (see [`Class::birth`]).
+    pub fn id(&self) -> usize {
+        self.id as usize
+    }
+
+    /// A number no other class of this process ever had: with
+    /// [`Class::id`], it names this state for as long as the class lives.
+    pub fn birth(&self) -> u64 {
+        self.birth
+    }
+
     /// Whether it has no nodes (never true of a live class).
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
@@ -86,6 +107,9 @@ pub struct Classes {
     spare: Vec<u32>,
     /// Ids of the classes with members.
     live: Vec<u32>,
+    /// What each of `live` has free, and whether it is ready, in `live`
+    /// order: a decision's first pass reads these packed lines only.
+    live_free: Vec<(Free, bool)>,
     /// (kind, state) hash → class ids with that hash.
     index: HashMap<u64, Vec<u32>, FxBuild>,
     /// Kinds found.
@@ -123,6 +147,16 @@ impl Classes {
     /// Live classes, in no particular order.
     pub fn live(&self) -> impl ExactSizeIterator<Item = &Class> + '_ {
         self.live.iter().map(|&id| &self.slots[id as usize])
+    }
+
+    /// Live classes that `need` does not rule out, in no particular order
+    /// (one pass over packed lines; the rest are not touched).
+    pub fn meeting(&self, need: Need) -> impl Iterator<Item = &Class> + '_ {
+        self.live_free
+            .iter()
+            .zip(&self.live)
+            .filter(move |((free, ready), _)| need.met(*ready, free))
+            .map(|(_, &id)| &self.slots[id as usize])
     }
 
     /// How many classes have nodes.
@@ -182,11 +216,14 @@ impl Classes {
                     self.slots.len() as u32 - 1
                 });
                 let slot = &mut self.slots[id as usize];
+                slot.id = id;
+                slot.birth = NEXT_BIRTH.fetch_add(1, Ordering::Relaxed);
                 slot.hash = hash;
                 slot.free = n.free;
                 slot.ready = n.ready;
                 slot.pos = self.live.len() as u32;
                 self.live.push(id);
+                self.live_free.push((n.free, n.ready));
                 self.peak = self.peak.max(self.live.len());
                 self.index.entry(hash).or_default().push(id);
                 id
@@ -210,6 +247,7 @@ impl Classes {
         }
         let (hash, pos) = (slot.hash, slot.pos as usize);
         self.live.swap_remove(pos);
+        self.live_free.swap_remove(pos);
         if let Some(&moved) = self.live.get(pos) {
             self.slots[moved as usize].pos = pos as u32;
         }

@@ -149,6 +149,11 @@ impl FilterPlugin for Constraints {
         }
     }
 
+    /// A task without constraints or a pinned volume passes everywhere.
+    fn need_decides(&self, task: &TaskRequest) -> bool {
+        task.pinned.is_none() && task.constraints.is_empty()
+    }
+
     /// Class-pure unless the task is pinned to a node (a volume), counts
     /// its group's tasks, or matches on the node's `hostname`.
     fn class_pure(&self, task: &TaskRequest) -> bool {

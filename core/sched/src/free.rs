@@ -38,6 +38,8 @@ pub struct Free {
     /// the best-set search counts); [`u32::MAX`] when the node has more
     /// GPUs than that search handles exhaustively (the count is unknown).
     pub nvlink_idle: u32,
+    /// MIG instances not taken (of any profile).
+    pub mig: u32,
 }
 
 /// What a filter requires a node to have free for a task: a node short of
@@ -59,29 +61,47 @@ pub struct Need {
     pub gpus_idle: u32,
     /// Free thousandths on one GPU.
     pub gpu_share: u32,
+    /// MIG instances not taken.
+    pub mig: u32,
 }
 
 impl Need {
-    /// What fitting `task` at all takes: ready, its CPU, memory, cores and
-    /// NICs, and its whole GPUs idle or its share free on one GPU (MIG
-    /// instances are not counted here).
+    /// What fitting `task` at all takes: ready, its CPU (shared and
+    /// exclusive cores), memory, cores and NICs, and its whole GPUs idle,
+    /// its share free on one GPU or a MIG instance free.
     pub fn of(task: &crate::TaskRequest) -> Need {
         let mut need = Need {
             ready: true,
-            cpu: task.cpu,
+            cpu: task.cpu_demand(),
             memory: task.memory,
             cores: task.cores,
             nics: task.nics.as_ref().map_or(0, |n| n.count),
             ..Need::default()
         };
-        if let Some(g) = task.gpus.as_ref().filter(|g| g.mig_profile.is_none()) {
-            if g.milli >= GPU_MILLI {
+        if let Some(g) = task.gpus.as_ref().filter(|g| g.count > 0) {
+            if g.mig_profile.is_some() {
+                need.mig = 1;
+            } else if g.milli >= GPU_MILLI {
                 need.gpus_idle = g.count;
             } else if g.count > 0 {
                 need.gpu_share = g.milli;
             }
         }
         need
+    }
+
+    /// What meeting both `self` and `other` takes.
+    pub fn and(self, other: Need) -> Need {
+        Need {
+            ready: self.ready || other.ready,
+            cpu: self.cpu.max(other.cpu),
+            memory: self.memory.max(other.memory),
+            cores: self.cores.max(other.cores),
+            nics: self.nics.max(other.nics),
+            gpus_idle: self.gpus_idle.max(other.gpus_idle),
+            gpu_share: self.gpu_share.max(other.gpu_share),
+            mig: self.mig.max(other.mig),
+        }
     }
 
     /// Whether a node `ready` (or not) with `free` has it.
@@ -93,6 +113,7 @@ impl Need {
             && free.nics >= self.nics
             && free.gpus_idle >= self.gpus_idle
             && free.gpu_share >= self.gpu_share
+            && free.mig >= self.mig
     }
 }
 
@@ -164,6 +185,12 @@ impl NodeState {
             .collect();
         self.free.gpus_idle = idle.len() as u32;
         self.free.gpu_share = self.gpus.iter().map(|g| g.milli_free()).max().unwrap_or(0);
+        self.free.mig = self
+            .gpus
+            .iter()
+            .flat_map(|g| &g.mig)
+            .filter(|m| !m.taken)
+            .count() as u32;
         self.free.nvlink_idle = if idle.len() > nvlink::MAX_POOL {
             u32::MAX
         } else {

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod constraints;
 pub mod free;
 pub mod hw;
+pub mod memo;
 mod node;
 mod nvlink;
 pub mod pipeline;

@@ -8,6 +8,7 @@ use berth_model::task::Allocation;
 use crate::builtin::{BinPack, DefaultAllocator, HardwareFit, HostPorts, NodeReady, ResourceFit};
 use crate::cluster::{Cluster, NodeState, TaskRequest};
 use crate::constraints::Constraints;
+use crate::memo::ScoreMemo;
 use crate::plugin::{AllocatePlugin, FilterPlugin, Rejection, ScorePlugin};
 use crate::sample::HotSet;
 use crate::scan::{HOT, Scan};
@@ -57,6 +58,8 @@ pub struct Pipeline {
     next_start: AtomicUsize,
     /// Nodes recently chosen per kind of task, also scored when sampling.
     hot: HotSet,
+    /// Totals kept per node class and task key (the lean path by class).
+    pub(crate) memo: ScoreMemo,
 }
 
 /// Nodes filtered per batch while sampling.
@@ -84,6 +87,7 @@ impl Pipeline {
             next_start: AtomicUsize::new(0),
             hot: HotSet::default(),
             by_class: None,
+            memo: ScoreMemo::default(),
         }
     }
 
@@ -170,6 +174,7 @@ impl Pipeline {
 
     /// Appends a scorer with a weight.
     pub fn score(mut self, s: Box<dyn ScorePlugin>, weight: f64) -> Pipeline {
+        self.memo.clear();
         self.scorers.push((s, weight));
         self
     }

@@ -59,6 +59,12 @@ pub trait FilterPlugin: Send + Sync {
     fn need(&self, _task: &TaskRequest) -> Option<crate::Need> {
         None
     }
+    /// Whether, for `task`, [`FilterPlugin::need`] is the whole verdict: a
+    /// node that meets it passes. The lean path ([`crate::Pipeline::place`]
+    /// by class) then checks the need and does not call the filter.
+    fn need_decides(&self, _task: &TaskRequest) -> bool {
+        false
+    }
 }
 
 /// Ranks feasible nodes.
@@ -75,6 +81,15 @@ pub trait ScorePlugin: Send + Sync {
     /// values; it may not depend on how many nodes share a value.
     fn class_pure(&self, _task: &TaskRequest) -> bool {
         false
+    }
+    /// What this scorer reads of `task`, as a key, when it is class-pure
+    /// for it and a node's score depends on that node alone (not on the
+    /// other nodes passed with it): two tasks with one key score alike on
+    /// nodes of one class, so the pipeline keeps a class's score for the
+    /// class's life ([`crate::memo`]). `None` (the default): scores are
+    /// asked for every time.
+    fn task_key(&self, _task: &TaskRequest) -> Option<u64> {
+        None
     }
     /// After [`ScorePlugin::score`]: `Some` when the scorer failed and its
     /// failure policy says the decision must fail with it (every node is

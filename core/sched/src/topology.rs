@@ -17,6 +17,10 @@ impl ScorePlugin for NumaAlign {
     fn class_pure(&self, _task: &TaskRequest) -> bool {
         true
     }
+    /// Tasks without hardware score 100 everywhere: one key.
+    fn task_key(&self, task: &TaskRequest) -> Option<u64> {
+        (!hw::needs_hardware(task)).then_some(0)
+    }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         if !hw::needs_hardware(task) {
             out.fill(100.0);
@@ -77,6 +81,10 @@ impl ScorePlugin for GpuTopology {
     }
     fn class_pure(&self, _task: &TaskRequest) -> bool {
         true
+    }
+    /// Tasks without GPUs score 100 everywhere: one key.
+    fn task_key(&self, task: &TaskRequest) -> Option<u64> {
+        task.gpus.is_none().then_some(0)
     }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         let Some(req) = &task.gpus else {

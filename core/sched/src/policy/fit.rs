@@ -28,7 +28,7 @@ pub fn fits(task: &TaskRequest, node: &NodeState) -> Result<(), Rejection> {
         "node {} changed without NodeState::repack",
         node.name
     );
-    if free.cpu < task.cpu {
+    if free.cpu < task.cpu_demand() {
         return Err(Rejection::new("insufficient cpu", ""));
     }
     if free.memory < task.memory {
@@ -121,6 +121,11 @@ impl FilterPlugin for FastFit {
     }
     fn need(&self, task: &TaskRequest) -> Option<crate::Need> {
         Some(crate::Need::of(task))
+    }
+    /// Without host ports or hardware, [`fits`] checks readiness, CPU and
+    /// memory only: the need.
+    fn need_decides(&self, task: &TaskRequest) -> bool {
+        task.ports.is_empty() && !hw::needs_hardware(task)
     }
     fn filter(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [Option<Rejection>]) {
         for (n, o) in nodes.iter().zip(out.iter_mut()) {

@@ -208,6 +208,10 @@ impl ScorePlugin for FgdScore {
     fn class_pure(&self, _task: &TaskRequest) -> bool {
         true
     }
+    /// A task without GPUs is read for its CPU only (shared and cores).
+    fn task_key(&self, task: &TaskRequest) -> Option<u64> {
+        task.gpus.is_none().then(|| task.cpu_demand())
+    }
     fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
         let mut s = self.model.session();
         for (n, o) in nodes.iter().zip(out.iter_mut()) {
