@@ -12,8 +12,8 @@ use std::collections::BinaryHeap;
 use berth_model::task::Allocation;
 
 use crate::classes::Class;
-use crate::memo::{ClassRef, ScoreMemo, weigh};
 use crate::cluster::{Cluster, NodeState, TaskRequest};
+use crate::memo::{ClassRef, ScoreMemo, weigh};
 use crate::pipeline::{Decision, NodeExplain, Pipeline, blank_explain, pending_summary};
 use crate::plugin::{FilterPlugin, Rejection, ScorePlugin};
 

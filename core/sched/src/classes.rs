@@ -22,9 +22,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Free, Need};
 use crate::cluster::NodeState;
 use crate::policy::hash::{FxBuild, FxHasher};
+use crate::{Free, Need};
 
 /// The attribute that repeats the node's name.
 pub const HOSTNAME: &str = "hostname";

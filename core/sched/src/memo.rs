@@ -51,7 +51,10 @@ impl ScoreMemo {
 
     /// Every scorer's key for `task`, when each is class-pure for it and
     /// names one: then [`ScoreMemo::totals`] applies.
-    pub(crate) fn key(scorers: &[(Box<dyn ScorePlugin>, f64)], task: &TaskRequest) -> Option<Vec<u64>> {
+    pub(crate) fn key(
+        scorers: &[(Box<dyn ScorePlugin>, f64)],
+        task: &TaskRequest,
+    ) -> Option<Vec<u64>> {
         scorers
             .iter()
             .map(|(s, _)| s.class_pure(task).then(|| s.task_key(task)).flatten())
@@ -137,4 +140,95 @@ pub(crate) fn weigh(
         }
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::builtin::DefaultAllocator;
+    use crate::cluster::{Cluster, NodeState, TaskRequest};
+    use crate::plugin::ScorePlugin;
+    use crate::{Pipeline, policy::FastFit};
+
+    /// Scores by free CPU after the task, counting the nodes it is asked
+    /// about.
+    struct Counting(&'static AtomicUsize);
+
+    impl ScorePlugin for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        fn class_pure(&self, _task: &TaskRequest) -> bool {
+            true
+        }
+        fn task_key(&self, task: &TaskRequest) -> Option<u64> {
+            Some(task.cpu)
+        }
+        fn score(&self, task: &TaskRequest, nodes: &[&NodeState], out: &mut [f64]) {
+            self.0.fetch_add(nodes.len(), Ordering::Relaxed);
+            for (n, o) in nodes.iter().zip(out.iter_mut()) {
+                *o = 100.0 - (n.cpu_free() - task.cpu) as f64 / 100.0;
+            }
+        }
+    }
+
+    fn nodes(n: usize) -> Vec<NodeState> {
+        (0..n)
+            .map(|i| NodeState {
+                name: format!("n{i:03}"),
+                ready: true,
+                cpu_capacity: 8000,
+                mem_capacity: 1 << 34,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn task(cpu: u64) -> TaskRequest {
+        TaskRequest {
+            id: "t".into(),
+            cpu,
+            memory: 1 << 20,
+            ..Default::default()
+        }
+    }
+
+    /// A task key seen before is scored only on the classes born since;
+    /// another key starts its own column; a class's total is its own.
+    #[test]
+    fn kept_totals_are_read_and_new_classes_scored() {
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        let p = Pipeline::new(Box::new(DefaultAllocator))
+            .filter(Box::new(FastFit))
+            .score(Box::new(Counting(&CALLS)), 1.0)
+            .by_class(true);
+        let mut c = Cluster::new(nodes(50));
+        let asked = || CALLS.swap(0, Ordering::Relaxed);
+        let (i, a) = p.place(&c, &task(1000)).unwrap();
+        assert_eq!((i, asked()), (0, 1), "one class, asked once");
+        assert_eq!(p.place(&c, &task(1000)).unwrap().0, 0);
+        assert_eq!(asked(), 0, "nothing new: every total read");
+        let name = c.nodes()[i].name.clone();
+        assert!(c.commit(&name, &a));
+        // n000 is in a class of its own now, fuller: binpack-like scores
+        // send the next task there, asking about that class only.
+        assert_eq!(p.place(&c, &task(1000)).unwrap().0, 0);
+        assert_eq!(asked(), 1);
+        // Another key: both classes asked once.
+        assert_eq!(p.place(&c, &task(2000)).unwrap().0, 0);
+        assert_eq!(asked(), 2);
+        // The decisions are those of scoring every node every time.
+        let plain = Pipeline::new(Box::new(DefaultAllocator))
+            .filter(Box::new(FastFit))
+            .score(Box::new(Counting(&CALLS)), 1.0)
+            .by_class(false);
+        for cpu in [1000, 2000, 7000, 7500] {
+            assert_eq!(
+                p.place(&c, &task(cpu)),
+                plain.place(&c, &task(cpu)),
+                "{cpu}"
+            );
+        }
+    }
 }

@@ -328,3 +328,63 @@ fn restricted_uses_the_fewest_numa_nodes() {
             .starts_with("lack 1 free GPUs")
     );
 }
+
+/// Exclusive cores take a whole CPU each from the node's CPU: a node whose
+/// CPU shared tasks hold is turned down by the filters (and says so), not
+/// picked and then refused by the allocator.
+#[test]
+fn exclusive_cores_need_the_cpu_they_take() {
+    let mut busy = node("a-busy", "cpu-2s");
+    busy.cpu_used = busy.cpu_capacity - 1000;
+    let c = Cluster::new(vec![busy, node("b-idle", "cpu-2s")]);
+    let t = TaskRequest {
+        id: "t".into(),
+        memory: 1 << 30,
+        cores: 2,
+        numa: NumaPolicy::SingleNumaNode,
+        ..Default::default()
+    };
+    for p in [
+        Pipeline::default(),
+        berth_sched::policy::pipeline("default", &Default::default()).unwrap(),
+    ] {
+        let d = p.decide(&c, &t);
+        assert_eq!(d.placement.as_ref().unwrap().0, "b-idle");
+        let (plugin, why) = d.nodes[0].filtered.clone().unwrap();
+        assert!(
+            ["resource-fit", "fast-fit"].contains(&plugin.as_str()),
+            "{plugin}: {why:?}"
+        );
+        assert_eq!(why.reason, "insufficient cpu");
+        assert_eq!(p.place(&c, &t).unwrap().0, 1);
+    }
+}
+
+/// A MIG request skips nodes without a free instance before asking.
+#[test]
+fn mig_instances_are_a_need() {
+    let mut full = node("a-full", "a100-mig");
+    for m in full.gpus.iter_mut().flat_map(|g| &mut g.mig) {
+        m.taken = true;
+    }
+    full.repack();
+    let free = node("b-free", "a100-mig");
+    assert_eq!(full.free.mig, 0);
+    assert!(free.free.mig > 0);
+    let t = TaskRequest {
+        id: "t".into(),
+        gpus: Some(GpuRequest {
+            count: 1,
+            milli: 1000,
+            mig_profile: Some("1g.10gb".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let need = berth_sched::Need::of(&t);
+    assert!(!need.met(true, &full.free) && need.met(true, &free.free));
+    let c = Cluster::new(vec![full, free]);
+    let p = berth_sched::policy::pipeline("default", &Default::default()).unwrap();
+    assert_eq!(p.place(&c, &t).unwrap().0, 1);
+    assert!(p.decide(&c, &t).nodes[0].filtered.is_some());
+}

@@ -205,7 +205,7 @@ impl AllocatePlugin for WasmAllocate {
         if !asks_gpus {
             return DefaultAllocator.allocate(t, node);
         }
-        if node.cpu_free() < t.cpu || node.mem_free() < t.memory {
+        if node.cpu_free() < t.cpu_demand() || node.mem_free() < t.memory {
             return Err(Rejection::new(
                 "insufficient resources",
                 "changed since filtering",
