@@ -219,16 +219,28 @@ pub async fn apps(addr: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Items a listing asks for at a time (the CLI reads every page).
+const PAGE: u32 = 1000;
+
 pub(crate) async fn list_tasks(addr: &str, app: Option<String>) -> anyhow::Result<Vec<pb::Task>> {
-    Ok(ctl!(
-        addr,
-        list_tasks,
-        pb::ListTasksRequest {
-            app: app.unwrap_or_default(),
+    let (mut all, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = ctl!(
+            addr,
+            list_tasks,
+            pb::ListTasksRequest {
+                app: app.clone().unwrap_or_default(),
+                page_size: PAGE,
+                page_token: token,
+            }
+        )?
+        .into_inner();
+        all.extend(page.tasks);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
         }
-    )?
-    .into_inner()
-    .tasks)
+        token = page.next_page_token;
+    }
 }
 
 /// `berth ps`.
@@ -401,9 +413,24 @@ pub async fn rm(addr: &str, app: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn list_nodes(addr: &str) -> anyhow::Result<Vec<pb::Node>> {
-    Ok(ctl!(addr, list_nodes, pb::ListNodesRequest {})?
-        .into_inner()
-        .nodes)
+    let (mut all, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = ctl!(
+            addr,
+            list_nodes,
+            pb::ListNodesRequest {
+                page_size: PAGE,
+                page_token: token,
+                ..Default::default()
+            }
+        )?
+        .into_inner();
+        all.extend(page.nodes);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        token = page.next_page_token;
+    }
 }
 
 /// `berth nodes`.

@@ -175,6 +175,27 @@ fn the_dashboard_shows_the_hardware_pending_reasons_and_live_rollouts() {
         );
         screenshot(&c, "overview").await;
 
+        // The node list, a page at a time, searched by name prefix.
+        c.goto(&format!("{base}/ui/#/nodes")).await.unwrap();
+        wait_text(&c, "tr.node-row", |t| !t.is_empty()).await;
+        // "dgx", then Enter (WebDriver's U+E007); live updates may redraw
+        // the page under the input (the search is kept), so try again.
+        for attempt in 0.. {
+            let typed = match c.find(Locator::Id("nodes-prefix")).await {
+                Ok(input) => input.send_keys("dgx\u{E007}").await,
+                Err(e) => Err(e),
+            };
+            match typed {
+                Ok(()) => break,
+                Err(e) if attempt < 10 => eprintln!("typing the prefix: {e}"),
+                Err(e) => panic!("typing the prefix: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let shown = wait_text(&c, "tr.node-row", |t| t.starts_with("dgx1")).await;
+        assert!(shown.contains("8x"), "{shown}");
+        screenshot(&c, "nodes").await;
+
         // The node page: one NVLink island of 8 GPUs, 0-3 held by train.
         c.goto(&format!("{base}/ui/#/nodes/dgx1")).await.unwrap();
         let island = c

@@ -89,6 +89,42 @@ fn the_json_api_serves_the_grpc_methods_with_the_same_rules() {
     });
     let grpc: Vec<Value> = dev.ps();
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), grpc.len());
+    // Pages: one task at a time, by id, then no token.
+    let (code, text) = curl(&dev, &auth, "/v1/tasks?app=web&page_size=1");
+    assert_eq!(code, 200, "{text}");
+    let first = json(&text);
+    let next = first["next_page_token"].as_str().unwrap().to_string();
+    assert_eq!(first["tasks"].as_array().unwrap().len(), 1);
+    let (_, text) = curl(
+        &dev,
+        &auth,
+        &format!("/v1/tasks?app=web&page_size=1&page_token={next}"),
+    );
+    let second = json(&text);
+    assert_eq!(second["tasks"].as_array().unwrap().len(), 1);
+    assert!(second["next_page_token"].as_str().unwrap_or("").is_empty());
+    assert!(first["tasks"][0]["id"].as_str() < second["tasks"][0]["id"].as_str());
+    // Nodes by page and by prefix; a page too large is refused by name.
+    let (_, text) = curl(&dev, &auth, "/v1/nodes?page_size=1");
+    let page = json(&text);
+    assert_eq!(page["nodes"].as_array().unwrap().len(), 1, "{page}");
+    assert!(
+        !page["next_page_token"].as_str().unwrap().is_empty(),
+        "{page}"
+    );
+    let (_, text) = curl(&dev, &auth, "/v1/nodes?prefix=dgx");
+    let dgx = json(&text);
+    assert_eq!(dgx["nodes"].as_array().unwrap().len(), 1, "{dgx}");
+    assert_eq!(dgx["nodes"][0]["name"], "dgx1");
+    let (code, text) = curl(&dev, &auth, "/v1/nodes?page_size=10001");
+    assert_eq!(code, 400, "{text}");
+    assert!(
+        json(&text)["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("page_size:"),
+        "{text}"
+    );
     let id = tasks["tasks"][0]["id"].as_str().unwrap().to_string();
     let (code, text) = curl(&dev, &auth, &format!("/v1/tasks/{id}/explain"));
     assert_eq!(code, 200, "{text}");

@@ -108,30 +108,45 @@ impl Api {
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         self.barrier(&req).await?;
         let scope = self.scope(&req);
-        let app = req.into_inner().app;
+        let r = req.into_inner();
+        let app = r.app;
         if !app.is_empty() && !berth_model::spec::valid_name(&app) {
             return Err(Status::invalid_argument(format!(
                 "app: {app:?} is not a valid app name"
             )));
         }
+        let page = crate::paging::Page::new(r.page_size, r.page_token)?;
         let state = self.store.read();
         let visible = |t: &&berth_model::task::Task| {
             crate::api_acl::in_scope(&state, scope.as_deref(), &t.app)
         };
-        let tasks = if app.is_empty() {
-            state
-                .tasks
-                .values()
-                .filter(visible)
-                .map(|t| convert::listed(&state, t))
-                .collect()
+        fn listed<'t>(
+            state: &berth_store::ClusterState,
+            t: &'t berth_model::task::Task,
+        ) -> (&'t str, pb::Task) {
+            (t.id.as_str(), convert::listed(state, t))
+        }
+        let (tasks, next_page_token) = if app.is_empty() {
+            page.take(
+                state
+                    .tasks
+                    .range::<str, _>((page.start(), std::ops::Bound::Unbounded))
+                    .map(|(_, t)| t)
+                    .filter(visible)
+                    .map(|t| listed(&state, t)),
+            )
         } else {
-            state
-                .tasks_of(&app)
-                .filter(visible)
-                .map(|t| convert::listed(&state, t))
-                .collect()
+            page.take(
+                state
+                    .tasks
+                    .of_app_from(&app, page.start())
+                    .filter(visible)
+                    .map(|t| listed(&state, t)),
+            )
         };
-        Ok(Response::new(pb::ListTasksResponse { tasks }))
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks,
+            next_page_token,
+        }))
     }
 }

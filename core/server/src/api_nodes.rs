@@ -1,6 +1,8 @@
 //! `ListNodes`, `GetNode` (with the inventory and the tasks placed there)
 //! and `DrainNode`.
 
+use std::ops::Bound;
+
 use berth_model::spec::valid_name;
 use berth_proto as pb;
 use berth_store::Command;
@@ -15,13 +17,37 @@ impl Api {
         req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         self.barrier(&req).await?;
+        let r = req.into_inner();
+        if r.prefix.len() > 63
+            || !r
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(Status::invalid_argument(format!(
+                "prefix: {:?} is not the start of a node name (a-z, 0-9, '-'; 63 at most)",
+                r.prefix
+            )));
+        }
+        let page = crate::paging::Page::new(r.page_size, r.page_token)?;
         let state = self.store.read();
-        let nodes = state
-            .nodes
-            .values()
-            .map(|n| node_summary(&state, n))
-            .collect();
-        Ok(Response::new(pb::ListNodesResponse { nodes }))
+        // From the later of the token and the prefix.
+        let start = match page.start() {
+            Bound::Excluded(t) if t >= r.prefix.as_str() => Bound::Excluded(t),
+            _ if r.prefix.is_empty() => Bound::Unbounded,
+            _ => Bound::Included(r.prefix.as_str()),
+        };
+        let (nodes, next_page_token) = page.take(
+            state
+                .nodes
+                .range::<str, _>((start, Bound::Unbounded))
+                .take_while(|(name, _)| name.starts_with(&r.prefix))
+                .map(|(name, n)| (name.as_str(), node_summary(&state, n))),
+        );
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes,
+            next_page_token,
+        }))
     }
 
     pub(crate) async fn drain_node_of(

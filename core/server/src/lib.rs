@@ -28,6 +28,7 @@ pub mod live;
 pub mod liveness;
 pub mod members;
 pub mod metrics;
+pub mod paging;
 pub mod plugins;
 pub mod scheduler;
 pub mod secrets;

@@ -249,7 +249,7 @@ async fn registration_stores_the_inventory_and_refuses_a_bad_one() {
     }
     let nodes = s
         .api()
-        .list_nodes(Request::new(pb::ListNodesRequest {}))
+        .list_nodes(Request::new(pb::ListNodesRequest::default()))
         .await
         .unwrap()
         .into_inner()

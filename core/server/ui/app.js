@@ -86,18 +86,54 @@ async function overview(view) {
         h('td', {}, link(`#/apps/${encodeURIComponent(t.app)}`, t.app)), h('td', { class: 'reason' }, t.reason)))));
 }
 
+const NODE_PAGE = 500;
+// The node list's search and how many pages are shown, kept across the
+// re-renders that live updates cause.
+let nodePrefix = '';
+let nodePages = 1;
+
 async function nodes(view) {
-  const r = await api('/v1/nodes');
-  const list = r.nodes || [];
-  const shown = list.slice(0, 500);
-  view.append(h('h1', {}, `Nodes (${list.length})`),
-    list.length > shown.length ? h('p', { class: 'muted' }, `The first ${shown.length} by name.`) : '',
-    table(['node', 'state', 'CPU', 'memory', 'GPUs', 'tasks'], shown.map((n) => h('tr', {},
-      h('td', {}, link(`#/nodes/${encodeURIComponent(n.name)}`, n.name)),
-      h('td', {}, n.drained ? 'drained' : n.state === 1 ? 'ready' : 'down'),
-      h('td', {}, `${cpu(n.cpu_used)} / ${cpu(n.cpu_millis)}`),
-      h('td', {}, `${bytes(n.memory_used)} / ${bytes(n.memory_bytes)}`),
-      h('td', {}, n.gpus ? n.gpu_model : ''), h('td', {}, z(n.tasks))))));
+  const rows = h('tbody', {});
+  const shown = h('span', {});
+  const more = h('button', { id: 'nodes-more' }, `Next ${NODE_PAGE}`);
+  const search = h('input', { id: 'nodes-prefix', placeholder: 'name starts with', size: 24, value: nodePrefix });
+  let token = '';
+  let count = 0;
+  const load = async (fresh) => {
+    if (fresh) { rows.replaceChildren(); token = ''; count = 0; }
+    const q = `page_size=${NODE_PAGE}&prefix=${encodeURIComponent(nodePrefix)}`
+      + (token ? `&page_token=${encodeURIComponent(token)}` : '');
+    const r = await api(`/v1/nodes?${q}`);
+    for (const n of r.nodes || []) {
+      rows.append(h('tr', { class: 'node-row' },
+        h('td', {}, link(`#/nodes/${encodeURIComponent(n.name)}`, n.name)),
+        h('td', {}, n.drained ? 'drained' : n.state === 1 ? 'ready' : 'down'),
+        h('td', {}, `${cpu(n.cpu_used)} / ${cpu(n.cpu_millis)}`),
+        h('td', {}, `${bytes(n.memory_used)} / ${bytes(n.memory_bytes)}`),
+        h('td', {}, n.gpus ? n.gpu_model : ''), h('td', {}, z(n.tasks))));
+      count++;
+    }
+    token = r.next_page_token || '';
+    more.hidden = !token;
+    shown.textContent = `${count} shown, by name${token ? '; more follow' : ''}.`;
+  };
+  more.addEventListener('click', () => {
+    nodePages++;
+    load(false).catch((e) => shown.append(` ${e.message}`));
+  });
+  const find = () => {
+    if (search.value.trim() === nodePrefix) return;
+    nodePrefix = search.value.trim();
+    nodePages = 1;
+    load(true).catch((e) => { shown.textContent = e.message; });
+  };
+  search.addEventListener('change', find);
+  search.addEventListener('keydown', (e) => { if (e.key === 'Enter') find(); });
+  view.append(h('h1', {}, 'Nodes'), h('p', {}, search, ' ', h('span', { class: 'muted' }, shown)),
+    h('table', {}, h('thead', {}, h('tr', {}, ['node', 'state', 'CPU', 'memory', 'GPUs', 'tasks'].map((c) => h('th', {}, c)))), rows),
+    h('p', {}, more));
+  await load(true);
+  for (let page = 1; page < nodePages && token; page++) await load(false);
 }
 
 async function node(view, name) {

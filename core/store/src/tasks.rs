@@ -7,7 +7,7 @@
 //! indexes are rebuilt on load.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Deref;
+use std::ops::{Bound, Deref};
 
 use berth_model::task::{Desired, Task};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -159,6 +159,20 @@ impl TaskTable {
     /// Tasks of `app` (every version), by id.
     pub fn of_app<'a>(&'a self, app: &str) -> impl Iterator<Item = &'a Task> + 'a {
         self.ids(self.by_app.get(app))
+    }
+
+    /// Tasks of `app` whose ids come after `start`, by id (a page of
+    /// [`TaskTable::of_app`]).
+    pub fn of_app_from<'a>(
+        &'a self,
+        app: &str,
+        start: Bound<&'a str>,
+    ) -> impl Iterator<Item = &'a Task> + 'a {
+        self.by_app
+            .get(app)
+            .into_iter()
+            .flat_map(move |ids| ids.range::<str, _>((start, Bound::Unbounded)))
+            .filter_map(|id| self.all.get(id))
     }
 
     /// Tasks waiting for a placement, by id.

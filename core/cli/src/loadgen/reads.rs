@@ -49,6 +49,7 @@ impl Reads {
             None => {
                 let r = crate::client::request(pb::ListTasksRequest {
                     app: self.app.clone(),
+                    ..Default::default()
                 });
                 ControlClient::new(self.channel.clone())
                     .max_decoding_message_size(pb::MAX_MESSAGE)

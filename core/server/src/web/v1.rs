@@ -101,6 +101,30 @@ pub(crate) struct AppFilter {
     app: String,
 }
 
+/// A page of a listing (see `ListTasksRequest`).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// Items at most (0 or none: all).
+    #[serde(default)]
+    #[param(maximum = 10000)]
+    page_size: u32,
+    /// The previous answer's `next_page_token` (none: from the start).
+    #[serde(default)]
+    #[param(max_length = 256)]
+    page_token: String,
+}
+
+/// Only the nodes whose name starts with `prefix`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct NodeFilter {
+    /// The start of a node name.
+    #[serde(default)]
+    #[param(pattern = r"^[a-z0-9-]{0,63}$")]
+    prefix: String,
+}
+
 /// `GET /v1/overview` parameters.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -335,14 +359,19 @@ pub(crate) async fn job_runs(
 }
 
 #[utoipa::path(get, path = "/v1/tasks", operation_id = "ListTasks", tag = "tasks",
-    params(AppFilter, Ns),
+    params(AppFilter, PageQuery, Ns),
     responses((status = 200, body = pb::ListTasksResponse), Errors))]
 pub(crate) async fn list_tasks(
     State(api): State<Api>,
     ctx: Ctx,
     Q(q): Q<AppFilter>,
+    Q(page): Q<PageQuery>,
 ) -> Answer<pb::ListTasksResponse> {
-    let r = ctx.req(pb::ListTasksRequest { app: q.app });
+    let r = ctx.req(pb::ListTasksRequest {
+        app: q.app,
+        page_size: page.page_size,
+        page_token: page.page_token,
+    });
     Ok(Json(api.list_tasks(r).await?.into_inner()))
 }
 
@@ -359,9 +388,19 @@ pub(crate) async fn explain(
 }
 
 #[utoipa::path(get, path = "/v1/nodes", operation_id = "ListNodes", tag = "nodes",
+    params(NodeFilter, PageQuery),
     responses((status = 200, body = pb::ListNodesResponse), Errors))]
-pub(crate) async fn list_nodes(State(api): State<Api>, ctx: Ctx) -> Answer<pb::ListNodesResponse> {
-    let r = ctx.req(pb::ListNodesRequest {});
+pub(crate) async fn list_nodes(
+    State(api): State<Api>,
+    ctx: Ctx,
+    Q(f): Q<NodeFilter>,
+    Q(page): Q<PageQuery>,
+) -> Answer<pb::ListNodesResponse> {
+    let r = ctx.req(pb::ListNodesRequest {
+        page_size: page.page_size,
+        page_token: page.page_token,
+        prefix: f.prefix,
+    });
     Ok(Json(api.list_nodes(r).await?.into_inner()))
 }
 
