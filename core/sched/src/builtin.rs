@@ -142,7 +142,8 @@ pub fn dynamic_ports(task: &TaskRequest, node: &NodeState) -> Vec<u16> {
         .collect()
 }
 
-/// Fraction of a node's cpu and memory in use after placing `task`, in 0..=1.
+/// Fraction of a node's cpu and memory in use after placing `task`, in
+/// 0..=1 (its CPU with a whole CPU per exclusive core, as it takes them).
 fn utilisation_after(task: &TaskRequest, n: &NodeState) -> f64 {
     let frac = |used: u64, add: u64, cap: u64| {
         if cap == 0 {
@@ -151,14 +152,17 @@ fn utilisation_after(task: &TaskRequest, n: &NodeState) -> f64 {
             ((used + add) as f64 / cap as f64).min(1.0)
         }
     };
-    (frac(n.cpu_used, task.cpu, n.cpu_capacity) + frac(n.mem_used, task.memory, n.mem_capacity))
+    (frac(n.cpu_used, task.cpu_demand(), n.cpu_capacity)
+        + frac(n.mem_used, task.memory, n.mem_capacity))
         / 2.0
 }
 
-/// The task's CPU and memory in one key ([`ScorePlugin::task_key`]),
-/// when both fit (below 2^24 millicores and 2^40 bytes).
+/// The task's CPU (cores included) and memory in one key
+/// ([`ScorePlugin::task_key`]), when both fit (below 2^24 millicores and
+/// 2^40 bytes).
 fn cpu_memory_key(task: &TaskRequest) -> Option<u64> {
-    (task.cpu < 1 << 24 && task.memory < 1 << 40).then_some(task.cpu << 40 | task.memory)
+    let cpu = task.cpu_demand();
+    (cpu < 1 << 24 && task.memory < 1 << 40).then_some(cpu << 40 | task.memory)
 }
 
 /// Prefers the fullest node that fits (best fit), keeping whole nodes free

@@ -388,3 +388,26 @@ fn mig_instances_are_a_need() {
     assert_eq!(p.place(&c, &t).unwrap().0, 1);
     assert!(p.decide(&c, &t).nodes[0].filtered.is_some());
 }
+
+/// `binpack` and `spread` count the CPU a task's exclusive cores take: an
+/// 8-core task fills a node of 8 CPUs and a tenth of one of 80.
+#[test]
+fn packing_scores_count_exclusive_cores() {
+    let mut small = node("a-small", "cpu-2s");
+    small.cpu_capacity = 8000;
+    let mut big = node("b-big", "cpu-2s");
+    big.cpu_capacity = 80_000;
+    let c = Cluster::new(vec![small, big]);
+    let t = TaskRequest {
+        id: "t".into(),
+        memory: 1 << 30,
+        cores: 8,
+        ..Default::default()
+    };
+    let ctx = Default::default();
+    for (policy, node) in [("spread", "b-big"), ("binpack", "a-small")] {
+        let p = berth_sched::policy::cluster_pipeline(policy, &ctx).unwrap();
+        let d = p.decide(&c, &t);
+        assert_eq!(d.placement.unwrap().0, node, "{policy}");
+    }
+}
