@@ -29,33 +29,68 @@ pub use round::{Pending, Plan, Round, Shadows, plan};
 /// the task's message).
 pub const EXPLAIN_BUDGET: usize = 1000;
 
+/// How many node verdicts the kept decisions hold at most, for pending
+/// tasks and for placed ones each: on a large cluster fewer decisions keep
+/// their detail (100 of each at 5,000 nodes), so the memory they take
+/// (about 300 bytes a verdict) does not grow with the cluster.
+pub const EXPLAIN_NODES: usize = 500_000;
+
 /// Recent decisions with their per-node explanation, kept in memory by the
-/// server that made them (the leader), within [`EXPLAIN_BUDGET`] for
-/// pending tasks and as many for placed ones.
-#[derive(Default)]
+/// server that made them (the leader), within [`EXPLAIN_BUDGET`] and
+/// [`EXPLAIN_NODES`] for pending tasks and as many for placed ones.
 pub struct Explained {
     map: HashMap<String, (Decision, u64)>,
-    pending: VecDeque<(String, u64)>,
-    placed: VecDeque<(String, u64)>,
+    pending: Kept,
+    placed: Kept,
     seq: u64,
+    /// Decisions and node verdicts kept at most, of each kind.
+    budget: (usize, usize),
+}
+
+/// Decisions of one kind, oldest first: (task, seq, node verdicts).
+#[derive(Default)]
+struct Kept {
+    queue: VecDeque<(String, u64, usize)>,
+    verdicts: usize,
+}
+
+impl Default for Explained {
+    fn default() -> Explained {
+        Explained::with_budget(EXPLAIN_BUDGET, EXPLAIN_NODES)
+    }
 }
 
 impl Explained {
+    /// Keeps at most `decisions` decisions and `verdicts` node verdicts of
+    /// each kind (the newest decision always).
+    pub fn with_budget(decisions: usize, verdicts: usize) -> Explained {
+        Explained {
+            map: HashMap::new(),
+            pending: Kept::default(),
+            placed: Kept::default(),
+            seq: 0,
+            budget: (decisions.max(1), verdicts),
+        }
+    }
+
     /// Keeps a decision, dropping the oldest of its kind past the budget.
     pub fn insert(&mut self, d: Decision) {
         self.seq += 1;
         let id = d.task.clone();
-        let queue = if d.placement.is_some() {
+        let kept = if d.placement.is_some() {
             &mut self.placed
         } else {
             &mut self.pending
         };
-        queue.push_back((id.clone(), self.seq));
+        kept.queue.push_back((id.clone(), self.seq, d.nodes.len()));
+        kept.verdicts += d.nodes.len();
         self.map.insert(id, (d, self.seq));
-        while queue.len() > EXPLAIN_BUDGET {
-            let Some((old, seq)) = queue.pop_front() else {
+        let (most, verdicts) = self.budget;
+        while kept.queue.len() > most || (kept.verdicts > verdicts && kept.queue.len() > 1) {
+            let Some((old, seq, nodes)) = kept.queue.pop_front() else {
                 break;
             };
+            kept.verdicts -= nodes;
             // Only the entry this queue slot put there (not a newer one).
             if self.map.get(&old).is_some_and(|(_, s)| *s == seq) {
                 self.map.remove(&old);
@@ -469,5 +504,55 @@ fn run(
         if !woke {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_sched::NodeExplain;
+
+    use super::*;
+
+    fn decision(task: &str, placed: bool, nodes: usize) -> Decision {
+        Decision {
+            task: task.into(),
+            placement: placed.then(|| ("n".to_string(), Default::default())),
+            summary: String::new(),
+            nodes: vec![
+                NodeExplain {
+                    node: "n".into(),
+                    filtered: None,
+                    scores: Vec::new(),
+                    total: 0.0,
+                };
+                nodes
+            ],
+        }
+    }
+
+    /// Detail is kept within a count of decisions and of node verdicts,
+    /// pending and placed apart; the newest decision always.
+    #[test]
+    fn detail_is_kept_within_decisions_and_verdicts() {
+        let mut ex = Explained::with_budget(3, 25);
+        for k in 0..5 {
+            ex.insert(decision(&format!("p{k}"), true, 10));
+        }
+        // 25 verdicts hold two decisions of 10.
+        let kept: Vec<bool> = (0..5).map(|k| ex.get(&format!("p{k}")).is_some()).collect();
+        assert_eq!(kept, [false, false, false, true, true]);
+        for k in 0..5 {
+            ex.insert(decision(&format!("w{k}"), false, 1));
+        }
+        // Three pending at most; the placed ones stay.
+        let kept: Vec<bool> = (0..5).map(|k| ex.get(&format!("w{k}")).is_some()).collect();
+        assert_eq!(kept, [false, false, true, true, true]);
+        assert_eq!(ex.len(), 5);
+        // One decision larger than the budget is still kept, alone.
+        ex.insert(decision("huge", true, 100));
+        assert!(ex.get("huge").is_some() && ex.get("p4").is_none());
+        // A task decided again keeps its newest decision.
+        ex.insert(decision("w4", false, 1));
+        assert_eq!(ex.get("w4").unwrap().nodes.len(), 1);
     }
 }
