@@ -222,25 +222,43 @@ pub async fn apps(addr: &str, json: bool) -> anyhow::Result<()> {
 /// Items a listing asks for at a time (the CLI reads every page).
 const PAGE: u32 = 1000;
 
-pub(crate) async fn list_tasks(addr: &str, app: Option<String>) -> anyhow::Result<Vec<pb::Task>> {
+/// Every page of a listing: `page(token)` answers one page and the next
+/// token (empty: the last page).
+async fn all_pages<T, F, Fut>(mut page: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(Vec<T>, String)>>,
+{
     let (mut all, mut token) = (Vec::new(), String::new());
     loop {
-        let page = ctl!(
-            addr,
-            list_tasks,
-            pb::ListTasksRequest {
-                app: app.clone().unwrap_or_default(),
-                page_size: PAGE,
-                page_token: token,
-            }
-        )?
-        .into_inner();
-        all.extend(page.tasks);
-        if page.next_page_token.is_empty() {
+        let (items, next) = page(token).await?;
+        all.extend(items);
+        if next.is_empty() {
             return Ok(all);
         }
-        token = page.next_page_token;
+        token = next;
     }
+}
+
+pub(crate) async fn list_tasks(addr: &str, app: Option<String>) -> anyhow::Result<Vec<pb::Task>> {
+    let app = app.unwrap_or_default();
+    all_pages(|page_token| {
+        let app = app.clone();
+        async move {
+            let r = ctl!(
+                addr,
+                list_tasks,
+                pb::ListTasksRequest {
+                    app,
+                    page_size: PAGE,
+                    page_token,
+                }
+            )?
+            .into_inner();
+            Ok((r.tasks, r.next_page_token))
+        }
+    })
+    .await
 }
 
 /// `berth ps`.
@@ -413,24 +431,20 @@ pub async fn rm(addr: &str, app: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn list_nodes(addr: &str) -> anyhow::Result<Vec<pb::Node>> {
-    let (mut all, mut token) = (Vec::new(), String::new());
-    loop {
-        let page = ctl!(
+    all_pages(|page_token| async move {
+        let r = ctl!(
             addr,
             list_nodes,
             pb::ListNodesRequest {
                 page_size: PAGE,
-                page_token: token,
+                page_token,
                 ..Default::default()
             }
         )?
         .into_inner();
-        all.extend(page.nodes);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        token = page.next_page_token;
-    }
+        Ok((r.nodes, r.next_page_token))
+    })
+    .await
 }
 
 /// `berth nodes`.

@@ -52,10 +52,15 @@ impl Target<'_, '_> {
 impl<'a> Candidates<'a> {
     /// Every class of the cluster.
     pub(crate) fn all(cluster: &'a Cluster) -> Candidates<'a> {
+        Candidates::meeting(cluster, crate::Need::default())
+    }
+
+    /// The classes of the cluster that `need` does not rule out, whole.
+    fn meeting(cluster: &'a Cluster, need: crate::Need) -> Candidates<'a> {
         Candidates {
             units: cluster
                 .classes()
-                .live()
+                .meeting(need)
                 .map(|class| Unit { class, part: None })
                 .collect(),
             parts: Vec::new(),
@@ -85,15 +90,7 @@ impl<'a> Candidates<'a> {
                 break;
             }
         }
-        let c = Candidates {
-            units: cluster
-                .classes()
-                .meeting(need)
-                .map(|class| Unit { class, part: None })
-                .collect(),
-            parts: Vec::new(),
-        };
-        (c, folded)
+        (Candidates::meeting(cluster, need), folded)
     }
 
     /// Drops the units short of `need`.
